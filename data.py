@@ -1,9 +1,328 @@
 """Data sets for reinforcement fine-tuning on math: (question, answer) pairs and prompt templates.
 
-(Module docstring to be completed by the data owner.)
+Everything upstream of a rollout (DESIGN sections 1 and 7): the problems GRPO samples responses
+for, and the prompt text that asks for an answer format the rule-based reward (rewards.py) can
+grade. The paper's runs train on DAPO-Math with a held-out DAPO500 and evaluate on AIME24/25,
+AMC23 and MATH-500; the default run needs no network and uses the synthetic task at the bottom.
+
+* `load_examples(name, ...)`: "synthetic", a short name of the table KNOWN (hub id, config,
+  split, question and answer columns as the data sets' cards document them, and a transform
+  where the raw column is not the bare answer: gsm8k keeps the text after `####`, DAPO-Math
+  prompts lose the DAPO instruction they already contain so that no style doubles it), or a
+  local .jsonl / .json / .parquet / .csv read by datasets' own loaders. Every user error ends
+  in one ValueError that says what to do (unknown name, missing column, unreachable hub); rows
+  without an answer are skipped and counted, not fatal.
+* `split_holdout`: a seeded validation split such as DAPO500.
+* `format_prompt`: the Qwen2.5-math style (system "Please reason step by step, and put your
+  final answer within \\boxed{}.", the default, as in the paper) or the DAPO "Answer:" style,
+  through the tokenizer's chat template with the assistant turn opened; plain text when the
+  tokenizer has no template. `reward_style` names the matching reward style.
 """
 
 # ----- hub data sets, local files, prompt templates (owner: data+rewards) -----
+import json
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    """One problem: the question shown to the model and its gold answer, both plain strings."""
+    question: str
+    answer: str
+
+
+QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+DAPO_TEMPLATE = ("Solve the following math problem step by step. The last line of your response should be "
+                 "of the form Answer: $Answer (without quotes) where $Answer is the answer to the problem."
+                 "\n\n{problem}\n\n"
+                 'Remember to put your answer on its own line after "Answer:".')
+PROMPT_STYLES = ("qwen-math", "dapo")
+_REWARD_STYLE = {"qwen-math": "boxed", "dapo": "answer"}
+
+
+def _gsm8k_answer(solution: str) -> str:
+    """gsm8k's answer column is a worked solution ending in `#### 7,425`: keep `7425`."""
+    return solution.split("####")[-1].strip().replace(",", "")
+
+
+def _strip_dapo_instruction(prompt: str) -> str:
+    """DAPO-Math prompts already carry the DAPO instruction; keep the bare problem so that
+    format_prompt can apply either style without doubling it."""
+    prefix, suffix = DAPO_TEMPLATE.split("{problem}")
+    return prompt.removeprefix(prefix).removesuffix(suffix)
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """Where a known data set lives on the hub and which columns hold the question and the answer."""
+    hub_id: str
+    config: str | None
+    split: str                                   # default split
+    question: str                                # column names, as documented on the data set's card
+    answer: str
+    question_transform: Callable[[str], str] | None = None
+    answer_transform: Callable[[str], str] | None = None
+
+
+KNOWN: dict[str, HubDataset] = {  # DESIGN section 7
+    "dapo-math": HubDataset("open-r1/DAPO-Math-17k-Processed", "en", "train", "prompt", "solution",
+                            question_transform=_strip_dapo_instruction),
+    "gsm8k": HubDataset("openai/gsm8k", "main", "test", "question", "answer",
+                        answer_transform=_gsm8k_answer),
+    "math500": HubDataset("HuggingFaceH4/MATH-500", None, "test", "problem", "answer"),
+    "aime24": HubDataset("HuggingFaceH4/aime_2024", None, "train", "problem", "answer"),
+    "aime25": HubDataset("math-ai/aime25", None, "test", "problem", "answer"),
+    "amc23": HubDataset("math-ai/amc23", None, "test", "question", "answer"),
+}
+QUESTION_KEYS = ("question", "problem", "prompt", "input", "query")  # tried in order for local files
+ANSWER_KEYS = ("answer", "solution", "final_answer", "target", "ground_truth")
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # datasets builders
+
+
+def load_examples(name: str, split: str | None = None, question_key: str | None = None,
+                  answer_key: str | None = None, limit: int | None = None, seed: int = 0) -> list[Example]:
+    """Examples of a data set: "synthetic", a short name of KNOWN, or a local .jsonl/.json/.parquet/.csv.
+
+    split: "train" / "test" for synthetic (default "train"), a hub split for KNOWN (default: the
+    table's); ignored for local files. question_key / answer_key: column names, overriding the
+    table's or, for local files, the defaults QUESTION_KEYS / ANSWER_KEYS tried in order; a dotted
+    key reads a nested field ("reward_model.ground_truth" in verl-style parquet files).
+    limit: keep a seeded random subset of this many examples, in their original order.
+    Rows without a question or an answer are skipped with one logged warning giving their count.
+    """
+    if name == "synthetic":
+        return synthetic_examples(split or "train", n=limit, seed=seed)
+    if name in KNOWN:
+        spec = KNOWN[name]
+        rows = _load_from_hub(name, spec, split or spec.split)
+        examples = _to_examples(rows, question_key or spec.question, answer_key or spec.answer,
+                                f"{name} ({spec.hub_id})", spec.question_transform, spec.answer_transform)
+    elif Path(name).suffix.lower() in LOCAL_FORMATS or Path(name).exists():
+        rows = _load_local_file(Path(name))
+        examples = _to_examples(rows, question_key, answer_key, name)
+    else:
+        raise ValueError(f"Unknown data set {name!r}: use 'synthetic', one of {', '.join(KNOWN)}, "
+                         f"or a local file ending in {', '.join(LOCAL_FORMATS)}.")
+    if limit is not None and limit < len(examples):
+        keep = sorted(random.Random(seed).sample(range(len(examples)), max(limit, 0)))
+        examples = [examples[i] for i in keep]
+    return examples
+
+
+def _load_from_hub(name: str, spec: HubDataset, split: str):
+    from datasets import load_dataset  # imported here: ~1 s, and the default synthetic task needs none of it
+
+    try:
+        return load_dataset(spec.hub_id, spec.config, split=split)
+    except Exception as error:  # offline, unreachable, unknown split: all end in the same advice
+        cause = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        file = f"{name}-{split}.jsonl"
+        raise ValueError(
+            f"Could not load {name!r} ({spec.hub_id}, split {split!r}) from the Hugging Face hub ({cause}). "
+            f"If the hub cannot be reached from here, save the examples on a machine where it can: "
+            f"python -c \"import data; data.save_examples(data.load_examples({name!r}, split={split!r}), "
+            f"{file!r})\", copy the file here and pass it as the data set: --dataset {file}") from error
+
+
+def _load_local_file(path: Path):
+    from datasets import load_dataset
+
+    builder = LOCAL_FORMATS.get(path.suffix.lower())
+    if builder is None:
+        raise ValueError(f"Cannot read {path}: data files must end in {', '.join(LOCAL_FORMATS)}.")
+    if not path.is_file():
+        raise ValueError(f"Data file {path} does not exist; check the path passed as the data set.")
+    try:  # datasets' own loaders: one code path and one set of dtypes for every format
+        return load_dataset(builder, data_files=str(path), split="train")
+    except Exception as error:
+        raise ValueError(f"Could not read {path} as {path.suffix} ({type(error).__name__}: {error}); "
+                         f"check that the file is valid {path.suffix[1:]}.") from error
+
+
+def _pick_column(columns: list[str], key: str | None, defaults: tuple[str, ...], kind: str, source: str) -> str:
+    """The column to read: `key` if given (its first dotted part must exist), else the first default present."""
+    if key is not None:
+        if key.split(".")[0] in columns:
+            return key
+        raise ValueError(f"{source} has no {kind} column {key!r}; its columns are {columns}. "
+                         f"Pass --{kind}-key with one of them.")
+    for candidate in defaults:
+        if candidate in columns:
+            return candidate
+    raise ValueError(f"{source} has none of the usual {kind} columns {list(defaults)}; its columns are "
+                     f"{columns}. Pass --{kind}-key with one of them.")
+
+
+def _field(row: dict, key: str):
+    """row[key], following dots into nested fields; None where a level is missing."""
+    value = row
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _as_text(value) -> str | None:
+    """A cell as a stripped string; None for missing / empty / NaN. Integral floats lose their `.0`
+    (a CSV or float answer column 27.0 is the answer 27); a chat-message list gives its last user turn."""
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        user_turns = [m["content"] for m in value if m.get("role", "user") == "user"]
+        value = user_turns[-1] if user_turns else None
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _to_examples(rows, question_key: str | None, answer_key: str | None, source: str,
+                 question_transform: Callable[[str], str] | None = None,
+                 answer_transform: Callable[[str], str] | None = None) -> list[Example]:
+    columns = list(rows.column_names)
+    question_column = _pick_column(columns, question_key, QUESTION_KEYS, "question", source)
+    answer_column = _pick_column(columns, answer_key, ANSWER_KEYS, "answer", source)
+    examples, skipped = [], 0
+    for row in rows:
+        question, answer = _as_text(_field(row, question_column)), _as_text(_field(row, answer_column))
+        if question is not None and question_transform is not None:
+            question = question_transform(question).strip() or None
+        if answer is not None and answer_transform is not None:
+            answer = answer_transform(answer).strip() or None
+        if question is None or answer is None:
+            skipped += 1
+            continue
+        examples.append(Example(question, answer))
+    if skipped:
+        logger.warning("%s: skipped %d of %d rows without a question or an answer", source, skipped, len(rows))
+    if not examples:
+        raise ValueError(f"{source} has no row with both a question ({question_column!r}) and an answer "
+                         f"({answer_column!r}); check the columns or pass --question-key / --answer-key.")
+    return examples
+
+
+def save_examples(examples: list[Example], path: str | Path) -> None:
+    """Write examples as .jsonl with keys "question" and "answer" (load_examples reads it back as is)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for example in examples:
+            f.write(json.dumps({"question": example.question, "answer": example.answer}, ensure_ascii=False) + "\n")
+
+
+def split_holdout(examples: list[Example], n: int, seed: int = 0) -> tuple[list[Example], list[Example]]:
+    """(train, held_out): a seeded random `n` examples held out for validation, e.g. the paper's
+    DAPO500 (500 problems of DAPO-Math). Both keep the original order and are disjoint."""
+    if not 0 <= n < len(examples):
+        raise ValueError(f"Cannot hold out {n} of {len(examples)} examples; hold out at least 0 and fewer than all.")
+    held = set(random.Random(seed).sample(range(len(examples)), n))
+    train = [e for i, e in enumerate(examples) if i not in held]
+    held_out = [e for i, e in enumerate(examples) if i in held]
+    return train, held_out
+
+
+def prompt_messages(question: str, style: str = "qwen-math") -> list[dict[str, str]]:
+    """The chat messages of a prompt style: "qwen-math" (system prompt asking for \\boxed{},
+    user = question) or "dapo" (no system prompt, the DAPO "Answer:" instruction around the question)."""
+    if style == "qwen-math":
+        return [{"role": "system", "content": QWEN_MATH_SYSTEM}, {"role": "user", "content": question}]
+    if style == "dapo":
+        return [{"role": "user", "content": DAPO_TEMPLATE.format(problem=question)}]
+    raise ValueError(f"Unknown prompt style {style!r}; use one of {PROMPT_STYLES}.")
+
+
+def format_prompt(tokenizer, question: str, style: str = "qwen-math") -> str:
+    """The prompt string to generate from: the tokenizer's chat template with the assistant turn
+    opened (add_generation_prompt=True). A tokenizer without a chat template (or None) gets the
+    messages' texts separated by blank lines."""
+    messages = prompt_messages(question, style)
+    if tokenizer is None or getattr(tokenizer, "chat_template", None) is None:
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def reward_style(style: str) -> str:
+    """The answer format a prompt style asks for, as rewards.math_reward's `style`: "boxed" or "answer"."""
+    if style not in _REWARD_STYLE:
+        raise ValueError(f"Unknown prompt style {style!r}; use one of {PROMPT_STYLES}.")
+    return _REWARD_STYLE[style]
 
 
 # ----- built-in synthetic task (owner: tiny-model) -----
+# Arithmetic word problems that need no network: "Tom has 47 apples. Tom buys 8 more, then
+# gives 5 to Mia. How many apples does Tom have now?" -> "50". `difficulty` is the number of
+# operations, each adding or taking away a one-digit number (2-9) from a running total that
+# starts at two digits, so most problems need a carry or a borrow (47+8, 55-7) yet stay small
+# enough for a ~2 M-parameter model to learn on a CPU in minutes. A problem goes to the test
+# split iff a hash of its arithmetic (start number, signed operands) says so, whatever the seed
+# and wording: no test problem shares its arithmetic with any train problem, for any seeds.
+import hashlib  # noqa: E402  (imports of this section; the data owner may move them to the top)
+import re  # noqa: E402
+
+_NAMES = ("Tom", "Mia", "Sam", "Ana", "Leo", "Ivy", "Ben", "Zoe", "Max", "Eva")
+_OBJECTS = ("apples", "books", "coins", "marbles", "stickers", "pens", "shells", "cards")
+_GAIN = ("buys {n} more", "finds {n} more", "gets {n} more from {other}")
+_LOSE = ("gives {n} to {other}", "loses {n}", "sells {n}")
+_SYNTHETIC_SIZES = {"train": 4000, "test": 300}
+_TEST_PERCENT = 10
+
+
+def _synthetic_split(start: int, operands: list[int]) -> str:
+    """The split a problem's arithmetic belongs to, from a seed-independent hash."""
+    key = ",".join(str(x) for x in [start, *operands]).encode()
+    bucket = int(hashlib.sha256(key).hexdigest()[:8], 16) % 100
+    return "test" if bucket < _TEST_PERCENT else "train"
+
+
+def synthetic_steps(question: str) -> list[tuple[int, str, int]]:
+    """The working of a synthetic question as steps (left, "+" or "-", right), read back from
+    its wording; the result of each step is the left side of the next."""
+    start = int(re.search(r"has (\d+) ", question).group(1))
+    steps, total = [], start
+    for verb, n in re.findall(r"(buys|finds|gets|gives|loses|sells) (\d+)", question):
+        op = "+" if verb in ("buys", "finds", "gets") else "-"
+        steps.append((total, op, int(n)))
+        total = total + int(n) if op == "+" else total - int(n)
+    return steps
+
+
+def synthetic_examples(split: str, n: int | None = None, seed: int = 0,
+                       difficulty: int = 2) -> list[Example]:
+    """`n` distinct word problems of `split` ("train" or "test"; 4000 / 300 by default), each
+    with `difficulty` operations. Deterministic in (split, n, seed, difficulty); train and test
+    never share arithmetic, for any seeds (the same arithmetic may recur within a split in
+    other words, as it must at difficulty 1, which has only ~1,400 distinct sums)."""
+    if split not in _SYNTHETIC_SIZES:
+        raise ValueError(f"unknown synthetic split {split!r}: use 'train' or 'test'")
+    if difficulty < 1:
+        raise ValueError(f"synthetic difficulty must be at least 1 (operations), got {difficulty}")
+    n = _SYNTHETIC_SIZES[split] if n is None else n
+    rng = random.Random(f"synthetic/{split}/{seed}/{difficulty}")
+    examples, seen = [], set()
+    while len(examples) < n:
+        name, other = rng.sample(_NAMES, 2)
+        thing = rng.choice(_OBJECTS)
+        start = total = rng.randint(10, 99)
+        phrases, operands = [], []
+        for _ in range(difficulty):
+            if total >= 2 and rng.random() < 0.5:
+                k = rng.randint(2, min(9, total))  # never below zero
+                phrases.append(rng.choice(_LOSE).format(n=k, other=other))
+                operands.append(-k)
+                total -= k
+            else:
+                k = rng.randint(2, 9)
+                phrases.append(rng.choice(_GAIN).format(n=k, other=other))
+                operands.append(k)
+                total += k
+        question = (f"{name} has {start} {thing}. {name} {', then '.join(phrases)}. "
+                    f"How many {thing} does {name} have now?")
+        if question in seen or _synthetic_split(start, operands) != split:
+            continue
+        seen.add(question)
+        examples.append(Example(question, str(total)))
+    return examples

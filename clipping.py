@@ -1,0 +1,122 @@
+"""Token masks that decide which response tokens train: Clip-B, Clip-V (paper section 3,
+DESIGN 3.3) and the entropy-direction filters that test Theorem 2 at model scale (DESIGN 3.4).
+
+By Theorem 2 a GRPO update of token t changes the entropy by about -alpha_t (S*_t - E[S]_t),
+with alpha_t of the sign of the advantage A_t. The paper removes the outlier tokens whose update
+lowers entropy the most:
+
+* Clip-B (batch baseline):      d_t = S*_t - mean(S*),  sigma = population std of S*
+* Clip-V (vocabulary baseline): d_t = S*_t - E[S]_t,    sigma = population std of d
+  (d is not re-centred: Corollary 1 says it already has mean ~0 on-policy)
+* remove t if A_t < 0 and d_t < -mu sigma (penalising an unlikely token), or, only when mu_pos
+  is finite, if A_t > 0 and d_t > mu_pos sigma (rewarding a likely token). A_t = 0 is kept.
+
+Choices, each the authors' released behaviour where DESIGN does not fix it:
+* statistics are over the valid (response_mask) tokens of the whole rollout batch, computed
+  once from the old policy; padding is never kept and never enters a statistic;
+* sigma < 1e-12 (e.g. a constant batch) keeps every valid token;
+* the optional cap max_frac removes at most max(int(max_frac * n_valid), 1) tokens, those with
+  the largest |d| among the ones the rule would remove (the release caps Clip-V at 1e-4);
+* the statistics are computed in float64, which costs nothing at (N, T) size.
+This is single-process code; under data parallelism the mean and sigma would be all-reduced.
+
+All masks take (N, T) tensors, advantages (N,) or (N, T), response_mask (N, T) bool, and
+return (keep (N, T) bool, metrics) with metrics "masked_frac", "masked_frac_pos",
+"masked_frac_neg" (removed fraction of all / A > 0 / A < 0 valid tokens), "center" and "sigma".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+SIGMA_FLOOR = 1e-12
+
+
+def _per_token(advantages: Tensor, like: Tensor) -> Tensor:
+    """Broadcast per-response advantages (N,) to (N, T); (N, T) passes through."""
+    return advantages.unsqueeze(-1).expand_as(like) if advantages.dim() == 1 else advantages
+
+
+def _frac(removed: Tensor, among: Tensor) -> float:
+    n = int(among.sum())
+    return int((removed & among).sum()) / n if n else 0.0
+
+
+def _metrics(keep: Tensor, valid: Tensor, adv: Tensor, center: float, sigma: float) -> dict[str, float]:
+    removed = valid & ~keep
+    return {"masked_frac": _frac(removed, valid), "masked_frac_pos": _frac(removed, valid & (adv > 0)),
+            "masked_frac_neg": _frac(removed, valid & (adv < 0)), "center": center, "sigma": sigma}
+
+
+def _valid_mean_std(x: Tensor, valid: Tensor) -> tuple[float, float]:
+    """Mean and population std of x over the valid tokens (0, 0 when there are none)."""
+    v = x[valid].double()
+    if v.numel() == 0:
+        return 0.0, 0.0
+    return v.mean().item(), v.std(correction=0).item()
+
+
+def _discriminator_clip(d: Tensor, sigma: float, advantages: Tensor, response_mask: Tensor, mu: float,
+                        mu_pos: float, max_frac: float | None, center: float) -> tuple[Tensor, dict[str, float]]:
+    """The rule shared by Clip-B and Clip-V on the deviation d (N, T) and its scale sigma."""
+    valid = response_mask.bool()
+    adv = _per_token(advantages, d)
+    if sigma < SIGMA_FLOOR:
+        return valid.clone(), _metrics(valid, valid, adv, center, sigma)
+    d = d.double()
+    remove = valid & (((adv < 0) & (d < -mu * sigma)) | ((adv > 0) & (d > mu_pos * sigma)))
+    if max_frac is not None:
+        cap = max(int(max_frac * int(valid.sum())), 1)
+        if int(remove.sum()) > cap:
+            extremeness = torch.where(remove, d.abs(), torch.full_like(d, -1.0))
+            top = extremeness.flatten().topk(cap).indices
+            remove = torch.zeros_like(remove).flatten().index_fill_(0, top, True).view_as(remove)
+    keep = valid & ~remove
+    return keep, _metrics(keep, valid, adv, center, sigma)
+
+
+def clip_b_mask(s_star: Tensor, advantages: Tensor, response_mask: Tensor, mu: float,
+                mu_pos: float = math.inf, max_frac: float | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Clip-B: d_t = S*_t - mean(S*) over the batch, sigma = population std of S*.
+
+    s_star, response_mask: (N, T); advantages: (N,) or (N, T). Returns keep (N, T) bool and
+    metrics ("center" is mean S*). Released default mu = 2.5, no cap.
+    """
+    valid = response_mask.bool()
+    center, sigma = _valid_mean_std(s_star, valid)
+    return _discriminator_clip(s_star.double() - center, sigma, advantages, valid, mu, mu_pos, max_frac, center)
+
+
+def clip_v_mask(s_star: Tensor, es: Tensor, advantages: Tensor, response_mask: Tensor, mu: float,
+                mu_pos: float = math.inf, max_frac: float | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Clip-V: d_t = S*_t - E_{i~pi_t}[S_i] (not re-centred), sigma = population std of d.
+
+    s_star, es, response_mask: (N, T); advantages: (N,) or (N, T). Returns keep (N, T) bool and
+    metrics ("center" is mean d, reported only). Released default mu = 8.5, cap 1e-4.
+    """
+    valid = response_mask.bool()
+    d = s_star.double() - es.double()
+    center, sigma = _valid_mean_std(d, valid)
+    return _discriminator_clip(d, sigma, advantages, valid, mu, mu_pos, max_frac, center)
+
+
+def entropy_direction_mask(s_star: Tensor, es: Tensor, advantages: Tensor, response_mask: Tensor,
+                           direction: str) -> tuple[Tensor, dict[str, float]]:
+    """Keep only tokens whose Theorem-2 entropy change -A_t (S*_t - E[S]_t) is > 0 ("up") or
+    < 0 ("down"); tokens with a predicted change of exactly 0 (e.g. A_t = 0) are dropped by both.
+
+    s_star, es, response_mask: (N, T); advantages: (N,) or (N, T). Metrics as for Clip-V
+    ("center", "sigma": mean and population std of S* - E[S] over valid tokens).
+    """
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}.")
+    valid = response_mask.bool()
+    adv = _per_token(advantages, s_star)
+    d = s_star.double() - es.double()
+    predicted = -adv * d
+    keep = valid & (predicted > 0 if direction == "up" else predicted < 0)
+    center, sigma = _valid_mean_std(d, valid)
+    return keep, _metrics(keep, valid, adv, center, sigma)

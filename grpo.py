@@ -1,0 +1,136 @@
+"""The GRPO objective: group advantages, the clipped policy loss, KL, loss aggregation
+(DESIGN 3.1 and 3.2; the paper's J_GRPO in section 2.2).
+
+    A_i   = (r_i - mean(r_group)) / (std(r_group) + 1e-6)               every token of response i
+    rho_t = exp(logp_t - old_logp_t)
+    l_t   = -min(rho_t A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) A_t)
+            + kl_coef * k3(ref || current)_t                            (optional)
+    loss  = agg(l) - entropy_coef * agg(H)                              (entropy bonus, optional)
+
+Choices:
+* std is unbiased (torch default), as in the authors' release (verl's GRPO advantage); a group
+  of one response has mean 0 and std 1 there, so its advantage is r / (1 + 1e-6), i.e. r.
+  scale_std=False drops the division (Dr. GRPO).
+* `aggregate` is one switchable function (as verl's agg_loss). Its denominators can be passed
+  in as counts over the whole optimiser update, so that summing the losses of micro-batches
+  gives exactly the loss and gradient of the full batch. Tokens a clipping mask removed are
+  absent from `mask`, hence from numerator and denominator alike. Without counts, the sequence
+  modes average over the sequences that have at least one kept token (verl's behaviour).
+* The log-ratio is clamped to [-20, 20] before exp, as verl does, to keep a stale token from
+  overflowing; inside that range nothing changes.
+* No dual-clip: DESIGN 3.2 gives the plain two-sided clip, which is what the paper's runs use.
+* The entropy bonus is aggregated over the same mask as the policy loss.
+* Metrics are over the kept tokens of the given (micro-)batch:
+  clip_frac_low  = fraction with rho < 1 - eps_low and A < 0 (the clip zeroes their gradient),
+  clip_frac_high = fraction with rho > 1 + eps_high and A > 0 (likewise),
+  approx_kl      = mean k3 estimate of KL(old || current) from the old policy's samples,
+                   rho - 1 - log rho (verl's low_var_kl with old in the role of the sampler),
+  ratio_mean     = mean rho, and kl_ref = mean k3(ref || current) when ref_logp is given.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+ADV_EPS = 1e-6
+LOG_RATIO_CLAMP = 20.0
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+def group_advantages(rewards: Tensor, group_size: int, scale_std: bool = True) -> Tensor:
+    """GRPO advantages. rewards: (N,), responses of one prompt contiguous in groups of
+    group_size. Returns (N,) float32: (r - group mean) / (group std + 1e-6), or r - mean
+    when scale_std is False."""
+    if group_size < 1 or rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}; "
+                         "pass the group size the rollout used.")
+    r = rewards.float().view(-1, group_size)
+    if group_size == 1:  # the release's convention for a lone response: mean 0, std 1
+        mean, std = torch.zeros_like(r), torch.ones_like(r)
+    else:
+        mean, std = r.mean(-1, keepdim=True), r.std(-1, keepdim=True)
+    centred = r - mean
+    return (centred / (std + ADV_EPS) if scale_std else centred).view(-1)
+
+
+def _safe_div(total: Tensor, count) -> Tensor:
+    """total / count, or 0 (with a zero gradient) when there is nothing to average."""
+    return total / count if float(count) > 0 else total * 0.0
+
+
+def aggregate(token_loss: Tensor, mask: Tensor, mode: str = "token-mean", num_tokens: int | None = None,
+              num_seqs: int | None = None, max_len: int | None = None) -> Tensor:
+    """Reduce a per-token loss to a scalar over the kept tokens.
+
+    token_loss: (N, T); mask: (N, T) bool, the tokens that train.
+    * token-mean: sum of kept losses / num_tokens (default: kept tokens here).
+    * seq-mean-token-mean: mean over each sequence's kept tokens, summed / num_seqs.
+    * seq-mean-token-sum-norm (Dr. GRPO): each sequence's sum / max_len (default: T), summed /
+      num_seqs.
+    num_seqs defaults to the sequences here with at least one kept token. Pass num_tokens /
+    num_seqs counted over the whole update (and a fixed max_len) when micro-batching.
+    """
+    if mode not in LOSS_AGG_MODES:
+        raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {', '.join(LOSS_AGG_MODES)}.")
+    mask = mask.bool()
+    kept = torch.where(mask, token_loss, torch.zeros_like(token_loss))  # padding may hold inf/nan
+    if mode == "token-mean":
+        return _safe_div(kept.sum(), mask.sum() if num_tokens is None else num_tokens)
+    seq_sum, seq_count = kept.sum(-1), mask.sum(-1)
+    if mode == "seq-mean-token-mean":
+        seq_loss = seq_sum / seq_count.clamp(min=1)
+    else:
+        seq_loss = seq_sum / (token_loss.shape[-1] if max_len is None else max_len)
+    return _safe_div(seq_loss.sum(), (seq_count > 0).sum() if num_seqs is None else num_seqs)
+
+
+def k3_kl(logp_sampler: Tensor, logp_other: Tensor) -> Tensor:
+    """Per-token k3 estimate of KL(sampler || other) from tokens the sampler drew (Schulman):
+    exp(x) - x - 1 with x = logp_other - logp_sampler. Non-negative, unbiased, low variance."""
+    x = (logp_other - logp_sampler).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return torch.exp(x) - x - 1
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> float:
+    n = int(mask.sum())
+    return float(x.detach()[mask].double().sum()) / n if n else 0.0
+
+
+def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, eps_low: float = 0.2,
+                eps_high: float = 0.2, ref_logp: Tensor | None = None, kl_coef: float = 0.0,
+                entropy: Tensor | None = None, entropy_coef: float = 0.0, loss_agg: str = "token-mean",
+                num_tokens: int | None = None, num_seqs: int | None = None,
+                max_len: int | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Clipped GRPO surrogate (DESIGN 3.2) of one (micro-)batch.
+
+    logp (differentiable), old_logp, ref_logp, entropy: (N, T); advantages: (N,) or (N, T);
+    mask: (N, T) bool = response mask AND the method's keep mask. Returns (scalar loss, metrics).
+    """
+    if kl_coef > 0 and ref_logp is None:
+        raise ValueError("kl_coef > 0 needs the reference policy's log-probabilities (ref_logp).")
+    if entropy_coef != 0 and entropy is None:
+        raise ValueError("entropy_coef != 0 needs the per-token entropy of the current policy.")
+    mask = mask.bool()
+    adv = advantages.unsqueeze(-1).expand_as(logp) if advantages.dim() == 1 else advantages
+    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    clipped = ratio.clamp(1 - eps_low, 1 + eps_high)
+    token_loss = -torch.minimum(ratio * adv, clipped * adv)
+    if kl_coef > 0:
+        token_loss = token_loss + kl_coef * k3_kl(logp, ref_logp)
+    counts = dict(num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+    loss = aggregate(token_loss, mask, loss_agg, **counts)
+    if entropy_coef != 0:
+        loss = loss - entropy_coef * aggregate(entropy, mask, loss_agg, **counts)
+
+    with torch.no_grad():
+        metrics = {
+            "clip_frac_low": _masked_mean(((ratio < 1 - eps_low) & (adv < 0)).double(), mask),
+            "clip_frac_high": _masked_mean(((ratio > 1 + eps_high) & (adv > 0)).double(), mask),
+            "approx_kl": _masked_mean(k3_kl(old_logp, logp), mask),
+            "ratio_mean": _masked_mean(ratio, mask),
+        }
+        if ref_logp is not None:
+            metrics["kl_ref"] = _masked_mean(k3_kl(logp, ref_logp), mask)
+    return loss, metrics

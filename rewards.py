@@ -1,0 +1,400 @@
+"""Rule-based math reward: pull the final answer out of a response and decide if it equals the gold.
+
+GRPO (DESIGN 3.1) turns these rewards r in {0, 1} into the advantages A = (r - mean r) / (std r)
+that drive every entropy effect of the paper (Theorem 2: dH = -alpha (S_* - E[S]), alpha ~ A).
+A wrong reward is a wrong sign of A, so the grader is deliberately strict and never crashes:
+
+* What is graded: the text after the last `</think>` (a `<think>` without its `</think>` is a
+  truncated thought and has no answer). Style "boxed" (Qwen2.5-math prompt): the LAST
+  `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`, with brace matching; an unclosed box is no
+  answer. Style "answer" (DAPO prompt): the last `Answer:` line.
+* No credit for listing guesses: if the boxes of one response are not all the same answer the
+  response gets 0, whichever box matches (the same answer boxed twice is fine; "the same" is
+  decided by the fast path below, so boxes it cannot prove equal count as different).
+* Fast path, in this process: normalise both sides (`\\left`/`\\right`, `\\dfrac`/`\\tfrac`,
+  `\\text{...}` units, `^\\circ`, `\\$`, `\\%`, `{,}` and thousands commas, a trailing period,
+  spaces, a leading `x =`), then compare exactly: equal strings, or equal rational numbers
+  (`0.5 = \\frac{1}{2} = 1/2`, `007 = 7`, but `0.333 != 1/3`). Tuples and intervals are ordered
+  and their brackets must agree (`(1,2) != (2,1)`, `[2,5) != [2,5]`); a bare list `-2, 1` and a
+  set `\\{...\\}` are unordered. This decides almost every response of a training step in
+  microseconds, so thousands of responses per step stay cheap.
+* Slow path, only when the fast path cannot decide (e.g. `\\frac{\\sqrt3}{2}` vs `\\sqrt{3}/2`):
+  symbolic equivalence with math-verify, `verify(gold, pred)` (that order: gold first). It runs
+  in a persistent child process ('spawn', safe next to torch and CUDA) with math-verify's own
+  SIGALRM timeouts switched off (they fail off the main thread); the parent waits at most
+  `timeout` seconds and otherwise kills and later restarts the child, so an input such as
+  `\\boxed{9^{9^{9^{9}}}}` costs 0 reward and ~2 s, never a hung training run.
+* Any exception while grading counts as reward 0 with a logged warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import re
+import threading
+from fractions import Fraction
+
+logger = logging.getLogger(__name__)
+
+REWARD_STYLES = ("boxed", "answer")
+_WORKER_START_TIMEOUT = 120.0  # seconds; a spawned child re-imports the main script (torch...)
+
+
+# ----- answer extraction -----
+
+def strip_thinking(response: str) -> str:
+    """The part of a response that is graded: after the last `</think>`; "" if a `<think>` is never closed."""
+    if "</think>" in response:
+        return response.rsplit("</think>", 1)[1]
+    return "" if "<think>" in response else response
+
+
+_BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+
+
+def _matching_brace(text: str, start: int) -> int | None:
+    """Index of the `}` closing the `{` at text[start], skipping escaped braces; None if unclosed."""
+    depth, i = 0, start
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2  # `\{` and `\}` are literal braces (sets), not grouping
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def boxed_answers(text: str) -> tuple[list[str], bool]:
+    """Contents of the boxes in `text`, in order, and whether the last box is unclosed (truncated).
+
+    A box nested inside another box's content is part of that content, not a box of its own.
+    """
+    contents: list[str] = []
+    pos = 0
+    while (match := _BOX_COMMAND.search(text, pos)) is not None:
+        i = match.end()
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i < len(text) and text[i] == "{":
+            end = _matching_brace(text, i)
+            if end is None:
+                return contents, True
+            contents.append(text[i + 1:end])
+            pos = end + 1
+        elif i > match.end() and (token := re.match(r"[^\s$]+", text[i:])):  # `\boxed 5`
+            contents.append(token.group())
+            pos = i + token.end()
+        else:
+            return contents, True  # `\boxed` at the very end: cut off before its argument
+    return contents, False
+
+
+def extract_answer(response: str, style: str = "boxed") -> str | None:
+    """The final answer of a response as written (not normalised), or None if it has none.
+
+    style "boxed": the last complete box, None if the last box is unclosed or the boxes hold
+    different answers. style "answer": the text after the last `Answer:` (its box if it has one).
+    """
+    if style not in REWARD_STYLES:
+        raise ValueError(f"Unknown reward style {style!r}; use one of {REWARD_STYLES}.")
+    text = strip_thinking(response)
+    if style == "answer":
+        lines = re.findall(r"(?i)answer\s*:\s*([^\n]*)", text)
+        if not lines:
+            return None
+        answer = lines[-1].strip()
+        boxes, truncated = boxed_answers(answer)
+        if boxes and not truncated:
+            answer = boxes[-1]
+        return answer.strip() or None
+    boxes, truncated = boxed_answers(text)
+    if truncated or not boxes:
+        return None
+    last = normalize_answer(boxes[-1])
+    if any(_fast_equal(normalize_answer(box), last) is not True for box in boxes[:-1]):
+        return None  # several different boxed answers: a list of guesses earns nothing
+    return boxes[-1].strip() or None
+
+
+# ----- normalisation and the exact fast path -----
+
+_TEXT_COMMAND = r"\\(?:text|textbf|textrm|mbox|mathrm)"
+_SUBSTITUTIONS = [  # (pattern, replacement), applied in order
+    (r"\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])", ""),
+    (r"\\[dt]frac(?![a-zA-Z])", r"\\frac"),
+    (r"\\[!,;:](?![a-zA-Z])|\\q?quad(?![a-zA-Z])|~", " "),
+    (r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|°|\\degree(?![a-zA-Z])", ""),
+    (r"\\?\$|\\?%", ""),
+    (r"\{,\}", ""),
+    (r"\\frac(\d)(\d)", r"\\frac{\1}{\2}"),
+    (r"\\sqrt(\d)", r"\\sqrt{\1}"),
+]
+
+
+def normalize_answer(answer: str) -> str:
+    """A canonical string for an answer: `\\dfrac{1}{2}.` -> `\\frac{1}{2}`, `x = 7,425 \\text{ m}` -> `7425`."""
+    s = answer.strip()
+    for pattern, replacement in _SUBSTITUTIONS:
+        s = re.sub(pattern, replacement, s)
+    s = s.strip().rstrip(".")
+    whole_text = re.fullmatch(_TEXT_COMMAND + r"\{([^{}]*)\}", s.strip())
+    if whole_text:  # `\text{Monday}` is the answer itself, not a unit
+        s = whole_text.group(1)
+    else:  # trailing units such as `5 \text{ cm}^2`
+        without_units = re.sub(_TEXT_COMMAND + r"\{[^{}]*\}(\^\{?\d\}?)?\s*$", "", s).strip()
+        s = without_units or s
+    s = s.strip().rstrip(".").strip()
+    s = re.sub(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*=(?!=)", "", s).strip()  # `x = 3`
+    if re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?", s):  # 7,425,000 (no spaces: `1, 234` is a list)
+        s = s.replace(",", "")
+    return re.sub(r"\s+", "", s)
+
+
+_DECIMAL = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"  # no `\d+\.?\d*`: that backtracks quadratically
+_RATIONAL = re.compile(rf"({_DECIMAL})(?:/({_DECIMAL}))?")
+_LATEX_FRACTION = re.compile(rf"([-+]?)\\frac\{{({_DECIMAL})\}}\{{({_DECIMAL})\}}")
+
+
+def parse_number(s: str) -> Fraction | None:
+    """The exact rational value of a normalised integer, decimal, `a/b` or `\\frac{a}{b}`; else None.
+
+    No exponents are accepted, so no input can make this build a huge integer, and every pattern
+    here runs in linear time on any string.
+    """
+    try:
+        if match := _RATIONAL.fullmatch(s):
+            value = Fraction(match.group(1))
+            return value / Fraction(match.group(2)) if match.group(2) else value
+        if match := _LATEX_FRACTION.fullmatch(s):
+            value = Fraction(match.group(2)) / Fraction(match.group(3))
+            return -value if match.group(1) == "-" else value
+    except (ZeroDivisionError, ValueError):  # ValueError: more digits than int() accepts
+        return None
+    return None
+
+
+def _split_top_level(s: str) -> list[str]:
+    """`s` split at the commas that are not inside (), [], {} (or `\\{ \\}`)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(s):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    parts.append(s[start:])
+    return parts
+
+
+def _encloses(s: str) -> bool:
+    """Whether the first bracket of `s` is closed by its last character (`(1,2)` yes, `(1)+(2)` no)."""
+    depth = 0
+    for char in s[1:-1]:
+        depth += (char in "([{") - (char in ")]}")
+        if depth < 0:
+            return False
+    return True
+
+
+def _structure(s: str) -> tuple[str, list[str]] | None:
+    """(kind, items) of a compound answer, None for a single value.
+
+    kind is the bracket pair for ordered tuples / intervals ("()", "[)", ...), "set" for the
+    unordered `\\{...\\}` and "list" for a bare comma-separated list.
+    """
+    if s.startswith("\\{") and s.endswith("\\}"):
+        return "set", _split_top_level(s[2:-2])
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _encloses(s):
+        items = _split_top_level(s[1:-1])
+        if len(items) >= 2:
+            return s[0] + s[-1], items
+    items = _split_top_level(s)
+    return ("list", items) if len(items) >= 2 else None
+
+
+def _has_digit(s: str) -> bool:
+    return any(char.isdigit() for char in s)
+
+
+def _fast_equal(pred: str, gold: str) -> bool | None:
+    """Exact comparison of two normalised answers: True, False, or None when it cannot decide."""
+    if pred == gold:
+        return True
+    pred_number, gold_number = parse_number(pred), parse_number(gold)
+    if pred_number is not None and gold_number is not None:
+        return pred_number == gold_number
+    if (pred_number is not None and not _has_digit(gold)) or (gold_number is not None and not _has_digit(pred)):
+        return False  # a rational number never equals an answer without a single digit
+    pred_structure, gold_structure = _structure(pred), _structure(gold)
+    if pred_structure is None and gold_structure is None:
+        return None
+    if pred_structure is None or gold_structure is None:
+        # a single number can never equal a compound answer; anything else is for math-verify
+        return False if (pred_number is not None or gold_number is not None) else None
+    (pred_kind, pred_items), (gold_kind, gold_items) = pred_structure, gold_structure
+    unordered = ("set", "list")
+    if (pred_kind in unordered) != (gold_kind in unordered):
+        return None  # `(1,2)` vs `1,2`: notation question, left to math-verify
+    if len(pred_items) != len(gold_items):
+        return False
+    if pred_kind not in unordered:
+        if pred_kind != gold_kind:
+            return False  # [2,5) vs [2,5]
+        verdicts = [_fast_equal(p, g) for p, g in zip(pred_items, gold_items)]
+        if False in verdicts:
+            return False
+        return True if all(verdicts) else None
+    unmatched = list(gold_items)
+    for item in pred_items:
+        match = next((g for g in unmatched if _fast_equal(item, g) is True), None)
+        if match is None:
+            every_item_numeric = all(parse_number(x) is not None for x in pred_items + gold_items)
+            return False if every_item_numeric else None
+        unmatched.remove(match)
+    return True
+
+
+def answers_match(pred: str, gold: str) -> bool | None:
+    """Fast-path verdict on two raw answers (normalised here); None means "ask math-verify"."""
+    return _fast_equal(normalize_answer(pred), normalize_answer(gold))
+
+
+# ----- the slow path: math-verify in a child process with an outside timeout -----
+
+def _worker_main(conn) -> None:
+    """Child process loop: receive (gold, pred), send (equivalent, error message or None)."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # silence "timeout is disabled"
+    from math_verify import parse, verify
+
+    conn.send("ready")
+    while True:
+        try:
+            gold, pred = conn.recv()
+        except (EOFError, OSError):  # the parent has gone away
+            return
+        try:
+            # Timeouts off: math-verify's use SIGALRM; this process is killed from outside instead.
+            gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
+            pred_parsed = parse("\\boxed{" + pred + "}", parsing_timeout=None)
+            equal = bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=None))
+            conn.send((equal, None))
+        except BaseException as error:  # math-verify's TimeoutException derives from BaseException
+            conn.send((False, f"{type(error).__name__}: {error}"))
+
+
+class _SymbolicGrader:
+    """One persistent math-verify child process, started lazily, killed and restarted on timeout."""
+
+    def __init__(self) -> None:
+        self._process = None
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(target=_worker_main, args=(child_conn,), daemon=True,
+                                        name="math-verify-grader")
+        self._process.start()
+        child_conn.close()
+        try:
+            ready = self._conn.poll(_WORKER_START_TIMEOUT) and self._conn.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.close()
+            raise RuntimeError("the math-verify grading process did not start; a script that grades "
+                               "must guard its entry point with `if __name__ == '__main__':` ('spawn')")
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.join()
+            self._conn.close()
+        self._process = self._conn = None
+
+    def equivalent(self, gold: str, pred: str, timeout: float) -> bool:
+        """math_verify.verify(gold, pred) decided within `timeout` seconds, else False."""
+        with self._lock:
+            if self._process is None or not self._process.is_alive():
+                self.close()
+                self._start()
+            self._conn.send((gold, pred))
+            try:
+                ready = self._conn.poll(timeout)
+                result = self._conn.recv() if ready else None
+            except (EOFError, OSError):  # the child died (out of memory, a crash in sympy)
+                ready, result = True, None
+            if result is None:
+                self.close()
+                reason = f"took longer than {timeout} s" if not ready else "crashed"
+                logger.warning("math-verify %s on gold %.80r vs answer %.80r; reward 0", reason, gold, pred)
+                return False
+        equal, error = result
+        if error is not None:
+            logger.warning("math-verify failed on gold %.80r vs answer %.80r (%s); reward 0", gold, pred, error)
+        return equal
+
+
+_GRADER = _SymbolicGrader()
+
+
+# ----- rewards -----
+
+def _gold_answer(gold: str) -> str:
+    """Gold answers are normally bare; a boxed gold (a full solution) is reduced to its last box."""
+    boxes, truncated = boxed_answers(gold)
+    return boxes[-1] if boxes and not truncated else gold
+
+
+def _grade(pred: str | None, gold: str, timeout: float) -> float:
+    if pred is None:
+        return 0.0
+    try:
+        gold = _gold_answer(str(gold))
+        verdict = answers_match(pred, gold)
+        if verdict is None:
+            verdict = _GRADER.equivalent(gold, pred, timeout)
+        return float(verdict)
+    except Exception as error:  # a reward must never stop training
+        logger.warning("grading failed on gold %.80r vs answer %.80r (%r); reward 0", gold, pred, error)
+        return 0.0
+
+
+def math_reward(response: str, gold: str, style: str = "boxed", timeout: float = 2.0) -> float:
+    """1.0 if the response's final answer equals `gold`, else 0.0. style: "boxed" | "answer"."""
+    return batch_rewards([response], [gold], style=style, timeout=timeout)[0]
+
+
+def batch_rewards(responses: list[str], golds: list[str], style: str = "boxed",
+                  timeout: float = 2.0) -> list[float]:
+    """Rewards of N responses against their N gold answers; each answer decided within `timeout` s.
+
+    Identical (answer, gold) pairs, common within a GRPO group, are graded once.
+    """
+    if len(responses) != len(golds):
+        raise ValueError(f"Got {len(responses)} responses but {len(golds)} gold answers; pass one gold per response.")
+    if style not in REWARD_STYLES:
+        raise ValueError(f"Unknown reward style {style!r}; use one of {REWARD_STYLES}.")
+    cache: dict[tuple[str | None, str], float] = {}
+    rewards = []
+    for response, gold in zip(responses, golds):
+        try:
+            pred = extract_answer(response, style)
+        except Exception as error:
+            logger.warning("answer extraction failed (%r); reward 0", error)
+            pred = None
+        key = (pred, str(gold))
+        if key not in cache:
+            cache[key] = _grade(pred, gold, timeout)
+        rewards.append(cache[key])
+    return rewards

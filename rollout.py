@@ -1,0 +1,284 @@
+"""Rollouts: from templated prompts to sampled, scored, GRPO-ready batches (DESIGN 3, 3.5).
+
+`generate` draws G responses per prompt with Hugging Face `model.generate`; `score` runs the
+policy that sampled them once more, without gradient, to get per-token statistics of
+pi_t = softmax(z_t / T), T the rollout temperature:
+    logp_t = log pi_t(a_t),  H_t = -sum_i pi_i log pi_i,
+    S*_t = pi_t(a_t) (H_t + logp_t)            (the entropy discriminator of the sampled token),
+    ES_t = E_{i~pi_t}[S_i] = sum_i pi_i^2 (H_t + log pi_i)   (Theorem 2's baseline).
+Clip-B / Clip-V (clipping.py) and the GRPO loss (grpo.py) consume them.
+
+Layout: prompts left-padded, responses right-padded; the sequence is cat(prompt, response) with
+attention_mask = cat(prompt_mask, response_mask) and position_ids = cumsum(mask) - 1 clamped at
+0, which is what `generate` uses (GenerationMixin._prepare_position_ids_for_generation, then +1
+per new token), so the scores are those of the distribution the tokens were sampled from. The
+hidden state at position P-1+j predicts response token j.
+
+Choices and why:
+* The response mask is built from positions: every generated token up to and including the
+  first EOS (any of the tokenizer's and generation config's EOS ids), nothing after. Comparing
+  with pad_token_id instead would drop the EOS when pad == eos, and drop a pad token the model
+  happened to sample mid-response. The EOS is a response token and is trained (DESIGN 3.2).
+* Sampling is plain temperature / top-p: top_k, min_p, typical-p, repetition penalty and n-gram
+  bans that a checkpoint's generation_config.json may set (Qwen2.5-Instruct sets top_k=20 and
+  repetition_penalty=1.05) are switched off, because they would make the sampling distribution
+  differ from the softmax(z / T) that `score` and the loss use. Temperature 0 means greedy.
+* Seeding: `model.generate` takes no torch.Generator, so a seeded call runs inside
+  torch.random.fork_rng with torch.manual_seed(seed); the CPU and model-device RNG states are
+  restored afterwards, so a seeded rollout neither depends on nor disturbs the caller's RNG.
+  The same seed and micro_batch_size give the same rollouts on the same hardware.
+* Statistics come from the decoder's last hidden state and the output-embedding weight through
+  entropy.token_stats, chunk by chunk, so the (N, R, V) logits are never built (DESIGN 3.5).
+  This assumes logits = lm_head(hidden) with no bias or soft-capping, as in Qwen2 / Llama.
+* Tensors of a batch live on the model's device; micro-batches bound the memory of generate and
+  score, and `select` trims mini-batches to their longest response.
+"""
+
+import contextlib
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from entropy import TokenStats, token_stats
+
+# Options that would move the distribution away from softmax(z / T), set to neutral values because
+# model.generate fills every unset option from the checkpoint's generation_config.
+_NEUTRAL_ALWAYS = dict(repetition_penalty=1.0, no_repeat_ngram_size=0)
+_NEUTRAL_SAMPLING = dict(top_k=0, min_p=0.0, typical_p=1.0)   # min_p 0 keeps every token
+
+
+@dataclass
+class RolloutBatch:
+    """N = (number of prompts) x group_size responses; group g is rows g*G .. g*G+G-1."""
+    prompt_ids: Tensor       # (N, P) long, left-padded with pad_token_id
+    prompt_mask: Tensor      # (N, P) bool
+    response_ids: Tensor     # (N, R) long, right-padded with pad_token_id after EOS
+    response_mask: Tensor    # (N, R) bool: generated tokens up to and including EOS
+    group_index: Tensor      # (N,) long: which prompt
+    truncated: Tensor        # (N,) bool: hit max_new_tokens without EOS
+    texts: list[str]         # decoded responses (skip_special_tokens=True)
+    answers: list[str]       # gold answer of each response's prompt
+    rewards: Tensor | None = None       # (N,) float32
+    advantages: Tensor | None = None    # (N,) float32
+    old_logp: Tensor | None = None      # (N, R) float32, from score
+    entropy: Tensor | None = None       # (N, R)
+    s_star: Tensor | None = None        # (N, R)
+    es: Tensor | None = None            # (N, R)
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def select(self, idx: Tensor) -> "RolloutBatch":
+        """Rows idx (long indices or a bool mask) as a new batch, with the prompt side trimmed of
+        all-pad columns and the response side trimmed to the longest kept response."""
+        idx = torch.as_tensor(idx, device=self.prompt_ids.device)
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().squeeze(-1)
+        rows = idx.tolist()
+        prompt_len = int(self.prompt_mask[idx].sum(-1).max()) if rows else 0
+        response_len = int(self.response_mask[idx].sum(-1).max()) if rows else 0
+        picked = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                picked[f.name] = None
+            elif isinstance(value, list):
+                picked[f.name] = [value[i] for i in rows]
+            elif f.name.startswith("prompt_"):
+                picked[f.name] = value[idx, value.shape[1] - prompt_len:]
+            elif value.dim() == 2:       # every (N, R) tensor is on the response side
+                picked[f.name] = value[idx, :response_len]
+            else:
+                picked[f.name] = value[idx]
+        return RolloutBatch(**picked)
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the generation config's (an int or
+    a list, e.g. Qwen2.5-Instruct stops on both <|im_end|> and <|endoftext|>)."""
+    ids = [tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)]
+    flat = []
+    for i in ids:
+        flat.extend(i if isinstance(i, (list, tuple)) else [i])
+    eos = sorted({int(i) for i in flat if i is not None})
+    if not eos:
+        raise ValueError("Neither the tokenizer nor model.generation_config defines an EOS token; "
+                         "set tokenizer.eos_token or model.generation_config.eos_token_id.")
+    return eos
+
+
+def response_mask_from_ids(response_ids: Tensor, eos_ids: list[int]) -> tuple[Tensor, Tensor]:
+    """response_ids: (N, R) as generated. Returns (mask (N, R) bool, has_eos (N,) bool): mask is
+    True up to and including the first EOS of each row, and on every column of a row without
+    EOS. Built from positions, so it is right whether or not pad_token_id equals an EOS id."""
+    is_eos = torch.isin(response_ids, torch.tensor(eos_ids, device=response_ids.device))
+    has_eos = is_eos.any(-1)
+    length = response_ids.shape[1]
+    first_eos = torch.where(has_eos, is_eos.long().argmax(-1), length - 1)   # argmax: first max
+    positions = torch.arange(length, device=response_ids.device)
+    return positions[None, :] <= first_eos[:, None], has_eos
+
+
+def _pad_token_id(model, tokenizer, eos_ids: list[int]) -> int:
+    """The tokenizer's pad id, else the generation config's, else the first EOS id (safe, since
+    masks come from positions)."""
+    for pad in (tokenizer.pad_token_id, getattr(model.generation_config, "pad_token_id", None)):
+        if pad is not None:
+            return int(pad)
+    return eos_ids[0]
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device):
+    """Run the body with torch.manual_seed(seed), then restore the CPU and `device` RNG states.
+    seed None: the caller's global RNG is used and advanced, as plain `generate` would."""
+    accelerator = device.type not in ("cpu", "meta")
+    with torch.random.fork_rng(devices=[device] if accelerator else [], enabled=seed is not None,
+                               device_type=device.type if accelerator else None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+def _pad_right(t: Tensor, length: int, value) -> Tensor:
+    """(N, r) -> (N, length), filled with value on the right."""
+    return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=value)
+
+
+def generate(model, tokenizer, prompts: list[str], answers: list[str], group_size: int,
+             max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+             micro_batch_size: int = 64, seed: int | None = None) -> RolloutBatch:
+    """group_size sampled responses to each prompt (already templated, e.g. by data.format_prompt).
+
+    Prompts are tokenized without added special tokens and left-padded; prompt i's responses are
+    rows i*G .. i*G+G-1 (N = len(prompts) * G). model.generate runs on micro_batch_size rows at a
+    time, with the model in eval mode (its mode is restored). temperature 0 is greedy decoding.
+    Returns a RolloutBatch with prompt_ids / prompt_mask (N, P), response_ids / response_mask
+    (N, R) with R the longest response (<= max_new_tokens), group_index, truncated, texts and
+    answers set; the statistics are filled by `score`.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"generate got {len(prompts)} prompts but {len(answers)} answers; "
+                         "pass one gold answer per prompt.")
+    if not prompts:
+        raise ValueError("generate got no prompts; pass at least one.")
+    for name, value in (("group_size", group_size), ("max_new_tokens", max_new_tokens),
+                        ("micro_batch_size", micro_batch_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}.")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}.")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+
+    device = model.device
+    eos_ids = eos_token_ids(model, tokenizer)
+    pad_id = _pad_token_id(model, tokenizer, eos_ids)
+    # Left padding done here rather than by the tokenizer, which refuses to pad without a pad token.
+    token_rows = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    if min(len(r) for r in token_rows) == 0:
+        raise ValueError("A prompt is empty after tokenization; give every prompt some text.")
+    width = max(len(r) for r in token_rows)
+    prompt_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), width), dtype=torch.bool)
+    for i, r in enumerate(token_rows):
+        prompt_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        prompt_mask[i, width - len(r):] = True
+    # Each prompt G times, contiguously: group g is rows g*G .. g*G+G-1.
+    prompt_ids = prompt_ids.repeat_interleave(group_size, 0).to(device)
+    prompt_mask = prompt_mask.repeat_interleave(group_size, 0).to(device)
+
+    options = dict(_NEUTRAL_ALWAYS, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                   eos_token_id=eos_ids, use_cache=True)
+    if temperature == 0:
+        options.update(do_sample=False)
+    else:
+        options.update(_NEUTRAL_SAMPLING, do_sample=True, temperature=float(temperature),
+                       top_p=float(top_p))
+    pieces = []
+    was_training = model.training
+    model.eval()
+    try:
+        with _seeded(seed, device), torch.no_grad():
+            for start in range(0, len(prompt_ids), micro_batch_size):
+                ids = prompt_ids[start:start + micro_batch_size]
+                mask = prompt_mask[start:start + micro_batch_size]
+                # Drop columns that are padding in every row of this micro-batch.
+                first = ids.shape[1] - int(mask.sum(-1).max())
+                out = model.generate(input_ids=ids[:, first:],
+                                     attention_mask=mask[:, first:].long(), **options)
+                pieces.append(out[:, ids.shape[1] - first:])
+    finally:
+        model.train(was_training)
+
+    length = max(p.shape[1] for p in pieces)
+    response_ids = torch.cat([_pad_right(p, length, pad_id) for p in pieces])
+    # generate already wrote pad_id after each row's EOS; the mask stops at that EOS.
+    response_mask, has_eos = response_mask_from_ids(response_ids, eos_ids)
+    lengths = response_mask.sum(-1).tolist()
+    texts = tokenizer.batch_decode([row[:n].tolist() for row, n in zip(response_ids, lengths)],
+                                   skip_special_tokens=True)
+    return RolloutBatch(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+        response_ids=response_ids, response_mask=response_mask,
+        group_index=torch.arange(len(prompts), device=device).repeat_interleave(group_size),
+        truncated=~has_eos, texts=texts,
+        answers=[a for a in answers for _ in range(group_size)],
+    )
+
+
+def response_stats(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor,
+                   response_mask: Tensor, temperature: float = 1.0,
+                   chunk_size: int = 1024) -> TokenStats:
+    """Per-response-token logp, H, S*, E[S] of softmax(logits / temperature), differentiable.
+
+    prompt_ids / prompt_mask: (N, P) left-padded; response_ids / response_mask: (N, R)
+    right-padded. One forward of the decoder (model.get_decoder(), no lm_head) over the whole
+    sequence, then entropy.token_stats on the R hidden states that predict the response tokens,
+    with the output-embedding weight, chunk_size tokens at a time. Returns (N, R) tensors;
+    values at padding are meaningless (mask them). logp and entropy carry gradient.
+    """
+    input_ids = torch.cat([prompt_ids, response_ids], 1)
+    attention_mask = torch.cat([prompt_mask, response_mask], 1).long()
+    # Same positions as generate: the first real token is 0 whatever the left padding.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                 position_ids=position_ids, use_cache=False).last_hidden_state
+    start = prompt_ids.shape[1] - 1   # hidden at P-1+j predicts response token j
+    hidden = hidden[:, start:start + response_ids.shape[1]]
+    return token_stats(hidden, model.get_output_embeddings().weight, response_ids,
+                       temperature, chunk_size)
+
+
+def score(model, batch: RolloutBatch, temperature: float = 1.0, micro_batch_size: int = 16,
+          chunk_size: int = 1024) -> RolloutBatch:
+    """Fill batch.old_logp / entropy / s_star / es ((N, R) float32, zeros at padding) under the
+    policy `model` at the rollout temperature, without gradient, micro_batch_size rows at a time
+    with the model in eval mode (its mode is restored). Fills the batch in place and returns it.
+    """
+    if micro_batch_size < 1:
+        raise ValueError(f"micro_batch_size must be at least 1, got {micro_batch_size}.")
+    names = ("old_logp", "entropy", "s_star", "es")
+    out = {n: torch.zeros(batch.response_ids.shape, dtype=torch.float32,
+                          device=batch.response_ids.device) for n in names}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(batch), micro_batch_size):
+                rows = slice(start, start + micro_batch_size)
+                # Only as many response columns as this micro-batch's longest response.
+                r = int(batch.response_mask[rows].sum(-1).max())
+                if r == 0:
+                    continue
+                mask = batch.response_mask[rows, :r]
+                stats = response_stats(model, batch.prompt_ids[rows], batch.prompt_mask[rows],
+                                       batch.response_ids[rows, :r], mask, temperature, chunk_size)
+                for n, value in zip(names, (stats.logp, stats.entropy, stats.s_star, stats.es)):
+                    out[n][rows, :r] = torch.where(mask, value.float(), 0.0)
+    finally:
+        model.train(was_training)
+    for n in names:
+        setattr(batch, n, out[n])
+    return batch

@@ -1,0 +1,132 @@
+"""Tests for clipping.py on hand-made batches whose kept sets are worked out in the comments."""
+
+import math
+
+import pytest
+import torch
+
+from clipping import clip_b_mask, clip_v_mask, entropy_direction_mask
+
+# Clip-B batch: 2 responses x 5 positions; the last position of response 1 is padding whose
+# huge S* (99) would wreck the statistics if it were counted.
+# Valid S*: 1 1 1 1 -7 | 1 1 1 9  -> n = 9, mean 1, deviations 0 0 0 0 -8 | 0 0 0 8,
+# population sigma = sqrt(128 / 9) = 3.771, so the two outliers sit at -2.12 and +2.12 sigma.
+S_B = torch.tensor([[1.0, 1, 1, 1, -7], [1, 1, 1, 9, 99]])
+MASK_B = torch.tensor([[True] * 5, [True] * 4 + [False]])
+SIGMA_B = math.sqrt(128 / 9)
+
+
+def _kept(keep: torch.Tensor) -> set[tuple[int, int]]:
+    return {tuple(ix) for ix in keep.nonzero().tolist()}
+
+
+ALL_VALID_B = _kept(MASK_B)
+
+
+def test_clip_b_removes_negative_advantage_outlier_below_mu_sigma():
+    adv = torch.tensor([-1.0, 1.0])
+    keep, m = clip_b_mask(S_B, adv, MASK_B, mu=2.0)  # -8 < -2 sigma = -7.54: removed
+    assert _kept(keep) == ALL_VALID_B - {(0, 4)}
+    assert m["center"] == pytest.approx(1.0) and m["sigma"] == pytest.approx(SIGMA_B)
+    assert m["masked_frac"] == pytest.approx(1 / 9)
+    assert m["masked_frac_neg"] == pytest.approx(1 / 5) and m["masked_frac_pos"] == 0.0
+
+    keep, m = clip_b_mask(S_B, adv, MASK_B, mu=2.5)  # -8 > -2.5 sigma = -9.43: kept
+    assert _kept(keep) == ALL_VALID_B and m["masked_frac"] == 0.0
+
+
+def test_clip_b_upper_rule_only_when_mu_pos_is_set():
+    adv = torch.tensor([1.0, 1.0])  # the -8 outlier now has A > 0: never removed by the lower rule
+    keep, _ = clip_b_mask(S_B, adv, MASK_B, mu=0.1)
+    assert _kept(keep) == ALL_VALID_B  # mu_pos off: positive-advantage tokens always kept
+    keep, m = clip_b_mask(S_B, adv, MASK_B, mu=0.1, mu_pos=2.0)  # +8 > 2 sigma: removed
+    assert _kept(keep) == ALL_VALID_B - {(1, 3)}
+    assert m["masked_frac_pos"] == pytest.approx(1 / 9) and m["masked_frac_neg"] == 0.0
+
+
+def test_zero_advantage_and_padding_never_removed_or_kept():
+    keep, _ = clip_b_mask(S_B, torch.tensor([0.0, 0.0]), MASK_B, mu=0.1, mu_pos=0.1)
+    assert _kept(keep) == ALL_VALID_B  # A = 0: kept whatever d is
+    keep, _ = clip_b_mask(S_B, torch.tensor([-1.0, -1.0]), MASK_B, mu=100.0)
+    assert not keep[1, 4]  # padding is not kept even when nothing is removed
+
+
+def test_per_token_advantages_broadcast_the_same_as_per_response():
+    adv = torch.tensor([-1.0, 1.0])
+    per_token = adv[:, None].expand(2, 5).clone()
+    a, _ = clip_b_mask(S_B, adv, MASK_B, mu=2.0, mu_pos=2.0)
+    b, _ = clip_b_mask(S_B, per_token, MASK_B, mu=2.0, mu_pos=2.0)
+    assert torch.equal(a, b)
+
+
+# Clip-V: d = S* - E[S] valid values 1 (x8) and -3 -> mean 5/9, population sigma = sqrt(128)/9
+# = 1.2571. The rule uses d itself, not d - mean: at mu = 2.6 the threshold is -3.268, so d = -3
+# is kept (re-centred it would be -3.556 and removed); at mu = 2.3 (-2.891) it is removed.
+def _clip_v_batch():
+    torch.manual_seed(0)
+    d = torch.tensor([[1.0, 1, 1, 1, -3], [1, 1, 1, 1, -50]])
+    es = torch.rand(2, 5)
+    mask = torch.tensor([[True] * 5, [True] * 4 + [False]])
+    return d + es, es, mask
+
+
+def test_clip_v_uses_uncentred_deviation():
+    s_star, es, mask = _clip_v_batch()
+    adv = torch.tensor([-1.0, -1.0])
+    keep, m = clip_v_mask(s_star, es, adv, mask, mu=2.6)
+    assert _kept(keep) == _kept(mask)
+    assert m["sigma"] == pytest.approx(math.sqrt(128) / 9, rel=1e-5)
+    assert m["center"] == pytest.approx(5 / 9, rel=1e-5)
+    keep, m = clip_v_mask(s_star, es, adv, mask, mu=2.3)
+    assert _kept(keep) == _kept(mask) - {(0, 4)}
+    assert m["masked_frac"] == pytest.approx(1 / 9) and m["masked_frac_neg"] == pytest.approx(1 / 9)
+
+
+def test_cap_removes_only_the_most_extreme_tokens():
+    # 21 valid tokens: d = 0 (x16), -5, -6, -7, -8 (A < 0) and +9 (A > 0). mean -17/21,
+    # sigma = 3.389, so at mu = mu_pos = 1 the rule removes the five non-zero ones.
+    d = torch.tensor([[0.0] * 16 + [-5, -6, -7, -8, 9]])
+    adv = torch.tensor([[-1.0] * 20 + [1.0]])
+    mask = torch.ones_like(d, dtype=torch.bool)
+    es = torch.zeros_like(d)
+    removed = lambda keep: {j for (_, j) in _kept(mask) - _kept(keep)}  # noqa: E731
+    keep, _ = clip_v_mask(d, es, adv, mask, mu=1.0, mu_pos=1.0)
+    assert removed(keep) == {16, 17, 18, 19, 20}
+    keep, m = clip_v_mask(d, es, adv, mask, mu=1.0, mu_pos=1.0, max_frac=0.1)  # int(2.1) = 2
+    assert removed(keep) == {20, 19}  # |+9| and |-8|
+    assert m["masked_frac"] == pytest.approx(2 / 21)
+    keep, _ = clip_v_mask(d, es, adv, mask, mu=1.0, mu_pos=1.0, max_frac=1e-4)  # at least 1
+    assert removed(keep) == {20}
+    keep, _ = clip_b_mask(d, adv, mask, mu=1.0, mu_pos=1.0, max_frac=0.5)  # cap 10 > 5: no effect
+    assert removed(keep) == {16, 17, 18, 19, 20}
+
+
+def test_constant_batch_keeps_everything():
+    s_star = torch.full((3, 4), 0.3)
+    mask = torch.tensor([[True] * 4, [True, True, False, False], [False] * 4])
+    adv = torch.tensor([-1.0, -2.0, 1.0])
+    keep, m = clip_b_mask(s_star, adv, mask, mu=0.0, mu_pos=0.0)
+    assert torch.equal(keep, mask) and m["sigma"] < 1e-12
+    keep, _ = clip_v_mask(s_star, s_star - 0.1, adv, mask, mu=0.0, mu_pos=0.0)
+    assert torch.equal(keep, mask)
+    keep, m = clip_b_mask(s_star, adv, torch.zeros_like(mask), mu=1.0)  # no valid token at all
+    assert not keep.any() and m["masked_frac"] == 0.0
+
+
+def test_entropy_direction_mask_follows_theorem2_sign():
+    torch.manual_seed(0)
+    # d = S* - E[S] and A per token; predicted entropy change -A d:
+    #   d:  +1  -1  +1  -1   0  (pad)
+    #   A:  +1  +1  -1  -1  +1   -1
+    #   -Ad: -1  +1  +1  -1   0
+    es = torch.rand(1, 6)
+    s_star = es + torch.tensor([[1.0, -1, 1, -1, 0, -5]])
+    adv = torch.tensor([[1.0, 1, -1, -1, 1, -1]])
+    mask = torch.tensor([[True] * 5 + [False]])
+    up, m = entropy_direction_mask(s_star, es, adv, mask, "up")
+    down, _ = entropy_direction_mask(s_star, es, adv, mask, "down")
+    assert {j for _, j in _kept(up)} == {1, 2}
+    assert {j for _, j in _kept(down)} == {0, 3}
+    assert m["masked_frac"] == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="direction"):
+        entropy_direction_mask(s_star, es, adv, mask, "sideways")

@@ -1,0 +1,195 @@
+"""Tests for data.py (hub table, local files, error messages, hold-out, prompt templates); no network."""
+
+import csv
+import json
+import logging
+
+import datasets
+import huggingface_hub.constants
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from data import (DAPO_TEMPLATE, KNOWN, PROMPT_STYLES, QWEN_MATH_SYSTEM, Example, format_prompt,
+                  load_examples, reward_style, save_examples, split_holdout, synthetic_examples)
+
+ROWS = [  # the third row has no answer and must be skipped
+    {"problem": "What is 6 times 7?", "answer": "42"},
+    {"problem": "Half of one?", "answer": "\\frac{1}{2}"},
+    {"problem": "Unanswered?", "answer": None},
+    {"problem": "What is 1+2?", "answer": "3"},
+]
+EXPECTED = [Example("What is 6 times 7?", "42"), Example("Half of one?", "\\frac{1}{2}"),
+            Example("What is 1+2?", "3")]
+
+
+def write_rows(path, rows):
+    """Write rows as the format named by the path's suffix."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif path.suffix == ".parquet":
+        datasets.Dataset.from_list(rows).to_parquet(str(path))
+    elif path.suffix == ".csv":
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
+    return str(path)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet", ".csv"])
+def test_local_file_of_each_format(tmp_path, caplog, suffix):
+    path = write_rows(tmp_path / f"problems{suffix}", ROWS)
+    with caplog.at_level(logging.WARNING, logger="data"):
+        examples = load_examples(path)
+    assert examples == EXPECTED
+    assert "skipped 1 of 4 rows" in caplog.text
+
+
+def test_default_keys_are_tried_in_order(tmp_path):
+    rows = [{"query": "q1", "prompt": "p1", "target": "7", "solution": "long solution"}]
+    path = write_rows(tmp_path / "d.jsonl", rows)
+    assert load_examples(path) == [Example("p1", "long solution")]   # prompt before query, solution before target
+
+
+def test_explicit_and_nested_keys(tmp_path):
+    rows = [{"prompt": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}],
+             "reward_model": {"ground_truth": "4", "style": "rule"}, "answer": "not this"}]
+    path = write_rows(tmp_path / "verl.jsonl", rows)
+    assert load_examples(path, answer_key="reward_model.ground_truth") == [Example("2+2?", "4")]
+
+
+def test_numeric_answer_columns_become_plain_strings(tmp_path):
+    path = write_rows(tmp_path / "n.csv", [{"question": "a", "answer": 27}, {"question": "b", "answer": 2.5}])
+    assert [e.answer for e in load_examples(path)] == ["27", "2.5"]   # the float column's 27.0 is 27
+
+
+def test_missing_column_names_the_existing_ones(tmp_path):
+    path = write_rows(tmp_path / "bad.jsonl", [{"text": "q", "label": "1"}])
+    with pytest.raises(ValueError, match=r"question.*\['text', 'label'\].*--question-key"):
+        load_examples(path)
+    with pytest.raises(ValueError, match=r"no answer column 'final'.*'label'"):
+        load_examples(path, question_key="text", answer_key="final")
+    assert load_examples(path, question_key="text", answer_key="label") == [Example("q", "1")]
+
+
+def test_file_where_no_row_has_an_answer(tmp_path):
+    path = write_rows(tmp_path / "empty.jsonl", [{"question": "q", "answer": ""}])
+    with pytest.raises(ValueError, match="no row with both"):
+        load_examples(path)
+
+
+def test_unknown_name_lists_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match="gsm8k.*amc23"):
+        load_examples("gsm9k")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_examples(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"must end in \.jsonl"):
+        load_examples(str(tmp_path / "notes.txt"))
+
+
+def test_known_table_matches_the_cards():
+    assert set(KNOWN) == {"dapo-math", "gsm8k", "math500", "aime24", "aime25", "amc23"}
+    columns = {name: (spec.hub_id, spec.split, spec.question, spec.answer) for name, spec in KNOWN.items()}
+    assert columns["dapo-math"] == ("open-r1/DAPO-Math-17k-Processed", "train", "prompt", "solution")
+    assert columns["amc23"] == ("math-ai/amc23", "test", "question", "answer")
+    assert columns["aime25"] == ("math-ai/aime25", "test", "problem", "answer")
+    assert KNOWN["gsm8k"].config == "main" and KNOWN["dapo-math"].config == "en"
+
+
+def test_gsm8k_and_dapo_transforms():
+    assert KNOWN["gsm8k"].answer_transform("3 + 4 = <<3+4=7>>7 boxes\n#### 7,425") == "7425"
+    dapo_prompt = DAPO_TEMPLATE.format(problem="What is $1+1$?")
+    assert KNOWN["dapo-math"].question_transform(dapo_prompt) == "What is $1+1$?"
+    assert KNOWN["dapo-math"].question_transform("A bare problem.") == "A bare problem."
+
+
+def test_unreachable_hub_says_how_to_pass_a_local_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")  # no cached copy
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ValueError) as error:
+        load_examples("gsm8k")
+    message = str(error.value)
+    assert "openai/gsm8k" in message and "hub" in message
+    assert "data.save_examples(data.load_examples('gsm8k', split='test'), 'gsm8k-test.jsonl')" in message
+    assert message.endswith("--dataset gsm8k-test.jsonl")
+
+
+def test_save_examples_round_trip(tmp_path):
+    path = tmp_path / "saved.jsonl"
+    save_examples(EXPECTED, path)
+    assert load_examples(str(path)) == EXPECTED
+
+
+def test_synthetic_dispatch():
+    assert load_examples("synthetic", split="test", limit=5, seed=3) == synthetic_examples("test", n=5, seed=3)
+    assert load_examples("synthetic", limit=4) == synthetic_examples("train", n=4, seed=0)
+
+
+def test_limit_is_a_seeded_ordered_subset(tmp_path):
+    rows = [{"question": f"q{i}", "answer": str(i)} for i in range(10)]
+    path = write_rows(tmp_path / "ten.jsonl", rows)
+    subset = load_examples(path, limit=4, seed=1)
+    assert len(subset) == 4 and subset == load_examples(path, limit=4, seed=1)
+    assert [int(e.answer) for e in subset] == sorted(int(e.answer) for e in subset)
+    assert len(load_examples(path, limit=50)) == 10
+
+
+def test_split_holdout():
+    examples = [Example(f"q{i}", str(i)) for i in range(20)]
+    train, held_out = split_holdout(examples, 5, seed=0)
+    assert len(train) == 15 and len(held_out) == 5
+    assert sorted(train + held_out, key=lambda e: int(e.answer)) == examples
+    assert split_holdout(examples, 5, seed=0) == (train, held_out)
+    assert split_holdout(examples, 5, seed=1)[1] != held_out
+    with pytest.raises(ValueError, match="hold out"):
+        split_holdout(examples, 20)
+
+
+@pytest.fixture
+def chat_tokenizer():
+    """A word-level tokenizer with a Qwen2-style ChatML template, built without downloads."""
+    vocab = {token: i for i, token in enumerate(["[UNK]", "[PAD]", "<|im_start|>", "<|im_end|>", "What", "is"])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                        eos_token="<|im_end|>")
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                               "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                               "{% endif %}")
+    return tokenizer
+
+
+def test_format_prompt_qwen_math(chat_tokenizer):
+    assert QWEN_MATH_SYSTEM == "Please reason step by step, and put your final answer within \\boxed{}."
+    assert format_prompt(chat_tokenizer, "What is 2+2?") == (
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_format_prompt_dapo(chat_tokenizer):
+    prompt = format_prompt(chat_tokenizer, "What is 2+2?", style="dapo")
+    assert prompt == ("<|im_start|>user\nSolve the following math problem step by step. The last line of your "
+                      "response should be of the form Answer: $Answer (without quotes) where $Answer is the "
+                      "answer to the problem.\n\nWhat is 2+2?\n\nRemember to put your answer on its own line "
+                      "after \"Answer:\".<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_format_prompt_without_a_chat_template(chat_tokenizer):
+    chat_tokenizer.chat_template = None
+    assert format_prompt(chat_tokenizer, "What is 2+2?") == QWEN_MATH_SYSTEM + "\n\nWhat is 2+2?\n\n"
+    assert format_prompt(None, "Q", style="dapo") == DAPO_TEMPLATE.format(problem="Q") + "\n\n"
+    with pytest.raises(ValueError, match="qwen-math"):
+        format_prompt(None, "Q", style="chatml")
+
+
+def test_reward_style():
+    assert [reward_style(s) for s in PROMPT_STYLES] == ["boxed", "answer"]
+    with pytest.raises(ValueError, match="dapo"):
+        reward_style("boxed")
