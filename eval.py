@@ -1,0 +1,214 @@
+"""Evaluation: avg@n and unbiased pass@k of a model on math benchmarks.
+
+The paper reports Avg@k and Pass@k (AIME24, AIME25, AMC23, a held-out DAPO-Math set) with
+n = 32 samples per problem at temperature 0.7. For one problem with n samples of which c are
+correct:
+
+    avg@n  = c / n                                    (expected accuracy of one sample)
+    pass@k = 1 - C(n - c, k) / C(n, k)                (Chen et al. 2021, "Codex", eq. 1)
+
+pass@k is the unbiased estimate of "at least one of k samples is correct", averaged over problems.
+The binomials overflow floats for n in the hundreds, so it is computed as the Codex paper does,
+    1 - prod_{i = n-c+1}^{n} (1 - k / i),
+a product of c numbers in [0, 1] (exact when n - c < k: the value is 1).
+
+Choices:
+  * One generation path and one grader: samples come from `rollout.generate` and are graded by
+    `rewards.batch_rewards` with the reward style of the prompt style, exactly as in training,
+    so an eval number and a training reward mean the same thing.
+  * Problems are generated a few at a time (about `batch_size` samples per call) so memory is
+    bounded by one call's batch, not by the whole benchmark times n; the seed of call i is
+    seed + i, so a run is reproducible for a given batch size.
+  * `evaluate` is what train.py calls every --eval-every steps; the CLI adds model loading,
+    the table and the JSON file (same numbers plus per-problem correct counts, so results can
+    be re-aggregated for any k <= n).
+
+    python eval.py                                  # the shipped tiny model, synthetic test split
+    python eval.py --model Qwen/Qwen2.5-Math-7B --datasets aime24,aime25,amc23,math500 \
+        --n 32 --temperature 0.7 --max-new-tokens 3072
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import data
+import rewards
+import rollout
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "tiny-qwen2"
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem with n samples, c of them correct: 1 - C(n-c, k) / C(n, k).
+
+    Computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i), which never forms a binomial (stable for any n).
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"the number of correct samples c={c} must lie between 0 and n={n}.")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@{k} needs at least k samples per problem but n={n}; "
+                         f"choose k between 1 and n or sample more (--n).")
+    if n - c < k:  # every k-subset contains a correct sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def pass_ks(n: int) -> list[int]:
+    """The k reported for n samples: 1, 2, 4, ... below n, then n itself (n=6 -> [1, 2, 4, 6])."""
+    if n < 1:
+        raise ValueError(f"the number of samples per problem must be at least 1, got n={n}.")
+    ks = [2 ** p for p in range(n.bit_length()) if 2 ** p < n]
+    return ks + [n]
+
+
+def aggregate(correct: list[int], n: int) -> dict[str, float]:
+    """avg@n and pass@k (k in pass_ks(n)) averaged over problems; correct[p] = c of problem p."""
+    if not correct:
+        raise ValueError("there are no problems to evaluate; check the data set and --limit.")
+    out = {f"avg@{n}": sum(correct) / (n * len(correct))}
+    for k in pass_ks(n):
+        out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in correct) / len(correct)
+    return out
+
+
+def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature: float,
+             top_p: float, max_new_tokens: int, batch_size: int, seed: int,
+             prompt_style: str = "qwen-math") -> dict:
+    """Sample n responses per problem, grade them, and return the benchmark numbers.
+
+    Returns {"num_problems", "n", "avg@n", "pass@k" for k in pass_ks(n), "mean_response_len"
+    (tokens, EOS included), "truncated_frac" (responses that hit max_new_tokens),
+    "correct": list[int] (correct samples per problem, in the order of `examples`)}.
+    rollout.generate samples in eval mode and restores the model's train/eval mode.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}.")
+    pass_ks(n)  # validates n before any generation
+    style = data.reward_style(prompt_style)
+    per_call = max(1, batch_size // n)  # problems per generate call: about batch_size samples
+    correct: list[int] = []
+    lengths: list[int] = []
+    truncated: list[bool] = []
+    for call, start in enumerate(range(0, len(examples), per_call)):
+        chunk = examples[start:start + per_call]
+        prompts = [data.format_prompt(tokenizer, ex.question, prompt_style) for ex in chunk]
+        batch = rollout.generate(model, tokenizer, prompts, [ex.answer for ex in chunk],
+                                 group_size=n, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=top_p,
+                                 micro_batch_size=batch_size, seed=seed + call)
+        scores = rewards.batch_rewards(batch.texts, batch.answers, style=style)
+        # groups are contiguous, n responses each (rollout.RolloutBatch.group_index)
+        correct += [sum(s > 0.5 for s in scores[g * n:(g + 1) * n]) for g in range(len(chunk))]
+        lengths += batch.response_mask.sum(-1).tolist()
+        truncated += batch.truncated.tolist()
+    return {"num_problems": len(correct), "n": n, **aggregate(correct, n),
+            "mean_response_len": sum(lengths) / len(lengths),
+            "truncated_frac": sum(truncated) / len(truncated),
+            "correct": correct}
+
+
+# ----- command line -----
+
+def load_model(name: str, dtype: str, device: str):
+    """AutoModelForCausalLM + tokenizer from a local folder or a hub id, in eval mode on `device`.
+
+    dtype "auto": bfloat16 on CUDA, float32 on CPU (CPU bf16 matmuls are slow and imprecise).
+    """
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, dtype))
+    except OSError as err:  # not a folder, and the hub is unreachable or has no such repository
+        raise ValueError(f"could not load the model {name!r}: it is not a local model folder and "
+                         f"could not be fetched from the Hugging Face hub ({err}). Pass a local "
+                         f"folder, or check the id and your network.") from None
+    return model.to(device).eval(), tokenizer
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """One row per data set: problems, samples, avg@n, pass@k..., mean length, truncated frac."""
+    metric_keys = [k for k in next(iter(results.values())) if k.startswith(("avg@", "pass@"))]
+    header = ["data set", "problems", "samples", *metric_keys, "mean len", "trunc frac"]
+    rows = [[name, str(r["num_problems"]), str(r["n"]), *(f"{r[k]:.4f}" for k in metric_keys),
+             f"{r['mean_response_len']:.1f}", f"{r['truncated_frac']:.3f}"]
+            for name, r in results.items()]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
+                       enumerate(zip(row, widths))) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def load_set(spec: str, limit: int | None) -> list[data.Example]:
+    """The problems of "NAME" or "NAME:SPLIT" (synthetic defaults to its test split). The --limit
+    subset is drawn with seed 0 whatever --seed is, so runs with different seeds see the same
+    problems (as train.py's evaluation does)."""
+    name, _, split = spec.partition(":")
+    if name == "synthetic":
+        split = split or "test"
+    return data.load_examples(name, split=split or None, limit=limit, seed=0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="avg@n and unbiased pass@k of a model on math "
+                                            "benchmarks (one row per data set).")
+    p.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="local model folder or hub id (default: the shipped tiny-qwen2)")
+    p.add_argument("--datasets", default="synthetic",
+                   help="comma-separated: synthetic (its test split), a short name of data.KNOWN "
+                        "(aime24, aime25, amc23, math500, ...) or a local .jsonl/.json/.parquet/"
+                        ".csv file; NAME:SPLIT picks a split")
+    p.add_argument("--n", type=int, default=8, help="samples per problem (the paper: 32)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=512,
+                   help="response budget in tokens (competition math: several thousand)")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per generate call")
+    p.add_argument("--limit", type=int, default=None,
+                   help="a fixed seeded subset of N problems of each data set (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt-style", default="qwen-math", choices=data.PROMPT_STYLES)
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="out/eval.json", help="JSON file for the results")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    names = [s.strip() for s in args.datasets.split(",") if s.strip()]
+    if not names:
+        raise ValueError("--datasets is empty; give at least one data set name or file.")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}.")
+    pass_ks(args.n)  # a bad --n fails before the model loads
+    sets = {name: load_set(name, args.limit) for name in names}  # before the slow model load
+    model, tokenizer = load_model(args.model, args.dtype, args.device)
+    results = {name: evaluate(model, tokenizer, examples, n=args.n, temperature=args.temperature,
+                              top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                              batch_size=args.batch_size, seed=args.seed,
+                              prompt_style=args.prompt_style)
+               for name, examples in sets.items()}
+    print(format_table(results))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "datasets")}
+    out.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as err:
+        sys.exit(f"error: {err}")

@@ -1,0 +1,200 @@
+"""Tests for eval.py: pass@k against exact enumeration, evaluation, and the command line
+(end to end on the shipped tiny-qwen2, as a user runs it).
+
+The grading test uses a real Qwen2ForCausalLM whose weights are set by hand so that it is a
+bigram model that always answers "\\boxed{7}" and stops: the per-problem counts it must produce
+are then known exactly, so a mistake in grouping, grading or counting fails the test.
+"""
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+import build_tiny_model
+import data
+import eval as ev
+
+REPO = Path(__file__).resolve().parent.parent
+ANSWER = "\\boxed{7}"  # the bigram model's only response
+
+
+# ----- pass@k -----
+
+def enumerated_pass_at_k(n: int, c: int, k: int) -> Fraction:
+    """Fraction of the k-subsets of n samples (the first c correct) holding a correct one."""
+    subsets = list(itertools.combinations(range(n), k))
+    return Fraction(sum(any(i < c for i in s) for s in subsets), len(subsets))
+
+
+def test_pass_at_k_matches_enumeration_of_all_subsets():
+    for n in range(1, 9):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert ev.pass_at_k(n, c, k) == pytest.approx(
+                    float(enumerated_pass_at_k(n, c, k)), abs=1e-12), (n, c, k)
+
+
+@pytest.mark.parametrize("n,c,k", [(512, 3, 32), (300, 150, 100), (1000, 1, 1), (400, 397, 3)])
+def test_pass_at_k_is_stable_for_n_in_the_hundreds(n, c, k):
+    exact = 1 - Fraction(math.comb(n - c, k), math.comb(n, k))  # exact big-integer binomials
+    assert ev.pass_at_k(n, c, k) == pytest.approx(float(exact), rel=1e-12)
+
+
+def test_pass_at_k_edge_cases():
+    assert ev.pass_at_k(16, 0, 4) == 0.0  # c = 0
+    assert ev.pass_at_k(16, 16, 4) == 1.0  # c = n
+    assert ev.pass_at_k(16, 1, 16) == 1.0  # k = n with one correct sample
+    assert ev.pass_at_k(16, 0, 16) == 0.0  # k = n with none
+    assert ev.pass_at_k(16, 5, 1) == pytest.approx(5 / 16)  # pass@1 is the accuracy
+    with pytest.raises(ValueError, match="n=4"):
+        ev.pass_at_k(4, 2, 5)  # k > n
+    with pytest.raises(ValueError):
+        ev.pass_at_k(4, 2, 0)
+    with pytest.raises(ValueError):
+        ev.pass_at_k(4, 5, 1)  # c > n
+
+
+def test_pass_ks_are_powers_of_two_then_n():
+    assert ev.pass_ks(1) == [1]
+    assert ev.pass_ks(2) == [1, 2]
+    assert ev.pass_ks(6) == [1, 2, 4, 6]
+    assert ev.pass_ks(32) == [1, 2, 4, 8, 16, 32]
+    with pytest.raises(ValueError):
+        ev.pass_ks(0)
+
+
+def test_aggregate_averages_over_problems():
+    out = ev.aggregate([0, 2, 4], n=4)
+    assert list(out) == ["avg@4", "pass@1", "pass@2", "pass@4"]
+    assert out["avg@4"] == pytest.approx(0.5)
+    assert out["pass@1"] == pytest.approx(0.5)
+    assert out["pass@2"] == pytest.approx((0 + 5 / 6 + 1) / 3)  # c=2 of 4: 1 - C(2,2)/C(4,2)
+    assert out["pass@4"] == pytest.approx(2 / 3)
+
+
+# ----- end to end -----
+
+@pytest.fixture(scope="module")
+def boxed7_model(tmp_path_factory):
+    """A tiny Qwen2 + the project's byte-level tokenizer, saved to a folder; the model is a
+    bigram that answers ANSWER to any prompt and stops.
+
+    Attention and MLP outputs are zeroed (o_proj, down_proj), so the last hidden state is the
+    normalised embedding of the current token. The tokens of the chain (the prompt's last token,
+    ANSWER's tokens, EOS) get one-hot embeddings, and the lm_head maps each to the next one.
+    """
+    texts = [e.question for e in data.synthetic_examples("train", n=200)]
+    tokenizer = build_tiny_model.build_tokenizer(texts, vocab_size=300)
+    last = tokenizer(data.format_prompt(tokenizer, "1+6?"), add_special_tokens=False).input_ids[-1]
+    chain = [last, *tokenizer(ANSWER, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+    assert len(set(chain)) == len(chain) > 5  # a bigram needs distinct tokens
+    hidden = 64
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, tie_word_embeddings=False,
+                         bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.lm_head.weight.zero_()
+        for j, (cur, nxt) in enumerate(zip(chain, chain[1:])):
+            model.model.embed_tokens.weight[cur, j] = 1.0
+            model.lm_head.weight[nxt, j] = 10.0  # logit gap 10 * sqrt(hidden) = 80
+    folder = tmp_path_factory.mktemp("boxed7")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_evaluate_counts_correct_samples_per_problem(boxed7_model):
+    model, tokenizer = ev.load_model(str(boxed7_model), "auto", "cpu")
+    model.train()
+    examples = [data.Example("1+6?", "7"), data.Example("2+2?", "4"), data.Example("3+4?", "7"),
+                data.Example("9-1?", "8")]
+    out = ev.evaluate(model, tokenizer, examples, n=3, temperature=0.7, top_p=1.0,
+                      max_new_tokens=20, batch_size=6, seed=0)  # 2 problems per generate call
+    assert out["correct"] == [3, 0, 3, 0]
+    assert out["num_problems"] == 4 and out["n"] == 3
+    assert out["avg@3"] == pytest.approx(0.5)
+    assert out["pass@1"] == pytest.approx(0.5) and out["pass@3"] == pytest.approx(0.5)
+    answer_tokens = len(tokenizer(ANSWER, add_special_tokens=False).input_ids)
+    assert out["mean_response_len"] == answer_tokens + 1  # the EOS counts as a response token
+    assert out["truncated_frac"] == 0.0
+    assert model.training  # the caller's mode is restored
+
+    short = ev.evaluate(model, tokenizer, examples[:1], n=2, temperature=0.7, top_p=1.0,
+                        max_new_tokens=3, batch_size=8, seed=0)
+    assert short["correct"] == [0] and short["truncated_frac"] == 1.0
+    assert short["mean_response_len"] == 3
+
+
+def test_evaluate_rejects_n_below_one(boxed7_model):
+    model, tokenizer = ev.load_model(str(boxed7_model), "auto", "cpu")
+    with pytest.raises(ValueError, match="at least 1"):
+        ev.evaluate(model, tokenizer, [data.Example("1+6?", "7")], n=0, temperature=1.0,
+                    top_p=1.0, max_new_tokens=4, batch_size=4, seed=0)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, str(REPO / "eval.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_end_to_end_on_the_shipped_model(tmp_path):
+    out_file = tmp_path / "eval.json"
+    proc = run_cli("--n", "2", "--limit", "3", "--max-new-tokens", "64", "--out", str(out_file))
+    assert proc.returncode == 0, proc.stderr
+    assert "synthetic" in proc.stdout and "pass@2" in proc.stdout
+    saved = json.loads(out_file.read_text())
+    assert saved["settings"]["n"] == 2 and saved["settings"]["model"] == str(ev.DEFAULT_MODEL)
+    res = saved["results"]["synthetic"]
+    assert set(res) == {"num_problems", "n", "avg@2", "pass@1", "pass@2", "mean_response_len",
+                        "truncated_frac", "correct"}
+    assert res["num_problems"] == 3 and res["n"] == 2
+    assert len(res["correct"]) == 3 and all(0 <= c <= 2 for c in res["correct"])
+    assert res["avg@2"] == pytest.approx(sum(res["correct"]) / 6)
+    assert res["pass@1"] == pytest.approx(res["avg@2"])
+    assert res["pass@2"] == pytest.approx(sum(c > 0 for c in res["correct"]) / 3)
+    assert 0 < res["mean_response_len"] <= 64 and 0 <= res["truncated_frac"] <= 1
+
+
+def test_cli_user_errors_give_one_clear_message(tmp_path):
+    proc = run_cli("--model", "no-such-org/no-such-model-xyz", "--n", "2", "--limit", "1",
+                   "--out", str(tmp_path / "e.json"))
+    assert proc.returncode != 0
+    assert "error: could not load the model 'no-such-org/no-such-model-xyz'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(ValueError, match="n=0"):  # checked before any loading
+        ev.main(["--n", "0"])
+    with pytest.raises(ValueError, match="Unknown data set 'nope'"):
+        ev.main(["--datasets", "synthetic,nope"])
+
+
+def test_load_set_names_and_splits(tmp_path):
+    assert ev.load_set("synthetic", 3) == data.synthetic_examples("test", n=3)
+    assert ev.load_set("synthetic:train", 3) == data.synthetic_examples("train", n=3)
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(5)))
+    assert [e.answer for e in ev.load_set(str(path), None)] == ["1", "2", "3", "4", "5"]
+    assert len(ev.load_set(str(path), 2)) == 2
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ev.parse_args(["--help"])
+    assert exit_info.value.code == 0 and "--datasets" in capsys.readouterr().out
