@@ -1,5 +1,6 @@
 """Token masks that decide which response tokens train: Clip-B, Clip-V (paper section 3,
-DESIGN 3.3) and the entropy-direction filters that test Theorem 2 at model scale (DESIGN 3.4).
+DESIGN 3.3), the entropy-direction filters that test Theorem 2 at model scale, and the other
+entropy methods compared side by side (DESIGN 3.4): forking tokens, Clip-Cov and KL-Cov.
 
 By Theorem 2 a GRPO update of token t changes the entropy by about -alpha_t (S*_t - E[S]_t),
 with alpha_t of the sign of the advantage A_t. The paper removes the outlier tokens whose update
@@ -20,9 +21,31 @@ Choices, each the authors' released behaviour where DESIGN does not fix it:
 * the statistics are computed in float64, which costs nothing at (N, T) size.
 This is single-process code; under data parallelism the mean and sigma would be all-reduced.
 
+Comparison methods (DESIGN 3.4), statistics again over the valid tokens of the rollout batch:
+* forking (Wang et al. 2025, "Beyond the 80/20 rule"): keep only the top_frac = 20% tokens of
+  highest entropy H_t, exactly max(int(top_frac * n_valid), 1) of them (ties broken by topk).
+* Clip-Cov / KL-Cov (Cui et al. 2025, "The Entropy Mechanism of RL for Reasoning LMs"), on the
+  per-token covariance cov_t = (A_t - mean A)(logp_t - mean logp), whose batch mean drives
+  the entropy change. Clip-Cov removes max(int(ratio * n_valid), 1) tokens drawn at random
+  among those with lb < cov_t < ub (released: ratio 2e-4, bounds (1, 5)); KL-Cov marks the
+  max(int(ratio * n_valid), 1) tokens of largest cov_t (released ratio 2e-3), which
+  grpo.policy_loss penalises by kl_cov_coef |logp - old_logp|.
+  Choice: verl computes cov from the CURRENT logp inside the loss, per micro-batch, so its
+  selection changes with the micro-batch size. Here it is computed once per step from the
+  rollout's old_logp over the whole batch, like Clip-B / Clip-V: the masks are fixed before the
+  batch is split, so micro-batched and full-batch gradients are equal. On the first update of a
+  step (the only one with --mini-batches 1) old_logp is the current logp, so the selection is
+  verl's with full-batch statistics. Two release details change with it: verl also skips tokens
+  whose PPO ratio is already clipped (none are at ratio 1), and it zeroes a Clip-Cov token's
+  loss but keeps it in the token-mean denominator, whereas here removed tokens leave both
+  (DESIGN 3.2); at 2e-4 of the tokens the difference is negligible.
+
 All masks take (N, T) tensors, advantages (N,) or (N, T), response_mask (N, T) bool, and
 return (keep (N, T) bool, metrics) with metrics "masked_frac", "masked_frac_pos",
-"masked_frac_neg" (removed fraction of all / A > 0 / A < 0 valid tokens), "center" and "sigma".
+"masked_frac_neg" (removed fraction of all / A > 0 / A < 0 valid tokens), "center" and "sigma"
+(the statistic the rule reads: S* or d for Clip-B / V, H for forking, cov for Clip-Cov / KL-Cov,
+whose "center" is the batch covariance). KL-Cov returns the tokens it penalises instead of a
+keep mask, and its "masked" fractions count those penalised tokens.
 """
 
 from __future__ import annotations
@@ -51,6 +74,12 @@ def _metrics(keep: Tensor, valid: Tensor, adv: Tensor, center: float, sigma: flo
             "masked_frac_neg": _frac(removed, valid & (adv < 0)), "center": center, "sigma": sigma}
 
 
+def _flat_mask(indices: Tensor, like: Tensor) -> Tensor:
+    """Bool tensor shaped like `like`, True at the given indices into like.flatten()."""
+    flat = torch.zeros(like.numel(), dtype=torch.bool, device=like.device)
+    return flat.index_fill_(0, indices, True).view(like.shape)
+
+
 def _valid_mean_std(x: Tensor, valid: Tensor) -> tuple[float, float]:
     """Mean and population std of x over the valid tokens (0, 0 when there are none)."""
     v = x[valid].double()
@@ -73,7 +102,7 @@ def _discriminator_clip(d: Tensor, sigma: float, advantages: Tensor, response_ma
         if int(remove.sum()) > cap:
             extremeness = torch.where(remove, d.abs(), torch.full_like(d, -1.0))
             top = extremeness.flatten().topk(cap).indices
-            remove = torch.zeros_like(remove).flatten().index_fill_(0, top, True).view_as(remove)
+            remove = _flat_mask(top, remove)
     keep = valid & ~remove
     return keep, _metrics(keep, valid, adv, center, sigma)
 
@@ -120,3 +149,77 @@ def entropy_direction_mask(s_star: Tensor, es: Tensor, advantages: Tensor, respo
     keep = valid & (predicted > 0 if direction == "up" else predicted < 0)
     center, sigma = _valid_mean_std(d, valid)
     return keep, _metrics(keep, valid, adv, center, sigma)
+
+
+def forking_mask(entropy: Tensor, advantages: Tensor, response_mask: Tensor,
+                 top_frac: float = 0.2) -> tuple[Tensor, dict[str, float]]:
+    """Forking tokens: keep the max(int(top_frac * n_valid), 1) valid tokens of highest entropy
+    in the whole batch (Wang et al. 2025 keep the top 20%).
+
+    entropy, response_mask: (N, T); advantages: (N,) or (N, T), for the metrics only. Metrics:
+    "center" / "sigma" mean and population std of H, "threshold" the lowest kept H.
+    """
+    if not 0 < top_frac <= 1:
+        raise ValueError(f"top_frac must be in (0, 1], got {top_frac}.")
+    valid = response_mask.bool()
+    adv = _per_token(advantages, entropy)
+    center, sigma = _valid_mean_std(entropy, valid)
+    n_valid = int(valid.sum())
+    keep, threshold = torch.zeros_like(valid), 0.0
+    if n_valid:
+        top = torch.where(valid, entropy.double(), -math.inf).flatten().topk(max(int(top_frac * n_valid), 1))
+        keep, threshold = _flat_mask(top.indices, valid), top.values[-1].item()
+    return keep, {**_metrics(keep, valid, adv, center, sigma), "threshold": threshold}
+
+
+def _covariance(logp: Tensor, adv: Tensor, valid: Tensor) -> Tensor:
+    """cov_t = (A_t - mean A)(logp_t - mean logp), means over the valid tokens; (N, T) float64."""
+    mean_a, _ = _valid_mean_std(adv, valid)
+    mean_logp, _ = _valid_mean_std(logp, valid)
+    return (adv.double() - mean_a) * (logp.detach().double() - mean_logp)
+
+
+def _count(ratio: float, n_valid: int) -> int:
+    if not 0 < ratio <= 1:
+        raise ValueError(f"the covariance ratio must be in (0, 1], got {ratio}.")
+    return max(int(ratio * n_valid), 1)
+
+
+def clip_cov_mask(logp: Tensor, advantages: Tensor, response_mask: Tensor, ratio: float = 2e-4,
+                  lb: float = 1.0, ub: float = 5.0,
+                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Clip-Cov: remove max(int(ratio * n_valid), 1) tokens drawn uniformly (torch.randperm with
+    `generator`, on the CPU) among the valid tokens with lb < cov_t < ub (fewer if fewer qualify).
+
+    logp (the old policy's, i.e. rollout old_logp), response_mask: (N, T); advantages: (N,) or
+    (N, T). Metrics: "center" / "sigma" mean (the batch covariance) and population std of cov.
+    """
+    valid = response_mask.bool()
+    adv = _per_token(advantages, logp)
+    cov = _covariance(logp, adv, valid)
+    center, sigma = _valid_mean_std(cov, valid)
+    candidates = (valid & (cov > lb) & (cov < ub)).flatten().nonzero().squeeze(-1)
+    n_drop = min(_count(ratio, int(valid.sum())), len(candidates))
+    drop = candidates[torch.randperm(len(candidates), generator=generator)[:n_drop].to(candidates.device)]
+    keep = valid & ~_flat_mask(drop, valid)
+    return keep, _metrics(keep, valid, adv, center, sigma)
+
+
+def kl_cov_mask(logp: Tensor, advantages: Tensor, response_mask: Tensor,
+                ratio: float = 2e-3) -> tuple[Tensor, dict[str, float]]:
+    """KL-Cov's selection: the max(int(ratio * n_valid), 1) valid tokens of largest cov_t, which
+    grpo.policy_loss penalises with kl_cov_coef |logp - old_logp| (every valid token still trains).
+
+    logp (rollout old_logp), response_mask: (N, T); advantages: (N,) or (N, T). Returns
+    (penalised (N, T) bool, metrics); the "masked" fractions count penalised tokens.
+    """
+    valid = response_mask.bool()
+    adv = _per_token(advantages, logp)
+    cov = _covariance(logp, adv, valid)
+    center, sigma = _valid_mean_std(cov, valid)
+    n_valid = int(valid.sum())
+    penalised = torch.zeros_like(valid)
+    if n_valid:
+        top = torch.where(valid, cov, -math.inf).flatten().topk(_count(ratio, n_valid)).indices
+        penalised = _flat_mask(top, valid)
+    return penalised, _metrics(~penalised, valid, adv, center, sigma)

@@ -5,6 +5,7 @@
     rho_t = exp(logp_t - old_logp_t)
     l_t   = -min(rho_t A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) A_t)
             + kl_coef * k3(ref || current)_t                            (optional)
+            + kl_cov_coef * |logp_t - old_logp_t| on KL-Cov's tokens    (optional)
     loss  = agg(l) - entropy_coef * agg(H)                              (entropy bonus, optional)
 
 Choices:
@@ -19,7 +20,13 @@ Choices:
 * The log-ratio is clamped to [-20, 20] before exp, as verl does, to keep a stale token from
   overflowing; inside that range nothing changes.
 * No dual-clip: DESIGN 3.2 gives the plain two-sided clip, which is what the paper's runs use.
-* The entropy bonus is aggregated over the same mask as the policy loss.
+* The entropy bonus is aggregated over the same mask as the policy loss. train.py's
+  `entropy-bonus` method uses 0.001, verl's long-time default entropy_coeff.
+* KL-Cov (Cui et al. 2025) adds kl_cov_coef |logp - old_logp| to the tokens that
+  clipping.kl_cov_mask selected (released coefficient 1.0); they stay in the mask like any
+  other token. Its gradient is kl_cov_coef sign(logp - old_logp) grad logp, so on a strictly
+  on-policy update (ratio 1 up to rounding) the sign is rounding noise: the term only acts once
+  the policy has moved, i.e. with several mini-batches per rollout (the release used 8).
 * Metrics are over the kept tokens of the given (micro-)batch:
   clip_frac_low  = fraction with rho < 1 - eps_low and A < 0 (the clip zeroes their gradient),
   clip_frac_high = fraction with rho > 1 + eps_high and A > 0 (likewise),
@@ -101,16 +108,20 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
                 eps_high: float = 0.2, ref_logp: Tensor | None = None, kl_coef: float = 0.0,
                 entropy: Tensor | None = None, entropy_coef: float = 0.0, loss_agg: str = "token-mean",
                 num_tokens: int | None = None, num_seqs: int | None = None,
-                max_len: int | None = None) -> tuple[Tensor, dict[str, float]]:
+                max_len: int | None = None, kl_cov_mask: Tensor | None = None,
+                kl_cov_coef: float = 0.0) -> tuple[Tensor, dict[str, float]]:
     """Clipped GRPO surrogate (DESIGN 3.2) of one (micro-)batch.
 
     logp (differentiable), old_logp, ref_logp, entropy: (N, T); advantages: (N,) or (N, T);
-    mask: (N, T) bool = response mask AND the method's keep mask. Returns (scalar loss, metrics).
+    mask: (N, T) bool = response mask AND the method's keep mask; kl_cov_mask: (N, T) bool,
+    the tokens KL-Cov penalises. Returns (scalar loss, metrics).
     """
     if kl_coef > 0 and ref_logp is None:
         raise ValueError("kl_coef > 0 needs the reference policy's log-probabilities (ref_logp).")
     if entropy_coef != 0 and entropy is None:
         raise ValueError("entropy_coef != 0 needs the per-token entropy of the current policy.")
+    if kl_cov_coef != 0 and kl_cov_mask is None:
+        raise ValueError("kl_cov_coef != 0 needs the tokens to penalise (clipping.kl_cov_mask).")
     mask = mask.bool()
     adv = advantages.unsqueeze(-1).expand_as(logp) if advantages.dim() == 1 else advantages
     log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
@@ -119,6 +130,8 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
     token_loss = -torch.minimum(ratio * adv, clipped * adv)
     if kl_coef > 0:
         token_loss = token_loss + kl_coef * k3_kl(logp, ref_logp)
+    if kl_cov_coef != 0:
+        token_loss = token_loss + kl_cov_coef * kl_cov_mask * (logp - old_logp).abs()
     counts = dict(num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
     loss = aggregate(token_loss, mask, loss_agg, **counts)
     if entropy_coef != 0:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from entropy import TokenStats, token_stats
+from entropy import CHUNK_SIZE, TokenStats, token_stats
 
 # Options that would move the distribution away from softmax(z / T), set to neutral values because
 # model.generate fills every unset option from the checkpoint's generation_config.
@@ -230,7 +230,7 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
 
 def response_stats(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor,
                    response_mask: Tensor, temperature: float = 1.0,
-                   chunk_size: int = 1024) -> TokenStats:
+                   chunk_size: int = CHUNK_SIZE) -> TokenStats:
     """Per-response-token logp, H, S*, E[S] of softmax(logits / temperature), differentiable.
 
     prompt_ids / prompt_mask: (N, P) left-padded; response_ids / response_mask: (N, R)
@@ -252,7 +252,7 @@ def response_stats(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids:
 
 
 def score(model, batch: RolloutBatch, temperature: float = 1.0, micro_batch_size: int = 16,
-          chunk_size: int = 1024) -> RolloutBatch:
+          chunk_size: int = CHUNK_SIZE) -> RolloutBatch:
     """Fill batch.old_logp / entropy / s_star / es ((N, R) float32, zeros at padding) under the
     policy `model` at the rollout temperature, without gradient, micro_batch_size rows at a time
     with the model in eval mode (its mode is restored). Fills the batch in place and returns it.

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from clipping import clip_b_mask, clip_v_mask, entropy_direction_mask
+from clipping import clip_b_mask, clip_cov_mask, clip_v_mask, entropy_direction_mask, forking_mask, kl_cov_mask
 
 # Clip-B batch: 2 responses x 5 positions; the last position of response 1 is padding whose
 # huge S* (99) would wreck the statistics if it were counted.
@@ -130,3 +130,68 @@ def test_entropy_direction_mask_follows_theorem2_sign():
     assert m["masked_frac"] == pytest.approx(3 / 5)
     with pytest.raises(ValueError, match="direction"):
         entropy_direction_mask(s_star, es, adv, mask, "sideways")
+
+
+def test_forking_keeps_the_top_entropy_fraction_of_the_batch():
+    # 9 valid tokens; the padding's H = 99 would be the top token if it were counted.
+    h = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7], [0.2, 0.8, 0.4, 0.6, 99]])
+    adv = torch.tensor([1.0, -1.0])
+    keep, m = forking_mask(h, adv, MASK_B, top_frac=0.5)   # int(4.5) = 4 tokens: 0.9 0.8 0.7 0.6
+    assert _kept(keep) == {(0, 1), (1, 1), (0, 4), (1, 3)}
+    assert m["threshold"] == pytest.approx(0.6) and m["center"] == pytest.approx(0.5)
+    assert m["masked_frac"] == pytest.approx(5 / 9)
+    assert m["masked_frac_pos"] == pytest.approx(3 / 5) and m["masked_frac_neg"] == pytest.approx(2 / 4)
+    keep, _ = forking_mask(h, adv, MASK_B)                  # default 20%: int(1.8) -> at least 1
+    assert _kept(keep) == {(0, 1)}
+    keep, _ = forking_mask(h, adv, torch.zeros_like(MASK_B))
+    assert not keep.any()
+    with pytest.raises(ValueError, match="top_frac"):
+        forking_mask(h, adv, MASK_B, top_frac=0.0)
+
+
+# Covariance batch: 2 responses x 6 positions, the last of each padding (logp 100 would wreck
+# both means). A = +2 | -2 (mean 0); logp = -1 + x with x summing to 0 (mean -1), so
+# cov = A x:   x = 1, 2, 0.25, 3, -0.5       | -1,  1, -0.25, -2.75, -2.75
+#            cov = 2, 4, 0.5,  6, -1         |  2, -2,  0.5,   5.5,   5.5    mean 23 / 10.
+# Clip-Cov candidates, 1 < cov < 5: (0, 0), (0, 1), (1, 0).
+X_COV = torch.tensor([[1.0, 2, 0.25, 3, -0.5, 101], [-1, 1, -0.25, -2.75, -2.75, 101]])
+LOGP_COV = X_COV - 1
+ADV_COV = torch.tensor([2.0, -2.0])
+MASK_COV = torch.tensor([[True] * 5 + [False]] * 2)
+CANDIDATES = {(0, 0), (0, 1), (1, 0)}
+
+
+def test_clip_cov_drops_a_random_ratio_of_the_tokens_inside_the_bounds():
+    removed = lambda keep: _kept(MASK_COV) - _kept(keep)  # noqa: E731
+    seen = set()
+    for seed in range(60):
+        keep, m = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, generator=torch.Generator().manual_seed(seed))
+        assert len(removed(keep)) == 1 and removed(keep) <= CANDIDATES   # int(2e-4 * 10) -> 1
+        assert not keep[:, 5].any()
+        seen |= removed(keep)
+    assert seen == CANDIDATES  # every candidate can be drawn
+    assert m["center"] == pytest.approx(2.3) and m["masked_frac"] == pytest.approx(1 / 10)
+    again, _ = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, generator=torch.Generator().manual_seed(59))
+    assert torch.equal(again, keep)
+
+    keep, _ = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=0.2, generator=torch.Generator().manual_seed(0))
+    assert len(removed(keep)) == 2 and removed(keep) <= CANDIDATES
+    keep, m = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=1.0)  # 10 asked, only 3 qualify
+    assert removed(keep) == CANDIDATES
+    assert m["masked_frac_pos"] == pytest.approx(2 / 5) and m["masked_frac_neg"] == pytest.approx(1 / 5)
+    keep, _ = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=1.0, lb=5.0, ub=6.0)  # 5.5 twice
+    assert removed(keep) == {(1, 3), (1, 4)}
+    with pytest.raises(ValueError, match="ratio"):
+        clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=0.0)
+
+
+def test_kl_cov_selects_the_largest_covariance_tokens():
+    penalised, m = kl_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=0.1)   # 1 token: cov 6
+    assert _kept(penalised) == {(0, 3)}
+    penalised, m = kl_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=0.3)   # then the two 5.5
+    assert _kept(penalised) == {(0, 3), (1, 3), (1, 4)}
+    assert m["masked_frac"] == pytest.approx(3 / 10) and m["center"] == pytest.approx(2.3)
+    assert m["masked_frac_pos"] == pytest.approx(1 / 5) and m["masked_frac_neg"] == pytest.approx(2 / 5)
+    penalised, _ = kl_cov_mask(LOGP_COV, ADV_COV, MASK_COV)              # released 2e-3: at least 1
+    assert _kept(penalised) == {(0, 3)}
+    assert not kl_cov_mask(LOGP_COV, ADV_COV, torch.zeros_like(MASK_COV))[0].any()

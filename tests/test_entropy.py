@@ -1,6 +1,6 @@
 """Tests for entropy.py: the paper's Lemma 1, Theorems 1 and 2 and Corollary 1 (float64, finite
-differences on random softmax policies), and the chunked token statistics against the direct
-computation on a real Qwen2ForCausalLM."""
+differences on random softmax policies), the chunked token statistics against the direct
+computation on a real Qwen2ForCausalLM, and the entropy probe."""
 
 import math
 
@@ -254,3 +254,37 @@ def test_token_stats_float32_accuracy_at_qwen_vocabulary():
     for name in ("logp", "entropy", "s_star", "es"):
         a, b = getattr(got, name).double(), getattr(ref, name)
         assert ((a - b).abs().max() / b.abs().max()).item() < 1e-5, name
+
+
+def test_entropy_probe_by_hand():
+    predicted = torch.tensor([[1.0, -2.0, 0.0, 3.0], [-1.0, 2.0, 5.0, 0.0]])
+    measured = torch.tensor([[0.5, 1.0, 1.0, 2.0], [-0.5, -1.0, 9.0, 0.0]])
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    m = E.entropy_probe(predicted, measured, mask)
+    # nonzero predictions in the mask: 1, -2, 3, -1, 2 -> signs agree for 1, 3, -1.
+    assert set(m) == {"probe/sign_agreement", "probe/corr"}
+    assert m["probe/sign_agreement"] == pytest.approx(3 / 5)
+    p, q = predicted[mask].double(), measured[mask].double()
+    assert m["probe/corr"] == pytest.approx(torch.corrcoef(torch.stack([p, q]))[0, 1].item())
+    assert E.entropy_probe(2 * predicted, 3 * predicted + 1, mask, prefix="x/") == {
+        "x/sign_agreement": 1.0, "x/corr": pytest.approx(1.0)}
+    empty = E.entropy_probe(predicted, measured, torch.zeros_like(mask))
+    assert math.isnan(empty["probe/sign_agreement"]) and math.isnan(empty["probe/corr"])
+
+
+def test_entropy_probe_on_independent_positions_matches_theorem2():
+    # A "network" whose every position owns its logits: one GRPO gradient step (on-policy, ratio
+    # 1) moves position t's logits by eta A_t (e_k - pi_t), exactly Theorem 2's update, so the
+    # measured entropy change is eta times the prediction up to O(eta^2).
+    g = torch.Generator().manual_seed(0)
+    z = (torch.randn(6, 5, 20, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
+    ids = torch.randint(0, 20, (6, 5), generator=g)
+    adv = torch.randn(6, generator=g, dtype=torch.float64)
+    logp = torch.log_softmax(z, -1).gather(-1, ids[..., None]).squeeze(-1)
+    (grad,) = torch.autograd.grad(-(adv[:, None] * logp).sum(), z)
+    eta = 1e-4
+    with torch.no_grad():
+        predicted = -adv[:, None] * (E.s_star(z, ids) - E.expected_discriminator(z))
+        measured = E.entropy(z - eta * grad) - E.entropy(z)
+    m = E.entropy_probe(predicted, measured, torch.ones(6, 5, dtype=torch.bool))
+    assert m["probe/sign_agreement"] == 1.0 and m["probe/corr"] > 0.999

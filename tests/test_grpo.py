@@ -1,5 +1,6 @@
 """Tests for grpo.py: advantages, aggregation modes, the clipped loss's gradient, KL, entropy
-bonus, metrics, and that micro-batch accumulation reproduces the full-batch gradient."""
+bonus, KL-Cov's penalty, metrics, and that micro-batch accumulation reproduces the full-batch
+gradient."""
 
 import math
 
@@ -109,11 +110,29 @@ def test_kl_to_reference_and_entropy_bonus():
         policy_loss(logp, old, adv, keep, entropy_coef=0.1)
 
 
+def test_kl_cov_penalises_only_the_selected_tokens_by_abs_log_ratio():
+    # A = 0, so the surrogate has no gradient and the loss is the penalty alone:
+    # coef * (|0.1| + |-0.2|) / 3 kept tokens, gradient coef * sign(logp - old) / 3 where selected.
+    old = torch.full((1, 4), -1.0, dtype=torch.float64)
+    logp = (old + torch.tensor([[0.1, -0.2, 0.05, 7.0]], dtype=torch.float64)).requires_grad_(True)
+    keep = torch.tensor([[True, True, True, False]])        # the last token is padding
+    selected = torch.tensor([[True, True, False, True]])     # padding selected: still ignored
+    loss, _ = policy_loss(logp, old, torch.zeros(1, dtype=torch.float64), keep,
+                          kl_cov_mask=selected, kl_cov_coef=2.0)
+    assert loss.item() == pytest.approx(2.0 * 0.3 / 3)
+    (grad,) = torch.autograd.grad(loss, logp)
+    torch.testing.assert_close(grad, torch.tensor([[2 / 3, -2 / 3, 0.0, 0.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="kl_cov_mask"):
+        policy_loss(logp, old, torch.zeros(1), keep, kl_cov_coef=1.0)
+
+
 @pytest.mark.parametrize("mode", LOSS_AGG_MODES)
 def test_micro_batches_accumulate_to_the_full_batch_gradient(mode):
     logp, old, adv, keep = _random_batch(n=7, t=9, seed=2)
     ref, entropy = old - 0.1, torch.rand_like(old)
-    extra = dict(ref_logp=ref, kl_coef=0.05, entropy_coef=0.01, eps_low=0.2, eps_high=0.28, loss_agg=mode)
+    penalised = keep & (torch.rand(old.shape, generator=torch.Generator().manual_seed(3)) < 0.3)
+    extra = dict(ref_logp=ref, kl_coef=0.05, entropy_coef=0.01, eps_low=0.2, eps_high=0.28, loss_agg=mode,
+                 kl_cov_mask=penalised, kl_cov_coef=0.5)
     counts = dict(num_tokens=int(keep.sum()), num_seqs=int(keep.any(-1).sum()), max_len=9)
 
     full_logp = logp.clone().requires_grad_(True)
@@ -125,7 +144,8 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(mode):
     for rows in (slice(0, 3), slice(3, 5), slice(5, 7)):
         t = int(keep[rows].any(0).nonzero().max()) + 1  # trim to the micro-batch's longest, as select does
         loss, _ = policy_loss(micro_logp[rows, :t], old[rows, :t], adv[rows], keep[rows, :t],
-                              entropy=entropy[rows, :t], **{**extra, "ref_logp": ref[rows, :t]}, **counts)
+                              entropy=entropy[rows, :t], **{**extra, "ref_logp": ref[rows, :t],
+                                                            "kl_cov_mask": penalised[rows, :t]}, **counts)
         loss.backward()
         total += loss.item()
     assert total == pytest.approx(full.item(), rel=1e-6)

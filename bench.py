@@ -1,0 +1,243 @@
+"""Speed and memory benchmarks, measured side by side in one run (issue 7, DESIGN 3.5 and 6).
+
+    python bench.py                 # everything; prints a table of ratios, writes bench.json
+    python bench.py --only stats    # one section: stats | step | rollout
+
+1. Token statistics (logp, H, S*, E[S]; forward and backward through logp) at the Qwen2.5
+   vocabulary (V = 151,936, hidden 896), T = 1,024 and 2,048 tokens: the chunked
+   `entropy.token_stats` against the direct path that materialises the float32 (T, V) logits.
+   A third variant, "logp only", is what a plain GRPO implementation computes (log_softmax and
+   gather, no statistics): the chunked path's time against it is the whole price of having
+   H, S* and E[S] for every token. Each variant runs in a fresh process, so its peak resident
+   memory (ru_maxrss) is its own; "peak above fixed" subtracts what the process held after
+   allocating the fixed inputs (weight, hidden states and their gradients).
+2. One training step (score, mask, update) of the shipped model on one fixed rollout batch, for
+   `--method grpo`, `clipb` and `clipv`. Every method computes the statistics (they are logged),
+   so the difference is the cost of the masks.
+3. Rollout throughput of `rollout.generate` on the shipped model, generated tokens per second,
+   at two batch sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import entropy
+
+REPO = Path(__file__).resolve().parent
+VOCAB, HIDDEN = 151_936, 896
+
+
+# ----------------------------------------------------------------------------- 1. token statistics
+
+def _direct_stats(hidden, weight, ids, with_stats: bool):
+    """The path that materialises float32 logits (T, V): logp with gradient, and (with_stats)
+    H, S*, E[S] from the same log-softmax, without gradient, as token_stats returns them."""
+    logp_all = torch.log_softmax(hidden.float() @ weight.float().T, dim=-1)
+    logp = logp_all.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    if not with_stats:
+        return (logp,)
+    with torch.no_grad():
+        p = logp_all.exp()
+        h = -(p * logp_all).sum(-1)
+        es = (p * p * (h.unsqueeze(-1) + logp_all)).sum(-1)   # E_{i~pi}[S_i]
+        return logp, h, logp.exp() * (h + logp), es
+
+
+def _max_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # Linux: KiB
+
+
+def stats_child(variant: str, tokens: int, repeats: int, dump: str) -> dict:
+    """Runs in a fresh process: one variant at one length. Returns time, peak memory and the
+    results (saved to `dump` for the parent's comparison)."""
+    torch.manual_seed(0)
+    weight = (torch.randn(VOCAB, HIDDEN) * 0.02).requires_grad_()
+    hidden = (torch.randn(tokens, HIDDEN) * 2.0).requires_grad_()
+    ids = torch.randint(0, VOCAB, (tokens,))
+    g = torch.randn(tokens)                         # an arbitrary upstream gradient for logp
+    weight.grad, hidden.grad = torch.zeros_like(weight), torch.zeros_like(hidden)
+    fixed = _max_rss_gb()
+
+    def once():
+        weight.grad.zero_(), hidden.grad.zero_()
+        if variant == "chunked":
+            s = entropy.token_stats(hidden.unsqueeze(0), weight, ids.unsqueeze(0))
+            out = (s.logp[0], s.entropy[0].detach(), s.s_star[0], s.es[0])
+        else:
+            out = _direct_stats(hidden, weight, ids, with_stats=variant == "direct")
+        (out[0] * g).sum().backward()
+        return out
+
+    out = once()                                     # the first call sets the high-water mark
+    peak = _max_rss_gb() - fixed
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    rows = ids[:64]                                  # gradient rows that the targets touch
+    torch.save({"out": [o.detach() for o in out], "grad_hidden": hidden.grad,
+                "grad_weight_rows": weight.grad[rows]}, dump)
+    return {"time_s": min(times), "peak_above_fixed_gb": peak, "fixed_gb": fixed}
+
+
+def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def bench_stats(lengths: list[int], repeats: int, workdir: Path) -> list[dict]:
+    rows = []
+    for tokens in lengths:
+        res, dumps = {}, {}
+        for variant in ("direct", "chunked", "logp-only"):
+            dumps[variant] = workdir / f"stats-{variant}-{tokens}.pt"
+            cmd = [sys.executable, __file__, "--child", variant, "--tokens", str(tokens),
+                   "--repeats", str(repeats), "--dump", str(dumps[variant])]
+            res[variant] = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                                     text=True).stdout.strip().splitlines()[-1])
+            print(f"  T={tokens} {variant}: {res[variant]}", flush=True)
+        d, c = torch.load(dumps["direct"]), torch.load(dumps["chunked"])
+        diff = max([_rel_diff(x, y) for x, y in zip(c["out"], d["out"])]
+                   + [_rel_diff(c["grad_hidden"], d["grad_hidden"]),
+                      _rel_diff(c["grad_weight_rows"], d["grad_weight_rows"])])
+        rows.append({
+            "tokens": tokens,
+            "direct_time_s": res["direct"]["time_s"], "chunked_time_s": res["chunked"]["time_s"],
+            "logp_only_time_s": res["logp-only"]["time_s"],
+            "direct_peak_gb": res["direct"]["peak_above_fixed_gb"],
+            "chunked_peak_gb": res["chunked"]["peak_above_fixed_gb"],
+            "time_ratio": res["chunked"]["time_s"] / res["direct"]["time_s"],
+            "time_ratio_vs_logp_only": res["chunked"]["time_s"] / res["logp-only"]["time_s"],
+            "memory_ratio": res["chunked"]["peak_above_fixed_gb"] / res["direct"]["peak_above_fixed_gb"],
+            "max_rel_diff": diff,
+        })
+        for p in dumps.values():
+            p.unlink()
+    return rows
+
+
+# ----------------------------------------------------------------------------- 2. one training step
+
+def bench_step(repeats: int) -> list[dict]:
+    """score + mask + update on one fixed rollout batch of the shipped model, per method.
+    Every method starts from the same weights and optimiser state."""
+    import copy
+
+    import train
+
+    cfg = train.parse_args([])
+    model, tokenizer = train.load_policy(cfg.model, torch.device("cpu"))
+    amp = train.autocast(torch.device("cpu"), None)
+    examples, _ = train.load_data(cfg)
+    batch, _, _ = train.rollout_step(model, tokenizer, examples, list(range(cfg.prompts_per_step)),
+                                     cfg, step=1, amp=amp)
+    state = copy.deepcopy(model.state_dict())
+    rows = []
+    for method in ("grpo", "clipb", "clipv"):
+        mcfg = train.parse_args(["--method", method])
+        times = []
+        for _ in range(repeats + 1):                 # the first repeat warms up
+            model.load_state_dict(state)
+            optimizer, _ = train.make_optimizer(model, mcfg)
+            t0 = time.perf_counter()
+            scored = train.rollout.score(model, batch, mcfg.temperature, mcfg.micro_batch_size,
+                                         mcfg.chunk_size)
+            keep, _ = train.METHODS[method].mask(scored, mcfg)
+            train.update_step(model, optimizer, scored, {"keep": keep}, mcfg, amp)
+            times.append(time.perf_counter() - t0)
+        rows.append({"method": method, "step_time_s": min(times[1:]),
+                     "tokens": int(batch.response_mask.sum())})
+    base = rows[0]["step_time_s"]
+    for r in rows:
+        r["ratio_vs_grpo"] = r["step_time_s"] / base
+    return rows
+
+
+# ----------------------------------------------------------------------------- 3. rollout throughput
+
+def bench_rollout(batch_sizes: list[int], max_new_tokens: int) -> list[dict]:
+    import data
+    import rollout
+    import train
+
+    cfg = train.parse_args([])
+    model, tokenizer = train.load_policy(cfg.model, torch.device("cpu"))
+    examples = data.load_examples("synthetic", split="test")
+    rows = []
+    for bs in batch_sizes:
+        prompts = [data.format_prompt(tokenizer, e.question) for e in examples[:bs]]
+        rollout.generate(model, tokenizer, prompts[:2], ["0"] * 2, 1, 4, seed=0)   # warm-up
+        t0 = time.perf_counter()
+        batch = rollout.generate(model, tokenizer, prompts, [e.answer for e in examples[:bs]], 1,
+                                 max_new_tokens, micro_batch_size=bs, seed=0)
+        seconds = time.perf_counter() - t0
+        tokens = int(batch.response_mask.sum())
+        rows.append({"batch_size": bs, "tokens": tokens, "seconds": seconds,
+                     "tokens_per_s": tokens / seconds})
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+def print_tables(results: dict) -> None:
+    if "stats" in results:
+        print("\nToken statistics, V=151,936, d=896 (targets at T=2048: memory ratio <= 0.125, "
+              "time ratio <= 1.4, diff <= 1e-5)")
+        print(f"{'T':>6} {'direct s':>9} {'chunked s':>10} {'time ratio':>11} {'vs logp-only':>13} "
+              f"{'direct GB':>10} {'chunked GB':>11} {'mem ratio':>10} {'max rel diff':>13}")
+        for r in results["stats"]:
+            print(f"{r['tokens']:>6} {r['direct_time_s']:>9.2f} {r['chunked_time_s']:>10.2f} "
+                  f"{r['time_ratio']:>11.2f} {r['time_ratio_vs_logp_only']:>13.2f} "
+                  f"{r['direct_peak_gb']:>10.2f} {r['chunked_peak_gb']:>11.2f} "
+                  f"{r['memory_ratio']:>10.3f} {r['max_rel_diff']:>13.1e}")
+    if "step" in results:
+        print("\nOne training step of the shipped model (score + mask + update; target: ratio <= 1.05)")
+        for r in results["step"]:
+            print(f"{r['method']:>6} {r['step_time_s']:>8.3f} s  ratio vs grpo {r['ratio_vs_grpo']:.3f}")
+    if "rollout" in results:
+        print("\nRollout throughput of rollout.generate on the shipped model")
+        for r in results["rollout"]:
+            print(f"batch {r['batch_size']:>4}: {r['tokens_per_s']:>8.0f} generated tokens/s "
+                  f"({r['tokens']} tokens in {r['seconds']:.2f} s)")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--only", choices=["stats", "step", "rollout"], help="run one section")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048],
+                        help="sequence lengths of the token-statistics section")
+    parser.add_argument("--repeats", type=int, default=1, help="timed repeats (the best counts)")
+    parser.add_argument("--out", default="bench.json", help="JSON file of the results")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--dump", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(stats_child(args.child, args.tokens[0], args.repeats, args.dump)))
+        return {}
+    results = {"machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                           "cuda": torch.cuda.is_available()}}
+    sections = [args.only] if args.only else ["stats", "step", "rollout"]
+    if "stats" in sections:
+        results["stats"] = bench_stats(args.tokens, args.repeats, Path(args.out).resolve().parent)
+    if "step" in sections:
+        results["step"] = bench_step(args.repeats)
+    if "rollout" in sections:
+        results["rollout"] = bench_rollout([8, 64], max_new_tokens=64)
+    print_tables(results)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""Tests for train.py: flags and validation, data order, the update's invariants, checkpoints,
+resume, signals, the failure guards, and short real runs of every method.
+
+Two models: a random 2-layer Qwen2 with a byte-level tokenizer built here (fast; its rewards are
+all 0, so tests that need a gradient set advantages by hand), and the shipped tiny-qwen2 (the
+short runs of each method and the resume test, where rewards, advantages and masks are real).
+Runs go through train.main(argv) in-process, on CPU.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+import build_tiny_model
+import data
+import grpo
+import rollout
+import train
+
+SHIPPED = Path(train.__file__).resolve().parent / "tiny-qwen2"
+TIMING = ("time_", "tokens_per_s")
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory) -> str:
+    """A random Qwen2 (hidden 32, 2 layers) and a BPE tokenizer with the chat template, saved."""
+    torch.manual_seed(0)
+    texts = [e.question for e in data.synthetic_examples("train", n=200)]
+    tokenizer = build_tiny_model.build_tokenizer(texts, vocab_size=300)
+    model = build_tiny_model.build_model(tokenizer, hidden=32, layers=2)
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def small(model: str, out: Path, *extra: str) -> list[str]:
+    """argv of a run that takes a second or two."""
+    return ["--model", model, "--out", str(out), "--device", "cpu", "--steps", "2",
+            "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "6",
+            "--eval-every", "0", "--micro-batch-size", "4", *extra]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def without_timing(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not k.startswith(TIMING)}
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+
+def rollout_with_advantages(model, tokenizer, cfg) -> tuple:
+    """A real rollout batch of the synthetic task, its advantages set to +-1 within each group
+    (a random model earns no reward, and a zero advantage gives no gradient)."""
+    examples = data.synthetic_examples("train", n=8)
+    batch, extras, _ = train.rollout_step(model, tokenizer, examples, list(range(cfg.prompts_per_step)),
+                                          cfg, step=1, amp=train.autocast(torch.device("cpu"), None))
+    batch.advantages = torch.tensor([1.0, -1.0] * (len(batch) // 2))
+    return batch, extras
+
+
+# ----- flags -----
+
+def test_help_runs_as_a_script():
+    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=SHIPPED.parent,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for flag in ("--method", "--mu", "--preset", "--resume", "--mini-batches", "--keep-last"):
+        assert flag in result.stdout
+    assert "default: 8" in result.stdout      # defaults are shown
+
+
+def test_method_and_preset_defaults():
+    assert train.parse_args(["--method", "clipb"]).mu == 2.5
+    assert train.parse_args(["--method", "clipv"]).mu == 8.5
+    assert train.parse_args(["--method", "clipv", "--mu", "1.0"]).mu == 1.0
+    b = train.parse_args(["--preset", "paper", "--method", "clipb"])
+    v = train.parse_args(["--preset", "paper", "--method", "clipv", "--lr", "3e-6"])
+    assert (b.group_size, v.group_size) == (16, 8)
+    assert (b.model, b.dataset, b.holdout, b.prompts_per_step) == ("Qwen/Qwen2.5-7B-Instruct", "dapo-math", 500, 64)
+    assert (b.max_new_tokens, b.lr, b.kl_coef, b.eval_n, b.eval_temperature, b.eval_every) == (7168, 1e-6, 0.0, 32, 0.7, 20)
+    assert v.lr == 3e-6                           # a given flag beats the preset
+    assert train.parse_args(["--method", "clipv", "--mu", "1", "--seed", "3"]).out == str(Path("runs/clipv-mu1-seed3"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "clipb", "--mu", "0"], "--mu must be positive"),
+    (["--method", "clipv", "--mu", "-1"], "--mu must be positive"),
+    (["--method", "grpo", "--mu", "0"], "--mu must be positive"),
+    (["--group-size", "1"], "--group-size must be at least 2"),
+    (["--dataset", "no-such-set"], "unknown --dataset"),
+    (["--prompts-per-step", "3", "--group-size", "2", "--mini-batches", "4"], "must divide"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--eval-n", "0"], "--eval-n must be at least 1"),
+])
+def test_impossible_values_are_rejected_before_loading_anything(flags, message, tmp_path, capsys):
+    # the model path does not exist: reaching the model would give another message
+    assert train.main(["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_method_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--method", "nope"])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_missing_model_is_one_clear_error(tmp_path, capsys):
+    assert train.main(small(str(tmp_path / "missing"), tmp_path / "run")) == 2
+    assert "could not load the model" in capsys.readouterr().err
+
+
+# ----- data order -----
+
+def test_sampler_permutes_each_epoch_without_repeats_and_resumes():
+    sampler = train.PromptSampler(n=10, seed=1)
+    epochs = [[i for _ in range(3) for i in sampler.next(3)] for _ in range(3)]  # 9 of 10, tail dropped
+    for order in epochs:
+        assert len(set(order)) == 9
+    assert epochs[0] != epochs[1]
+    again = train.PromptSampler(n=10, seed=1)
+    again.load_state_dict({"epoch": 1, "pos": 3})
+    assert again.next(3) == epochs[1][3:6]
+    assert train.PromptSampler(n=10, seed=2).next(3) != epochs[0][:3]
+
+
+# ----- the update -----
+
+def test_micro_batching_does_not_change_the_update(tiny_path):
+    """token-mean over the whole mini-batch: 1 row per micro-batch == all rows at once. Plain
+    SGD with lr 1, so the weight change is the accumulated gradient itself (Adam would amplify
+    float noise in near-zero gradients)."""
+    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+                            "--mini-batches", "2", "--grad-clip", "0"])   # clipping hides a scale error
+    model, tokenizer = train.load_policy(tiny_path, torch.device("cpu"))
+    before = weights(model)
+    batch, extras = rollout_with_advantages(model, tokenizer, cfg)
+    after = []
+    for micro in (1, 8):
+        model, _ = train.load_policy(tiny_path, torch.device("cpu"))
+        cfg.micro_batch_size = micro
+        metrics = train.update_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, extras,
+                                    cfg, train.autocast(torch.device("cpu"), None))
+        assert metrics["nonfinite"] == 0 and math.isfinite(metrics["loss"])
+        after.append(weights(model))
+    assert any(not torch.equal(after[0][k], before[k]) for k in before)
+    for name in after[0]:
+        torch.testing.assert_close(after[0][name], after[1][name])
+
+
+def test_one_step_at_lr_1e6_changes_the_weights_and_bf16_weights_would_not(tiny_path):
+    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+                            "--lr", "1e-6"])
+    cpu = torch.device("cpu")
+    model, tokenizer = train.load_policy(tiny_path, cpu)          # the trainer's configuration
+    batch, extras = rollout_with_advantages(model, tokenizer, cfg)
+
+    def changed_fraction(model) -> float:
+        before = {k: v.detach().clone() for k, v in model.named_parameters() if v.dim() == 2}
+        optimizer, _ = train.make_optimizer(model, cfg)
+        train.update_step(model, optimizer, batch, extras, cfg, train.autocast(cpu, None))
+        changed = sum(int((p.detach() != before[k]).sum()) for k, p in model.named_parameters() if k in before)
+        return changed / sum(v.numel() for v in before.values())
+
+    assert next(model.parameters()).dtype == torch.float32
+    assert changed_fraction(model) > 0.9
+    bf16, _ = train.load_policy(tiny_path, cpu)
+    assert changed_fraction(bf16.to(torch.bfloat16)) < 0.05      # w + 1e-6 rounds back to w
+
+
+def test_method_table_masks(tiny_path):
+    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+                            "--method", "clipb", "--mu", "0.1"])
+    model, tokenizer = train.load_policy(tiny_path, torch.device("cpu"))
+    batch, _ = rollout_with_advantages(model, tokenizer, cfg)
+    keep, metrics = train.METHODS["clipb"].mask(batch, cfg)
+    assert not (keep & ~batch.response_mask).any()
+    assert 0 < metrics["masked_frac"] and metrics["masked_frac_pos"] == 0
+    keep, metrics = train.METHODS["grpo"].mask(batch, cfg)
+    assert torch.equal(keep, batch.response_mask) and metrics["masked_frac"] == 0
+
+
+# ----- runs, checkpoints, failures (random model) -----
+
+def test_run_writes_metrics_samples_config_checkpoints_and_final(tiny_path, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out, "--steps", "3", "--save-every", "1", "--keep-last", "2",
+                            "--sample-every", "1")) == 0
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for key in ("reward", "accuracy", "entropy", "s_star", "es", "masked_frac", "masked_frac_pos",
+                "masked_frac_neg", "clip_frac_low", "clip_frac_high", "approx_kl", "response_len",
+                "response_len_max", "truncated_frac", "zero_spread_frac", "grad_norm", "lr",
+                "time_generate", "time_score", "time_update", "tokens_per_s", "prompts"):
+        assert key in records[0], key
+    assert json.loads((out / "config.json").read_text())["steps"] == 3
+    assert {r["step"] for r in read_jsonl(out / "samples.jsonl")} == {1, 2, 3}
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    assert (out / "final" / "model.safetensors").is_file()
+    assert not list(out.glob(".tmp-*"))
+    # a second run into the same folder must not clobber it
+    assert train.main(small(tiny_path, out)) == 2
+
+
+def test_loss_options_reference_model_and_warmup(tiny_path, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out, "--kl-coef", "0.1", "--entropy-coef", "0.01",
+                            "--loss-agg", "seq-mean-token-mean", "--mini-batches", "2",
+                            "--micro-batch-size", "1", "--no-adv-std", "--warmup-steps", "2",
+                            "--lr", "1e-3")) == 0
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["lr"] for r in records] == pytest.approx([5e-4, 1e-3])
+    assert all("kl_ref" in r and math.isfinite(r["loss"]) for r in records)
+
+
+def test_only_complete_checkpoints_count(tmp_path):
+    for name, complete in (("checkpoint-2", True), ("checkpoint-10", True), ("checkpoint-12", False),
+                           (".tmp-checkpoint-14", True), ("checkpoint-x", True)):
+        (tmp_path / name).mkdir()
+        if complete:
+            (tmp_path / name / "trainer_state.pt").write_bytes(b"")
+    assert [step for step, _ in train.checkpoints(tmp_path)] == [2, 10]
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_loadable(tiny_path, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_save = PreTrainedModel.save_pretrained
+    calls = []
+
+    def save_then_fail(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            real_save(self, *args, **kwargs)          # half written, then the disk fills up
+            raise OSError("No space left on device")
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_then_fail)
+    assert train.main(small(tiny_path, out, "--steps", "3", "--save-every", "1")) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]
+    assert not list(out.glob(".tmp-*"))
+    AutoModelForCausalLM.from_pretrained(out / "checkpoint-1")
+    assert train.load_trainer_state(out / "checkpoint-1")["step"] == 1
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", real_save)
+    assert train.main(["--out", str(out), "--resume"]) == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+
+
+def nan_loss(monkeypatch, bad_calls: int):
+    """grpo.policy_loss whose first bad_calls losses are NaN."""
+    real = grpo.policy_loss
+    calls = []
+
+    def policy_loss(*args, **kwargs):
+        loss, metrics = real(*args, **kwargs)
+        calls.append(1)
+        return (loss * math.nan if len(calls) <= bad_calls else loss), metrics
+
+    monkeypatch.setattr(grpo, "policy_loss", policy_loss)
+
+
+def test_a_nonfinite_loss_skips_the_update_and_is_counted(tiny_path, tmp_path, monkeypatch):
+    nan_loss(monkeypatch, bad_calls=1)
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out, "--steps", "3")) == 0
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["nonfinite"] for r in records] == [1, 0, 0]
+    assert records[-1]["nonfinite_total"] == 1
+
+
+def test_three_nonfinite_steps_in_a_row_stop_the_run_with_weights_unharmed(tiny_path, tmp_path,
+                                                                           monkeypatch, capsys):
+    nan_loss(monkeypatch, bad_calls=10**9)
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out, "--steps", "10", "--save-every", "2")) == 1
+    assert "not finite in 3 steps in a row" in capsys.readouterr().err
+    assert len(read_jsonl(out / "metrics.jsonl")) == 3
+    saved = weights(AutoModelForCausalLM.from_pretrained(out / "checkpoint-2"))
+    initial = weights(AutoModelForCausalLM.from_pretrained(tiny_path))
+    assert all(torch.equal(saved[k], initial[k]) for k in initial)
+
+
+def test_sigterm_checkpoints_the_step_and_says_how_to_resume(tiny_path, tmp_path, monkeypatch, capsys):
+    real_generate = rollout.generate
+    calls = []
+
+    def generate_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(rollout, "generate", generate_then_signal)
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out, "--steps", "5", "--save-every", "100")) == 128 + signal.SIGTERM
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
+    assert f"--out {out} --resume" in capsys.readouterr().out
+    assert not isinstance(signal.getsignal(signal.SIGTERM), train.Stop)   # handler restored
+
+
+# ----- the shipped model -----
+
+shipped = pytest.mark.skipif(not (SHIPPED / "config.json").is_file(),
+                             reason="tiny-qwen2/ is not built (python build_tiny_model.py)")
+
+
+def shipped_run(out: Path, *extra: str) -> list[str]:
+    return ["--out", str(out), "--device", "cpu", "--steps", "2", "--prompts-per-step", "4",
+            "--group-size", "4", "--max-new-tokens", "24", "--eval-every", "2", "--eval-n", "2",
+            "--eval-limit", "4", *extra]
+
+
+@shipped
+@pytest.mark.parametrize("method", ["grpo", "clipb", "clipv"])
+def test_short_run_of_each_method_on_the_shipped_model(method, tmp_path):
+    out = tmp_path / method
+    extra = ["--mu", "0.5"] if method != "grpo" else []
+    assert train.main(shipped_run(out, "--method", method, *extra)) == 0
+    baseline, *records = read_jsonl(out / "metrics.jsonl")
+    assert baseline["step"] == 0 and "eval/synthetic:test/avg@2" in baseline   # before training
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert 0 <= r["reward"] <= 1 and r["entropy"] > 0 and math.isfinite(r["grad_norm"])
+    assert "eval/synthetic:test/avg@2" in records[-1] and "eval/synthetic:test/pass@2" in records[-1]
+    if method != "grpo":
+        assert records[0]["clip_sigma"] > 0
+        assert sum(r["masked_frac"] for r in records) > 0        # mu 0.5 removes some tokens
+
+
+@pytest.mark.parametrize("model", ["random", pytest.param("shipped", marks=shipped)])
+def test_interrupted_and_resumed_run_equals_a_straight_run(model, tiny_path, tmp_path, monkeypatch):
+    """4 steps straight vs 2 steps, SIGTERM, --resume to 4: same data order, same metrics.
+    On the random model (no reward, no gradient) this checks the mechanics; on the shipped one,
+    that the optimiser state and RNG streams are restored too."""
+    flags = ["--method", "clipb", "--mu", "1.0", "--steps", "4", "--mini-batches", "2",
+             "--save-every", "100", "--lr", "1e-4"]
+    if model == "random":
+        flags += ["--model", tiny_path, "--max-new-tokens", "8"]
+    assert train.main(shipped_run(tmp_path / "straight", *flags)) == 0
+
+    real_generate = rollout.generate
+    calls = []
+
+    def generate_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:                  # during step 2's rollout
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(rollout, "generate", generate_then_signal)
+    assert train.main(shipped_run(tmp_path / "resumed", *flags)) == 128 + signal.SIGTERM
+    monkeypatch.setattr(rollout, "generate", real_generate)
+    assert train.main(["--out", str(tmp_path / "resumed"), "--resume"]) == 0
+
+    straight = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    resumed = read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+    assert [r.get("prompts") for r in straight] == [r.get("prompts") for r in resumed]
+    if model == "shipped":
+        assert straight[-1]["grad_norm"] > 0
+    for a, b in zip(straight, resumed):
+        a, b = without_timing(a), without_timing(b)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6, nan_ok=True), k
+    final_a = weights(AutoModelForCausalLM.from_pretrained(tmp_path / "straight" / "final"))
+    final_b = weights(AutoModelForCausalLM.from_pretrained(tmp_path / "resumed" / "final"))
+    for k in final_a:
+        torch.testing.assert_close(final_a[k], final_b[k], rtol=1e-4, atol=1e-6)
