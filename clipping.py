@@ -38,7 +38,10 @@ Comparison methods (DESIGN 3.4), statistics again over the valid tokens of the r
   verl's with full-batch statistics. Two release details change with it: verl also skips tokens
   whose PPO ratio is already clipped (none are at ratio 1), and it zeroes a Clip-Cov token's
   loss but keeps it in the token-mean denominator, whereas here removed tokens leave both
-  (DESIGN 3.2); at 2e-4 of the tokens the difference is negligible.
+  (DESIGN 3.2); at 2e-4 of the tokens the difference is negligible. The release's scripts also
+  relax the PPO ratio clip (Clip-Cov: eps 1; KL-Cov's loss has none); train.py keeps the GRPO
+  clip for every method so that a comparison changes one thing (with --mini-batches 1 the ratio
+  is 1 and the clip never binds anyway).
 
 All masks take (N, T) tensors, advantages (N,) or (N, T), response_mask (N, T) bool, and
 return (keep (N, T) bool, metrics) with metrics "masked_frac", "masked_frac_pos",

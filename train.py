@@ -33,7 +33,17 @@ Choices and why:
 * Defaults are sized for the shipped tiny model on a CPU (a few minutes). The paper's lr 1e-6
   is for a 7B model; --preset paper sets it together with the rest of the paper's settings.
 * A method is one row of METHODS: a mask function plus the flag defaults it implies (its
-  released mu). New entropy methods are new rows.
+  released mu). Beside GRPO and the paper's Clip-B / Clip-V, the rows are the entropy methods
+  of DESIGN 3.4, to compare side by side (all log the same masked_frac* / clip_* metrics):
+  clip-higher (eps_high 0.28), entropy-bonus (--entropy-coef 0.001, verl's long-time default),
+  forking (train on the top --forking-frac of tokens by entropy), clip-cov and kl-cov (Cui et
+  al. 2025, released ratios, bounds and coefficient; masks fixed per step from old_logp, see
+  clipping.py), and the Theorem-2 filters entropy-up / entropy-down.
+* --probe-every N: after the update of every N-th step, the same batch is scored again and the
+  measured change of each token's entropy is compared with Theorem 2's prediction
+  -A_t (S*_t - E[S]_t) from before the update (`probe`; metrics probe/*). The prediction is first
+  order in an SGD step on the logits; the probe measures how far it holds for an AdamW step on
+  shared weights (and, with --mini-batches > 1, several steps).
 """
 
 import argparse
@@ -76,9 +86,12 @@ MAX_NONFINITE_IN_A_ROW = 3
 @dataclass(frozen=True)
 class Method:
     """mask(batch, cfg) -> (keep (N, R) bool, metrics); defaults: flag values the method implies
-    when the user does not give them (e.g. its released mu)."""
+    when the user does not give them (e.g. its released mu); penalty(batch, cfg) -> (tokens
+    penalised by --kl-cov-coef |logp - old_logp| (N, R) bool, metrics), for KL-Cov; its metrics
+    replace the mask's."""
     mask: Callable[["rollout.RolloutBatch", "Config"], tuple[Tensor, dict[str, float]]]
     defaults: dict
+    penalty: Callable[["rollout.RolloutBatch", "Config"], tuple[Tensor, dict[str, float]]] | None = None
 
 
 def _keep_all(batch, cfg):
@@ -96,11 +109,41 @@ def _clip_v(batch, cfg):
                                 cfg.mu, cfg.mu_pos, cfg.clip_max_frac)
 
 
+def _forking(batch, cfg):
+    return clipping.forking_mask(batch.entropy, batch.advantages, batch.response_mask, cfg.forking_frac)
+
+
+def _clip_cov(batch, cfg):
+    # The random draw uses the global torch RNG: seeded by --seed and saved in checkpoints.
+    return clipping.clip_cov_mask(batch.old_logp, batch.advantages, batch.response_mask,
+                                  cfg.clip_cov_ratio, cfg.clip_cov_lb, cfg.clip_cov_ub)
+
+
+def _kl_cov(batch, cfg):
+    return clipping.kl_cov_mask(batch.old_logp, batch.advantages, batch.response_mask, cfg.kl_cov_ratio)
+
+
+def _entropy_direction(direction: str):
+    def mask(batch, cfg):
+        return clipping.entropy_direction_mask(batch.s_star, batch.es, batch.advantages,
+                                               batch.response_mask, direction)
+    return mask
+
+
 METHODS = {
     "grpo": Method(_keep_all, {}),
     "clipb": Method(_clip_b, {"mu": 2.5}),    # released default (swept 2.0 to 3.0)
     "clipv": Method(_clip_v, {"mu": 8.5}),    # released default (swept 7.5 to 8.5)
+    # DESIGN 3.4, for comparison; their parameters are flags with the released defaults
+    "clip-higher": Method(_keep_all, {"eps_high": 0.28}),          # DAPO
+    "entropy-bonus": Method(_keep_all, {"entropy_coef": 1e-3}),    # verl's long-time default
+    "forking": Method(_forking, {}),
+    "clip-cov": Method(_clip_cov, {}),
+    "kl-cov": Method(_keep_all, {}, penalty=_kl_cov),
+    "entropy-up": Method(_entropy_direction("up"), {}),
+    "entropy-down": Method(_entropy_direction("down"), {}),
 }
+MU_METHODS = ("clipb", "clipv")
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -117,13 +160,26 @@ def _int_or_none(text: str) -> int | None:
 @dataclass
 class Config:
     # method (DESIGN 3.3)
-    method: str = _opt("grpo", "grpo keeps every token; clipb / clipv are the paper's masks",
+    method: str = _opt("grpo", "grpo keeps every token; clipb / clipv are the paper's masks; the "
+                               "others are the entropy methods compared in DESIGN 3.4",
                        choices=list(METHODS))
     mu: float | None = _opt(None, "threshold in sigmas (default: the method's released value, "
                                   "clipb 2.5, clipv 8.5); smaller removes more tokens", type=float)
     mu_pos: float = _opt(math.inf, "upper-side threshold for A > 0 tokens (inf: off, as released)")
     clip_max_frac: float | None = _opt(None, "cap on the fraction of tokens a mask removes "
                                              "(release: 1e-4 for clipv)", type=float)
+    # comparison methods (DESIGN 3.4); entropy-bonus uses --entropy-coef, clip-higher --eps-high
+    forking_frac: float = _opt(0.2, "forking: fraction of the batch's tokens that train, those of "
+                                    "highest entropy")
+    clip_cov_ratio: float = _opt(2e-4, "clip-cov: fraction of tokens removed, drawn at random "
+                                       "among those with covariance in (lb, ub)")
+    clip_cov_lb: float = _opt(1.0, "clip-cov: lower bound of the covariance band")
+    clip_cov_ub: float = _opt(5.0, "clip-cov: upper bound of the covariance band")
+    kl_cov_ratio: float = _opt(2e-3, "kl-cov: fraction of tokens penalised, those of largest "
+                                     "covariance")
+    kl_cov_coef: float = _opt(1.0, "kl-cov: coefficient of |logp - old_logp| on those tokens")
+    probe_every: int = _opt(0, "entropy probe every N steps: compare each token's measured "
+                               "entropy change over the update with Theorem 2's prediction (0: never)")
     # model and data
     model: str = _opt(str(REPO / "tiny-qwen2"), "local model folder or hub id")
     dataset: str = _opt("synthetic", "training set: synthetic, a short name of data.KNOWN, or a "
@@ -153,7 +209,7 @@ class Config:
     eps_low: float = _opt(0.2, "ratio clip, lower side")
     eps_high: float = _opt(0.2, "ratio clip, upper side (clip-higher: 0.28)")
     kl_coef: float = _opt(0.0, "k3 KL penalty to the initial model (0: no reference model)")
-    entropy_coef: float = _opt(0.0, "entropy bonus coefficient")
+    entropy_coef: float = _opt(0.0, "entropy bonus coefficient (entropy-bonus method: 0.001)")
     loss_agg: str = _opt("token-mean", "loss normalisation", choices=list(grpo.LOSS_AGG_MODES))
     adv_std: bool = _opt(True, "divide advantages by the group std (--no-adv-std: Dr. GRPO)")
     mini_batches: int = _opt(1, "optimiser updates per rollout batch (1: strictly on-policy)")
@@ -255,7 +311,12 @@ def validate(cfg: Config) -> None:
 
     need(cfg.method in METHODS, f"unknown --method {cfg.method!r}; choose one of {', '.join(METHODS)}.")
     need(cfg.mu is None or cfg.mu > 0, f"--mu must be positive, got {cfg.mu}.")
-    need(cfg.mu is not None or cfg.method == "grpo", f"--method {cfg.method} needs --mu.")
+    need(cfg.mu is not None or cfg.method not in MU_METHODS, f"--method {cfg.method} needs --mu.")
+    for name in ("forking_frac", "clip_cov_ratio", "kl_cov_ratio"):
+        need(0 < getattr(cfg, name) <= 1, f"--{name.replace('_', '-')} must be in (0, 1], "
+                                          f"got {getattr(cfg, name)}.")
+    need(cfg.clip_cov_lb < cfg.clip_cov_ub, f"--clip-cov-lb must be below --clip-cov-ub, got "
+                                            f"{cfg.clip_cov_lb} and {cfg.clip_cov_ub}.")
     need(cfg.mu_pos > 0, f"--mu-pos must be positive (inf turns it off), got {cfg.mu_pos}.")
     need(cfg.clip_max_frac is None or 0 < cfg.clip_max_frac <= 1,
          f"--clip-max-frac must be in (0, 1], got {cfg.clip_max_frac}.")
@@ -270,7 +331,7 @@ def validate(cfg: Config) -> None:
         need(getattr(cfg, name) >= 1, f"--{name.replace('_', '-')} must be at least 1, "
                                       f"got {getattr(cfg, name)}.")
     for name in ("holdout", "warmup_steps", "weight_decay", "grad_clip", "kl_coef",
-                 "entropy_coef", "eval_every"):
+                 "entropy_coef", "kl_cov_coef", "eval_every", "probe_every"):
         need(getattr(cfg, name) >= 0, f"--{name.replace('_', '-')} must not be negative, "
                                       f"got {getattr(cfg, name)}.")
     rows = cfg.prompts_per_step * cfg.group_size
@@ -422,8 +483,11 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
             extras["ref_logp"] = rollout.score(ref_model, dataclasses.replace(batch), cfg.temperature,
                                                cfg.micro_batch_size, cfg.chunk_size).old_logp
     t2 = time.perf_counter()
-    keep, mask_metrics = METHODS[cfg.method].mask(batch, cfg)
+    method = METHODS[cfg.method]
+    keep, mask_metrics = method.mask(batch, cfg)
     extras["keep"] = keep
+    if method.penalty is not None:
+        extras["penalised"], mask_metrics = method.penalty(batch, cfg)
 
     valid = batch.response_mask
     lengths = valid.sum(-1).float()
@@ -481,6 +545,8 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
             loss, m = grpo.policy_loss(
                 stats.logp, mb.old_logp, mb.advantages, ex["keep"], cfg.eps_low, cfg.eps_high,
                 ref_logp=ex.get("ref_logp"), kl_coef=cfg.kl_coef, entropy=stats.entropy,
+                kl_cov_mask=ex.get("penalised"),
+                kl_cov_coef=cfg.kl_cov_coef if "penalised" in ex else 0.0,
                 entropy_coef=cfg.entropy_coef, loss_agg=cfg.loss_agg, num_tokens=max(num_tokens, 1),
                 num_seqs=num_seqs, max_len=cfg.max_new_tokens)
             loss.backward()
@@ -717,6 +783,25 @@ def setup(cfg: Config) -> Run:
     return run
 
 
+def probe(model, batch, keep: Tensor, cfg: Config, amp) -> dict[str, float]:
+    """The entropy probe: score the step's batch again under the updated model and compare, token
+    by token, the measured change of H_t with Theorem 2's prediction -A_t (S*_t - E[S]_t) from the
+    rollout policy (entropy.entropy_probe): over all response tokens ("probe/..."), and, when the
+    method removed some, over the kept ("probe/kept/...") and removed ("probe/removed/...") ones."""
+    with amp:   # score a shallow copy: score fills the batch it is given
+        after = rollout.score(model, dataclasses.replace(batch), cfg.temperature,
+                              cfg.micro_batch_size, cfg.chunk_size)
+    predicted = -batch.advantages[:, None] * (batch.s_star - batch.es)
+    measured = after.entropy - batch.entropy
+    valid = batch.response_mask
+    out = entropy.entropy_probe(predicted, measured, valid)
+    kept, removed = valid & keep, valid & ~keep
+    if kept.any() and removed.any():
+        out.update(entropy.entropy_probe(predicted, measured, kept, "probe/kept/"))
+        out.update(entropy.entropy_probe(predicted, measured, removed, "probe/removed/"))
+    return out
+
+
 def train_step(run: Run, step: int) -> tuple[dict, "rollout.RolloutBatch", list[int]]:
     """One training step (docstring steps 1-6 but checkpoints). Returns (metrics record, batch,
     prompt indices)."""
@@ -739,6 +824,10 @@ def train_step(run: Run, step: int) -> tuple[dict, "rollout.RolloutBatch", list[
               "time_update": t2 - t1, "time_step": t2 - t0,
               "tokens_per_s": int(batch.response_mask.sum()) / (t2 - t0),
               "nonfinite_total": run.counters["nonfinite_total"], "prompts": indices}
+    if cfg.probe_every and step % cfg.probe_every == 0:
+        t3 = time.perf_counter()
+        record.update(probe(run.model, batch, extras["keep"], cfg, run.amp))
+        record["time_probe"] = time.perf_counter() - t3
     if cfg.eval_every and run.eval_sets and (step % cfg.eval_every == 0 or step == cfg.steps):
         record.update(run_evaluation(run.model, run.tokenizer, run.eval_sets, cfg, run.amp, step))
     return record, batch, indices

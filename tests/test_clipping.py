@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from clipping import clip_b_mask, clip_cov_mask, clip_v_mask, entropy_direction_mask, forking_mask, kl_cov_mask
+from clipping import (clip_b_mask, clip_cov_mask, clip_v_mask, entropy_direction_mask, forking_mask,
+                      kl_cov_mask)
 
 # Clip-B batch: 2 responses x 5 positions; the last position of response 1 is padding whose
 # huge S* (99) would wreck the statistics if it were counted.
@@ -174,7 +175,8 @@ def test_clip_cov_drops_a_random_ratio_of_the_tokens_inside_the_bounds():
     again, _ = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, generator=torch.Generator().manual_seed(59))
     assert torch.equal(again, keep)
 
-    keep, _ = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=0.2, generator=torch.Generator().manual_seed(0))
+    seeded = torch.Generator().manual_seed(0)
+    keep, _ = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=0.2, generator=seeded)
     assert len(removed(keep)) == 2 and removed(keep) <= CANDIDATES
     keep, m = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=1.0)  # 10 asked, only 3 qualify
     assert removed(keep) == CANDIDATES

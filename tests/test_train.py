@@ -77,7 +77,9 @@ def test_help_runs_as_a_script():
     result = subprocess.run([sys.executable, "train.py", "--help"], cwd=SHIPPED.parent,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    for flag in ("--method", "--mu", "--preset", "--resume", "--mini-batches", "--keep-last"):
+    for flag in ("--method", "--mu", "--preset", "--resume", "--mini-batches", "--keep-last",
+                 "--forking-frac", "--clip-cov-ratio", "--clip-cov-lb", "--clip-cov-ub",
+                 "--kl-cov-ratio", "--kl-cov-coef", "--probe-every"):
         assert flag in result.stdout
     assert "default: 8" in result.stdout      # defaults are shown
 
@@ -95,6 +97,18 @@ def test_method_and_preset_defaults():
     assert train.parse_args(["--method", "clipv", "--mu", "1", "--seed", "3"]).out == str(Path("runs/clipv-mu1-seed3"))
 
 
+def test_comparison_method_defaults():
+    assert train.parse_args(["--method", "clip-higher"]).eps_high == 0.28
+    assert train.parse_args(["--method", "entropy-bonus"]).entropy_coef == 1e-3
+    assert train.parse_args(["--method", "entropy-bonus", "--entropy-coef", "0.01"]).entropy_coef == 0.01
+    cfg = train.parse_args(["--method", "kl-cov"])
+    assert (cfg.forking_frac, cfg.clip_cov_ratio, cfg.clip_cov_lb, cfg.clip_cov_ub) == (0.2, 2e-4, 1.0, 5.0)
+    assert (cfg.kl_cov_ratio, cfg.kl_cov_coef, cfg.probe_every) == (2e-3, 1.0, 0)
+    assert cfg.mu is None and cfg.out == str(Path("runs/kl-cov-seed0"))
+    for method in set(train.METHODS) - set(train.MU_METHODS):
+        train.validate(train.parse_args(["--method", method]))     # no --mu needed
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--method", "clipb", "--mu", "0"], "--mu must be positive"),
     (["--method", "clipv", "--mu", "-1"], "--mu must be positive"),
@@ -105,6 +119,10 @@ def test_method_and_preset_defaults():
     (["--steps", "0"], "--steps must be at least 1"),
     (["--lr", "0"], "--lr must be positive"),
     (["--eval-n", "0"], "--eval-n must be at least 1"),
+    (["--method", "forking", "--forking-frac", "0"], "--forking-frac must be in (0, 1]"),
+    (["--method", "kl-cov", "--kl-cov-ratio", "2"], "--kl-cov-ratio must be in (0, 1]"),
+    (["--method", "clip-cov", "--clip-cov-lb", "5", "--clip-cov-ub", "1"], "--clip-cov-lb must be below"),
+    (["--probe-every", "-1"], "--probe-every must not be negative"),
 ])
 def test_impossible_values_are_rejected_before_loading_anything(flags, message, tmp_path, capsys):
     # the model path does not exist: reaching the model would give another message
@@ -195,6 +213,50 @@ def test_method_table_masks(tiny_path):
     assert torch.equal(keep, batch.response_mask) and metrics["masked_frac"] == 0
 
 
+def test_comparison_methods_in_the_table(tiny_path):
+    # band and ratios wide enough that every method acts on a 64-token batch
+    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+                            "--clip-cov-lb=-1e9", "--clip-cov-ub=1e9", "--clip-cov-ratio", "0.1",
+                            "--kl-cov-ratio", "0.1"])
+    model, tokenizer = train.load_policy(tiny_path, torch.device("cpu"))
+    batch, _ = rollout_with_advantages(model, tokenizer, cfg)
+    valid = batch.response_mask
+    n = int(valid.sum())
+    keeps = {}
+    for name in ("forking", "clip-cov", "entropy-up", "entropy-down", "clip-higher", "entropy-bonus"):
+        keeps[name], metrics = train.METHODS[name].mask(batch, cfg)
+        assert not (keeps[name] & ~valid).any()
+        assert {"masked_frac", "masked_frac_pos", "masked_frac_neg"} <= set(metrics)
+    assert int(keeps["forking"].sum()) == int(0.2 * n)
+    assert int((valid & ~keeps["clip-cov"]).sum()) == int(0.1 * n)
+    assert not (keeps["entropy-up"] & keeps["entropy-down"]).any()
+    assert (keeps["entropy-up"] | keeps["entropy-down"]).any()
+    assert torch.equal(keeps["clip-higher"], valid) and torch.equal(keeps["entropy-bonus"], valid)
+    penalised, metrics = train.METHODS["kl-cov"].penalty(batch, cfg)
+    assert int(penalised.sum()) == int(0.1 * n) and metrics["masked_frac"] == pytest.approx(int(0.1 * n) / n)
+
+
+def test_kl_cov_penalty_reaches_the_update(tiny_path):
+    # Two mini-batches: the second is off-policy, so |logp - old_logp| > 0 on its penalised tokens.
+    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+                            "--method", "kl-cov", "--kl-cov-ratio", "0.5", "--mini-batches", "2",
+                            "--lr", "1e-2"])
+    model, tokenizer = train.load_policy(tiny_path, torch.device("cpu"))
+    batch, extras = rollout_with_advantages(model, tokenizer, cfg)
+    extras["penalised"], _ = train.METHODS["kl-cov"].penalty(batch, cfg)   # for the +-1 advantages
+    start = weights(model)
+    results = []
+    for coef in (0.0, 100.0):
+        model.load_state_dict(start)
+        optimizer, _ = train.make_optimizer(model, cfg)
+        cfg.kl_cov_coef = coef
+        m = train.update_step(model, optimizer, batch, extras, cfg, train.autocast(torch.device("cpu"), None))
+        results.append((m["loss"], weights(model)))
+    (loss0, w0), (loss1, w1) = results
+    assert loss1 > loss0
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+
+
 # ----- runs, checkpoints, failures (random model) -----
 
 def test_run_writes_metrics_samples_config_checkpoints_and_final(tiny_path, tmp_path):
@@ -215,6 +277,37 @@ def test_run_writes_metrics_samples_config_checkpoints_and_final(tiny_path, tmp_
     assert not list(out.glob(".tmp-*"))
     # a second run into the same folder must not clobber it
     assert train.main(small(tiny_path, out)) == 2
+
+
+@pytest.mark.parametrize("method", [m for m in train.METHODS if m not in ("grpo", *train.MU_METHODS)])
+def test_short_run_of_each_comparison_method_with_the_probe(method, tiny_path, tmp_path):
+    out = tmp_path / method
+    assert train.main(small(tiny_path, out, "--method", method, "--probe-every", "2")) == 0
+    first, second = read_jsonl(out / "metrics.jsonl")
+    for r in (first, second):
+        assert {"masked_frac", "masked_frac_pos", "masked_frac_neg"} <= set(r) and math.isfinite(r["loss"])
+    assert "probe/corr" not in first     # a random model earns no reward: the values are NaN here
+    assert {"probe/sign_agreement", "probe/corr", "time_probe"} <= set(second)
+
+
+def test_probe_measures_the_entropy_change_of_the_update(tiny_path):
+    cpu = torch.device("cpu")
+    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+                            "--lr", "1e-3"])
+    model, tokenizer = train.load_policy(tiny_path, cpu)
+    amp = train.autocast(cpu, None)
+    batch, extras = rollout_with_advantages(model, tokenizer, cfg)
+    keep = extras["keep"].clone()
+    keep[0] = False                       # as if the method had removed the first response
+    unchanged = train.probe(model, batch, keep, cfg, amp)      # before any update: H moved by 0
+    assert unchanged["probe/sign_agreement"] == 0.0 and math.isnan(unchanged["probe/corr"])
+    optimizer, _ = train.make_optimizer(model, cfg)
+    train.update_step(model, optimizer, batch, extras, cfg, amp)
+    result = train.probe(model, batch, keep, cfg, amp)
+    assert set(result) == {f"probe/{part}{key}" for part in ("", "kept/", "removed/")
+                           for key in ("sign_agreement", "corr")}
+    assert all(math.isfinite(v) for v in result.values())
+    assert 0 < result["probe/sign_agreement"] < 1 and -1 <= result["probe/corr"] <= 1
 
 
 def test_loss_options_reference_model_and_warmup(tiny_path, tmp_path):
