@@ -11,7 +11,10 @@ run, one PNG per panel, from what train.py writes into a run directory:
     numbers from eval.evaluate are logged as "eval/<set>/<key>", e.g. "eval/heldout/avg@8");
   * config.json: the run's flags, from which the legend label is made (method and mu).
 
-Choices: a panel whose metric no run logged is skipped with a note (a GRPO run logs no
+It also prints (and writes to <out>/summary.md) a table with one row per method and mu: the
+held-out avg@n before and after training and pass@n, mean ± std over the runs given (seeds).
+
+Choices: runs with the same label (seeds of one setting) share a colour; a panel whose metric no run logged is skipped with a note (a GRPO run logs no
 masked fraction, an old run may lack a key); unparsable lines (a run killed mid-write) are
 skipped with a note rather than failing. matplotlib is optional for the project, so it is
 imported only here and its absence is one clear message saying how to install it. Figures are
@@ -79,8 +82,18 @@ def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
-def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True) -> list[Path]:
-    """Write one PNG per panel that some run has data for; return the paths written."""
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average over `window` points (per-step metrics are noisy)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True, window: int = 1) -> list[Path]:
+    """Write one PNG per panel that some run has data for; return the paths written. Training
+    curves are smoothed by a trailing moving average of `window` steps."""
     try:
         import matplotlib
         import matplotlib.pyplot as plt
@@ -88,24 +101,26 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True) -> list[Pa
         raise ValueError("plot.py needs matplotlib, which is not installed: "
                          "run `pip install matplotlib` and try again.") from None
     runs = [(run_label(d), read_metrics(d)) for d in run_dirs]
-    labels = [label for label, _ in runs]
-    runs = [(f"{label} [{d.name}]" if labels.count(label) > 1 else label, records)
-            for (label, records), d in zip(runs, run_dirs)]
+    colors = {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(l for l, _ in runs))}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for stem, ylabel, keys in PANELS:
         fig, ax = plt.subplots(figsize=(6, 4))
         drawn = False
-        for i, (label, records) in enumerate(runs):
-            color = f"C{i % 10}"
+        seen = set()   # runs with the same label (seeds) share a colour and a legend entry
+        for label, records in runs:
+            color, first = colors[label], label not in seen
+            seen.add(label)
             key = next((k for k in keys if series(records, k)[0]), None)
             if key is not None:
-                ax.plot(*series(records, key), color=color, label=label)
+                steps, values = series(records, key)
+                ax.plot(steps, smooth(values, window), color=color, alpha=0.8, linewidth=1,
+                        label=label if first else None)
                 drawn = True
             if stem == "accuracy":  # held-out accuracy from eval.evaluate, if logged
                 for k in sorted({k for r in records for k in r if EVAL_AVG.match(k)}):
                     ax.plot(*series(records, k), color=color, linestyle="--", marker="o",
-                            label=f"{label} ({k.removeprefix('eval/')})")
+                            label=f"{label} ({k.removeprefix('eval/')})" if first else None)
                     drawn = True
         if not drawn:
             print(f"note: no run logged {' or '.join(keys)}; skipping the {stem} plot")
@@ -126,16 +141,65 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True) -> list[Pa
     return written
 
 
+def _final_eval(records: list[dict], pattern: str) -> float | None:
+    """The last logged value of the first eval key matching pattern (e.g. avg@ or pass@)."""
+    for r in reversed(records):
+        keys = sorted(k for k in r if k.startswith("eval/") and re.search(pattern, k))
+        if keys:
+            return r[keys[-1]]
+    return None
+
+
+def _mean_spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {spread:.3f}"
+
+
+def summary_table(run_dirs: list[Path], last: int = 10) -> str:
+    """Markdown table, one row per label (method and mu), mean ± std over its runs (seeds):
+    held-out avg@n before and after training, final pass@n, entropy and masked fraction over
+    the last `last` training steps."""
+    groups: dict[str, list[list[dict]]] = {}
+    for d in run_dirs:
+        groups.setdefault(run_label(d), []).append(read_metrics(d))
+    rows = ["| method | runs | avg@n before | avg@n after | pass@n after | entropy (last steps) "
+            "| masked frac (last steps) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, runs in groups.items():
+        def collect(fn):
+            return [v for v in map(fn, runs) if v is not None and math.isfinite(v)]
+
+        def tail_mean(key):
+            def fn(records):
+                values = series(records, key)[1][-last:]
+                return sum(values) / len(values) if values else None
+            return fn
+
+        before = collect(lambda rs: _final_eval([r for r in rs if r["step"] == 0], r"/avg@\d+$"))
+        after = collect(lambda rs: _final_eval(rs, r"/avg@\d+$"))
+        pass_n = collect(lambda rs: _final_eval(rs, r"/pass@\d+$"))
+        rows.append(f"| {label} | {len(runs)} | {_mean_spread(before)} | {_mean_spread(after)} | "
+                    f"{_mean_spread(pass_n)} | {_mean_spread(collect(tail_mean('entropy')))} | "
+                    f"{_mean_spread(collect(tail_mean('masked_frac')))} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     p = argparse.ArgumentParser(description="Plot entropy, accuracy, masked fraction and "
                                             "response length against step for training runs.")
     p.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by train.py")
     p.add_argument("--out", type=Path, default=Path("out/plots"), help="folder for the PNGs")
     p.add_argument("--no-show", action="store_true", help="only save the PNGs")
+    p.add_argument("--smooth", type=int, default=1, help="moving average over this many steps")
     args = p.parse_args(argv)
-    written = plot_runs(args.run_dirs, args.out, show=not args.no_show)
+    written = plot_runs(args.run_dirs, args.out, show=not args.no_show, window=max(args.smooth, 1))
     if not written:
         raise ValueError("none of the runs has any metric to plot; check their metrics.jsonl.")
+    table = summary_table(args.run_dirs)
+    (args.out / "summary.md").write_text(table + "\n")
+    print(table)
     return written
 
 

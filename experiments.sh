@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The README's experiments on the shipped tiny model and the synthetic task (issue 8), one command
+# each. Runs go to runs/<experiment>/<method>[-mu<mu>]-seed<seed>, figures to figures/<experiment>.
+#
+#   bash experiments.sh directions    # entropy-up vs entropy-down: Theorem 2's prediction at model scale
+#   bash experiments.sh mu            # GRPO, Clip-B and Clip-V at two values of mu each
+#   bash experiments.sh methods       # every entropy method side by side
+#
+# SEEDS (default "0 1 2") and JOBS (parallel runs, default 2, one thread each) can be set in the
+# environment. Each run is the default `python train.py` with the method's flags.
+set -euo pipefail
+cd "$(dirname "$0")"
+experiment=${1:?usage: bash experiments.sh directions|mu|methods}
+SEEDS=${SEEDS:-0 1 2}
+JOBS=${JOBS:-2}
+
+case "$experiment" in
+  directions) configs=("--method entropy-up" "--method entropy-down") ;;
+  mu)         configs=("--method grpo" "--method clipb --mu 1.0" "--method clipb --mu 2.5"
+                       "--method clipv --mu 1.0" "--method clipv --mu 3.0") ;;
+  methods)    configs=("--method grpo" "--method clipb --mu 1.0" "--method clipv --mu 1.0"
+                       "--method clip-higher" "--method entropy-bonus" "--method forking"
+                       "--method clip-cov" "--method kl-cov") ;;
+  *) echo "unknown experiment '$experiment': use directions, mu or methods" >&2; exit 2 ;;
+esac
+
+jobs_file=$(mktemp)
+for seed in $SEEDS; do
+  for config in "${configs[@]}"; do
+    read -r -a flags <<< "$config"
+    name=${flags[1]}
+    [ "${flags[2]:-}" = "--mu" ] && name="$name-mu${flags[3]}"
+    out="runs/$experiment/$name-seed$seed"
+    [ -f "$out/final/config.json" ] && continue          # finished earlier
+    resume=""; [ -d "$out" ] && resume="--resume"       # interrupted earlier
+    echo "OMP_NUM_THREADS=1 python train.py $config --seed $seed --out $out $resume > $out.log 2>&1 && echo done: $out" >> "$jobs_file"
+  done
+done
+mkdir -p "runs/$experiment"
+start=$(date +%s)
+xargs -P "$JOBS" -I{} bash -c "{}" < "$jobs_file"
+rm -f "$jobs_file"
+echo "$experiment: $(( $(date +%s) - start )) s"
+python plot.py runs/"$experiment"/*/ --out "figures/$experiment" --no-show --smooth 10
+
