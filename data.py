@@ -19,11 +19,12 @@ AMC23 and MATH-500; the default run needs no network and uses the synthetic task
   tokenizer has no template. `reward_style` names the matching reward style.
 """
 
-# ----- hub data sets, local files, prompt templates (owner: data+rewards) -----
+import hashlib
 import json
 import logging
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,7 +253,7 @@ def reward_style(style: str) -> str:
     return _REWARD_STYLE[style]
 
 
-# ----- built-in synthetic task (owner: tiny-model) -----
+# ----------------------------------------------------------------------------- the synthetic task
 # Arithmetic word problems that need no network: "Tom has 47 apples. Tom buys 8 more, then
 # gives 5 to Mia. How many apples does Tom have now?" -> "50". `difficulty` is the number of
 # operations, each adding or taking away a one-digit number (2-9) from a running total that
@@ -260,9 +261,6 @@ def reward_style(style: str) -> str:
 # enough for a ~2 M-parameter model to learn on a CPU in minutes. A problem goes to the test
 # split iff a hash of its arithmetic (start number, signed operands) says so, whatever the seed
 # and wording: no test problem shares its arithmetic with any train problem, for any seeds.
-import hashlib  # noqa: E402  (imports of this section; the data owner may move them to the top)
-import re  # noqa: E402
-
 _NAMES = ("Tom", "Mia", "Sam", "Ana", "Leo", "Ivy", "Ben", "Zoe", "Max", "Eva")
 _OBJECTS = ("apples", "books", "coins", "marbles", "stickers", "pens", "shells", "cards")
 _GAIN = ("buys {n} more", "finds {n} more", "gets {n} more from {other}")
