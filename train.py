@@ -402,9 +402,7 @@ def load_data(cfg: Config) -> tuple[list, dict[str, list]]:
                                      "hold some problems out or drop 'heldout'.")
                 eval_sets[spec] = heldout[:cfg.eval_limit]
             else:
-                name, _, eval_split = spec.partition(":")
-                eval_sets[spec] = data.load_examples(name, split=eval_split or None,
-                                                     limit=cfg.eval_limit, seed=0)
+                eval_sets[spec] = evaluation.load_set(spec, cfg.eval_limit)
     return examples, eval_sets
 
 
