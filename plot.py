@@ -158,31 +158,44 @@ def _mean_spread(values: list[float]) -> str:
     return f"{mean:.3f} ± {spread:.3f}"
 
 
+def _tail_mean(key: str, last: int | None):
+    """records -> mean of the last `last` logged values of key (all of them for None), or None."""
+    def fn(records):
+        values = series(records, key)[1]
+        values = values[-last:] if last else values
+        return sum(values) / len(values) if values else None
+    return fn
+
+
+PROBE_KEYS = ("probe/sign_agreement", "probe/corr")
+
+
 def summary_table(run_dirs: list[Path], last: int = 10) -> str:
     """Markdown table, one row per label (method and mu), mean ± std over its runs (seeds):
     held-out avg@n before and after training, final pass@n, entropy and masked fraction over
-    the last `last` training steps."""
+    the last `last` training steps, and, when any run logged the entropy probe
+    (train.py --probe-every), its sign agreement and correlation averaged over all probed steps."""
     groups: dict[str, list[list[dict]]] = {}
     for d in run_dirs:
         groups.setdefault(run_label(d), []).append(read_metrics(d))
-    rows = ["| method | runs | avg@n before | avg@n after | pass@n after | entropy (last steps) "
-            "| masked frac (last steps) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    probed = any(series(rs, PROBE_KEYS[0])[0] for runs in groups.values() for rs in runs)
+    header = ("| method | runs | avg@n before | avg@n after | pass@n after | entropy (last steps) "
+              "| masked frac (last steps) |")
+    rows = [header + (" probe sign agreement | probe corr |" if probed else ""),
+            "| --- " * (7 + 2 * probed) + "|"]
     for label, runs in groups.items():
         def collect(fn):
             return [v for v in map(fn, runs) if v is not None and math.isfinite(v)]
 
-        def tail_mean(key):
-            def fn(records):
-                values = series(records, key)[1][-last:]
-                return sum(values) / len(values) if values else None
-            return fn
-
         before = collect(lambda rs: _final_eval([r for r in rs if r["step"] == 0], r"/avg@\d+$"))
         after = collect(lambda rs: _final_eval(rs, r"/avg@\d+$"))
         pass_n = collect(lambda rs: _final_eval(rs, r"/pass@\d+$"))
-        rows.append(f"| {label} | {len(runs)} | {_mean_spread(before)} | {_mean_spread(after)} | "
-                    f"{_mean_spread(pass_n)} | {_mean_spread(collect(tail_mean('entropy')))} | "
-                    f"{_mean_spread(collect(tail_mean('masked_frac')))} |")
+        cells = [_mean_spread(before), _mean_spread(after), _mean_spread(pass_n),
+                 _mean_spread(collect(_tail_mean("entropy", last))),
+                 _mean_spread(collect(_tail_mean("masked_frac", last)))]
+        if probed:
+            cells += [_mean_spread(collect(_tail_mean(key, None))) for key in PROBE_KEYS]
+        rows.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

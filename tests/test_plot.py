@@ -100,3 +100,22 @@ def test_user_errors_are_one_clear_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ValueError, match="pip install matplotlib"):
         plot.plot_runs([tmp_path], tmp_path / "plots")
+
+
+def test_summary_table_means_and_spreads_over_seeds(tmp_path):
+    def run(name, seed_value, probe):
+        records = [{"step": 0, "entropy": 9.0, "eval/heldout/avg@4": 0.2, "eval/heldout/pass@4": 0.5}]
+        records += [{"step": s, "entropy": seed_value, "masked_frac": 0.1,
+                     **({"probe/sign_agreement": seed_value, "probe/corr": 0.5} if probe else {})}
+                    for s in range(1, 11)]
+        records[-1].update({"eval/heldout/avg@4": seed_value, "eval/heldout/pass@4": 0.9})
+        return write_run(tmp_path / name, {"method": "clipv", "mu": 1.0}, records)
+
+    table = plot.summary_table([run("a", 0.4, False), run("b", 0.6, False)]).splitlines()
+    assert len(table) == 3 and "probe" not in table[0]
+    # avg before 0.2 (both), after 0.5 ± 0.141 (sample std), pass 0.9, entropy over the last 10 steps
+    assert table[2] == "| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 0.141 | 0.900 ± 0.000 | 0.500 ± 0.141 | 0.100 ± 0.000 |"
+    probed = plot.summary_table([run("c", 0.4, True), run("d", 0.8, True)]).splitlines()
+    assert probed[0].endswith("probe sign agreement | probe corr |")
+    assert probed[1].count("---") == 9
+    assert probed[2].endswith("| 0.600 ± 0.283 | 0.500 ± 0.000 |")
