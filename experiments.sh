@@ -7,20 +7,25 @@
 #   bash experiments.sh methods       # every entropy method side by side
 #
 # SEEDS (default "0 1 2") and JOBS (parallel runs, default 2, one thread each) can be set in the
-# environment. Each run is the default `python train.py` with the method's flags.
+# environment. Each run is the default `python train.py` with the method's flags and the entropy
+# probe every 10 steps (--probe-every 10: Theorem 2's prediction against the measured change).
 set -euo pipefail
 cd "$(dirname "$0")"
 experiment=${1:?usage: bash experiments.sh directions|mu|methods}
 SEEDS=${SEEDS:-0 1 2}
 JOBS=${JOBS:-2}
+common=""
 
 case "$experiment" in
   directions) configs=("--method entropy-up" "--method entropy-down") ;;
   mu)         configs=("--method grpo" "--method clipb --mu 1.0" "--method clipb --mu 2.5"
                        "--method clipv --mu 1.0" "--method clipv --mu 3.0") ;;
+  # four optimiser updates per rollout batch, so that the importance ratio leaves 1 and the
+  # ratio-based methods (clip-higher's eps_high, KL-Cov's |logp - old_logp|) act at all
   methods)    configs=("--method grpo" "--method clipb --mu 1.0" "--method clipv --mu 1.0"
                        "--method clip-higher" "--method entropy-bonus" "--method forking"
-                       "--method clip-cov" "--method kl-cov") ;;
+                       "--method clip-cov" "--method kl-cov")
+              common="--mini-batches 4" ;;
   *) echo "unknown experiment '$experiment': use directions, mu or methods" >&2; exit 2 ;;
 esac
 
@@ -33,7 +38,7 @@ for seed in $SEEDS; do
     out="runs/$experiment/$name-seed$seed"
     [ -f "$out/final/config.json" ] && continue          # finished earlier
     resume=""; [ -d "$out" ] && resume="--resume"       # interrupted earlier
-    echo "OMP_NUM_THREADS=1 python train.py $config --seed $seed --out $out $resume > $out.log 2>&1 && echo done: $out" >> "$jobs_file"
+    echo "OMP_NUM_THREADS=1 python train.py $config $common --probe-every 10 --seed $seed --out $out $resume > $out.log 2>&1 && echo done: $out" >> "$jobs_file"
   done
 done
 mkdir -p "runs/$experiment"
