@@ -239,23 +239,29 @@ def token_stats(hidden: Tensor, weight: Tensor, ids: Tensor, temperature: float 
 
 
 def entropy_probe(predicted: Tensor, measured: Tensor, mask: Tensor,
-                  prefix: str = "probe/") -> dict[str, float]:
+                  prefix: str = "probe/", top_frac: float = 0.1) -> dict[str, float]:
     """How well the Theorem-2 prediction matches the measured entropy change, token by token.
 
     predicted: (N, T), -A_t (S*_t - E[S]_t) from the policy before the update; measured: (N, T),
     H_t after the update minus H_t before; mask: (N, T) bool, the tokens to compare. Returns
     {prefix + "sign_agreement": fraction of masked tokens with a nonzero prediction whose
-    measured change has the same sign, prefix + "corr": Pearson correlation over the masked
-    tokens}; NaN when there is nothing to compare (no such token, or a constant side).
+    measured change has the same sign, prefix + "sign_agreement_top": the same over the
+    `top_frac` of those tokens (at least one) with the largest |prediction|, prefix + "corr":
+    Pearson correlation over the masked tokens}; NaN when there is nothing to compare (no such
+    token, or a constant side).
     """
     mask = mask.bool()
     p, m = predicted.detach()[mask].double(), measured.detach()[mask].double()
     nonzero = p != 0
-    agree, corr = math.nan, math.nan
+    agree, agree_top, corr = math.nan, math.nan, math.nan
     if nonzero.any():
-        agree = (torch.sign(p[nonzero]) == torch.sign(m[nonzero])).double().mean().item()
+        same = torch.sign(p[nonzero]) == torch.sign(m[nonzero])
+        agree = same.double().mean().item()
+        top = p[nonzero].abs().topk(max(int(top_frac * same.numel()), 1)).indices
+        agree_top = same[top].double().mean().item()
     if p.numel() > 1:
         pc, mc = p - p.mean(), m - m.mean()
         denom = (pc.square().sum() * mc.square().sum()).sqrt()
         corr = (pc * mc).sum().div(denom).item() if denom > 0 else math.nan
-    return {prefix + "sign_agreement": agree, prefix + "corr": corr}
+    return {prefix + "sign_agreement": agree, prefix + "sign_agreement_top": agree_top,
+            prefix + "corr": corr}

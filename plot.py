@@ -167,22 +167,23 @@ def _tail_mean(key: str, last: int | None):
     return fn
 
 
-PROBE_KEYS = ("probe/sign_agreement", "probe/corr")
+PROBE_KEYS = ("probe/sign_agreement", "probe/sign_agreement_top", "probe/corr")
 
 
 def summary_table(run_dirs: list[Path], last: int = 10) -> str:
     """Markdown table, one row per label (method and mu), mean ± std over its runs (seeds):
     held-out avg@n before and after training, final pass@n, entropy and masked fraction over
     the last `last` training steps, and, when any run logged the entropy probe
-    (train.py --probe-every), its sign agreement and correlation averaged over all probed steps."""
+    (train.py --probe-every), its sign agreement (all tokens, and the 10% with the largest
+    predicted change) and correlation averaged over all probed steps."""
     groups: dict[str, list[list[dict]]] = {}
     for d in run_dirs:
         groups.setdefault(run_label(d), []).append(read_metrics(d))
     probed = any(series(rs, PROBE_KEYS[0])[0] for runs in groups.values() for rs in runs)
     header = ("| method | runs | avg@n before | avg@n after | pass@n after | entropy (last steps) "
               "| masked frac (last steps) |")
-    rows = [header + (" probe sign agreement | probe corr |" if probed else ""),
-            "| --- " * (7 + 2 * probed) + "|"]
+    rows = [header + (" probe sign agreement | same, top 10% | probe corr |" if probed else ""),
+            "| --- " * (7 + len(PROBE_KEYS) * probed) + "|"]
     for label, runs in groups.items():
         def collect(fn):
             return [v for v in map(fn, runs) if v is not None and math.isfinite(v)]

@@ -262,14 +262,18 @@ def test_entropy_probe_by_hand():
     mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
     m = E.entropy_probe(predicted, measured, mask)
     # nonzero predictions in the mask: 1, -2, 3, -1, 2 -> signs agree for 1, 3, -1.
-    assert set(m) == {"probe/sign_agreement", "probe/corr"}
+    assert set(m) == {"probe/sign_agreement", "probe/sign_agreement_top", "probe/corr"}
     assert m["probe/sign_agreement"] == pytest.approx(3 / 5)
+    assert m["probe/sign_agreement_top"] == 1.0           # the largest |prediction|, 3, agrees
+    # the top 60% (3 of 5) by |prediction| are 3, -2 and 2, of which only 3 agrees
+    assert E.entropy_probe(predicted, measured, mask, top_frac=0.6)["probe/sign_agreement_top"] == (
+        pytest.approx(1 / 3))
     p, q = predicted[mask].double(), measured[mask].double()
     assert m["probe/corr"] == pytest.approx(torch.corrcoef(torch.stack([p, q]))[0, 1].item())
     assert E.entropy_probe(2 * predicted, 3 * predicted + 1, mask, prefix="x/") == {
-        "x/sign_agreement": 1.0, "x/corr": pytest.approx(1.0)}
+        "x/sign_agreement": 1.0, "x/sign_agreement_top": 1.0, "x/corr": pytest.approx(1.0)}
     empty = E.entropy_probe(predicted, measured, torch.zeros_like(mask))
-    assert math.isnan(empty["probe/sign_agreement"]) and math.isnan(empty["probe/corr"])
+    assert all(math.isnan(v) for v in empty.values())
 
 
 def test_entropy_probe_on_independent_positions_matches_theorem2():

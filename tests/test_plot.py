@@ -106,7 +106,8 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
     def run(name, seed_value, probe):
         records = [{"step": 0, "entropy": 9.0, "eval/heldout/avg@4": 0.2, "eval/heldout/pass@4": 0.5}]
         records += [{"step": s, "entropy": seed_value, "masked_frac": 0.1,
-                     **({"probe/sign_agreement": seed_value, "probe/corr": 0.5} if probe else {})}
+                     **({"probe/sign_agreement": seed_value, "probe/sign_agreement_top": 1.0,
+                         "probe/corr": 0.5} if probe else {})}
                     for s in range(1, 11)]
         records[-1].update({"eval/heldout/avg@4": seed_value, "eval/heldout/pass@4": 0.9})
         return write_run(tmp_path / name, {"method": "clipv", "mu": 1.0}, records)
@@ -116,6 +117,6 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
     # avg before 0.2 (both), after 0.5 ± 0.141 (sample std), pass 0.9, entropy over the last 10 steps
     assert table[2] == "| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 0.141 | 0.900 ± 0.000 | 0.500 ± 0.141 | 0.100 ± 0.000 |"
     probed = plot.summary_table([run("c", 0.4, True), run("d", 0.8, True)]).splitlines()
-    assert probed[0].endswith("probe sign agreement | probe corr |")
-    assert probed[1].count("---") == 9
-    assert probed[2].endswith("| 0.600 ± 0.283 | 0.500 ± 0.000 |")
+    assert probed[0].endswith("probe sign agreement | same, top 10% | probe corr |")
+    assert probed[1].count("---") == 10
+    assert probed[2].endswith("| 0.600 ± 0.283 | 1.000 ± 0.000 | 0.500 ± 0.000 |")

@@ -287,7 +287,7 @@ def test_short_run_of_each_comparison_method_with_the_probe(method, tiny_path, t
     for r in (first, second):
         assert {"masked_frac", "masked_frac_pos", "masked_frac_neg"} <= set(r) and math.isfinite(r["loss"])
     assert "probe/corr" not in first     # a random model earns no reward: the values are NaN here
-    assert {"probe/sign_agreement", "probe/corr", "time_probe"} <= set(second)
+    assert {"probe/sign_agreement", "probe/sign_agreement_top", "probe/corr", "time_probe"} <= set(second)
 
 
 def test_probe_measures_the_entropy_change_of_the_update(tiny_path):
@@ -305,7 +305,7 @@ def test_probe_measures_the_entropy_change_of_the_update(tiny_path):
     train.update_step(model, optimizer, batch, extras, cfg, amp)
     result = train.probe(model, batch, keep, cfg, amp)
     assert set(result) == {f"probe/{part}{key}" for part in ("", "kept/", "removed/")
-                           for key in ("sign_agreement", "corr")}
+                           for key in ("sign_agreement", "sign_agreement_top", "corr")}
     assert all(math.isfinite(v) for v in result.values())
     assert 0 < result["probe/sign_agreement"] < 1 and -1 <= result["probe/corr"] <= 1
 
