@@ -21,6 +21,15 @@ What it makes, and why:
   and entropy well above zero, which is the state in which RL sharpens a model quickly and
   in which the paper's entropy dynamics (Theorems 1-2: entropy falls under GRPO unless the
   Clip-B / Clip-V masks hold it up) are visible within a hundred steps.
+* Two optional habits of the teacher, off by default (the shipped model is built without them)
+  and kept for the next version of the shipped model (issue 4): `--misread P` gives the
+  teacher a misconception, reversing with probability P the sign of a step whose verb is one
+  of "finds", "gets", "gives", "sells" ("gives 5 to Ana" worked as +5; "buys" and "loses"
+  stay right, so the model still learns a verb -> sign feature for RL to correct), and
+  `--styles` makes it vary the separator and the closing phrase uniformly (entropy that costs
+  no accuracy). A misread sign is a whole-step choice made at one token with probability near
+  one half, unlike a slip digit (probability ~0.04): Clip-B / Clip-V keep its negative update,
+  which they remove for a slip, so with a misconception the masks have an error left to fix.
 * A measurement at the end, written to `tiny-qwen2/build_report.json`: avg@16 accuracy at
   temperature 1.0 on the synthetic test split, graded by `rewards.math_reward`, and the mean
   per-token entropy (nats) of the sampled response tokens, H = -sum_i pi_i log pi_i (paper
@@ -54,19 +63,34 @@ CHAT_TEMPLATE = (
 DIFFICULTY = 2
 
 
-def target_response(question: str, rng: random.Random, slip: float) -> str:
-    """The teacher's response: each step written as "a+b=r", the last result boxed. With
-    probability `slip` a step's result is off by one or ten (a dropped carry), and the next
-    step starts from the wrong value, as a person's working would."""
+# Optional habits of the teacher (off by default; see the module docstring): the verbs whose
+# sign it may reverse (`--misread`), and the styles it may write in (`--styles`); the first
+# separator and closing are the only ones used without --styles.
+MISREAD_VERBS = ("finds", "gets", "gives", "sells")
+SEPARATORS = (", ", "; ", ", then ", ", so ")
+ENDINGS = (". \\boxed{{{}}}", ". The answer is \\boxed{{{}}}", ", so \\boxed{{{}}}")
+
+
+def target_response(question: str, rng: random.Random, slip: float, misread: float = 0.0,
+                    styles: bool = False) -> str:
+    """The teacher's response: each step written as "a+b=r", the last result boxed, e.g.
+    "47+8=55, 55-5=50. \\boxed{50}". With probability `slip` a step's result is off by one or
+    ten (a dropped carry); with probability `misread` a step whose verb is in MISREAD_VERBS
+    takes the wrong sign ("gives 5" worked as +5); either way the next step starts from the
+    wrong value, as a person's working would. With `styles`, the separator and the closing
+    phrase are drawn uniformly from SEPARATORS and ENDINGS."""
     steps = data.synthetic_steps(question)
     left, parts = steps[0][0], []
-    for _, op, right in steps:
+    for (_, op, right), verb in zip(steps, data.synthetic_verbs(question)):
+        if misread and verb in MISREAD_VERBS and rng.random() < misread and (op == "-" or left >= right):
+            op = "+" if op == "-" else "-"
         result = left + right if op == "+" else left - right
         if rng.random() < slip:
             result = max(0, result + rng.choice((-10, -1, 1, 10)))
         parts.append(f"{left}{op}{right}={result}")
         left = result
-    return ", ".join(parts) + f". \\boxed{{{left}}}"
+    separator, ending = (rng.choice(SEPARATORS), rng.choice(ENDINGS)) if styles else (SEPARATORS[0], ENDINGS[0])
+    return separator.join(parts) + ending.format(left)
 
 
 def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -167,6 +191,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--slip", type=float, default=0.15)
+    parser.add_argument("--misread", type=float, default=0.0,
+                        help="probability that the teacher reverses the sign of a step whose verb "
+                             "is one of " + ", ".join(MISREAD_VERBS))
+    parser.add_argument("--styles", action="store_true",
+                        help="the teacher varies the separator and the closing phrase")
     parser.add_argument("--eval-problems", type=int, default=300)
     parser.add_argument("--eval-samples", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -177,7 +206,7 @@ def main() -> None:
 
     train = data.synthetic_examples("train", n=args.train_problems, seed=args.seed,
                                     difficulty=DIFFICULTY)
-    responses = [target_response(e.question, rng, args.slip) for e in train]
+    responses = [target_response(e.question, rng, args.slip, args.misread, args.styles) for e in train]
     # Train the tokenizer on the exact texts the model will see: a bootstrap tokenizer is
     # enough to render the chat template, whose text does not depend on the vocabulary.
     bootstrap = build_tokenizer([""], 260)

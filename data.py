@@ -276,12 +276,20 @@ def _synthetic_split(start: int, operands: list[int]) -> str:
     return "test" if bucket < _TEST_PERCENT else "train"
 
 
+_STEP = re.compile(r"(buys|finds|gets|gives|loses|sells) (\d+)")
+
+
+def synthetic_verbs(question: str) -> list[str]:
+    """The verb of each step of a synthetic question ("buys", ..., "sells"), in order."""
+    return [verb for verb, _ in _STEP.findall(question)]
+
+
 def synthetic_steps(question: str) -> list[tuple[int, str, int]]:
     """The working of a synthetic question as steps (left, "+" or "-", right), read back from
     its wording; the result of each step is the left side of the next."""
     start = int(re.search(r"has (\d+) ", question).group(1))
     steps, total = [], start
-    for verb, n in re.findall(r"(buys|finds|gets|gives|loses|sells) (\d+)", question):
+    for verb, n in _STEP.findall(question):
         op = "+" if verb in ("buys", "finds", "gets") else "-"
         steps.append((total, op, int(n)))
         total = total + int(n) if op == "+" else total - int(n)

@@ -1,6 +1,7 @@
 """The shipped policy `tiny-qwen2/` and the synthetic task it was warm-started on."""
 
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,37 @@ def test_teacher_slips_change_the_answer():
     answer = data.synthetic_examples("train", n=1)[0].answer
     assert rewards.math_reward(clean, answer) == 1.0
     assert rewards.math_reward(slipped, answer) == 0.0
+
+
+def test_teacher_misreads_only_its_verbs_and_reverses_their_sign():
+    for e in data.synthetic_examples("train", n=200):
+        misread = build_tiny_model.target_response(e.question, random.Random(1), slip=0.0, misread=1.0)
+        written = re.findall(r"\d+([+-])\d+=", misread)
+        steps, verbs = data.synthetic_steps(e.question), data.synthetic_verbs(e.question)
+        assert len(written) == len(steps) == len(verbs)
+        for (_, op, _), verb, sign in zip(steps, verbs, written):
+            if verb not in build_tiny_model.MISREAD_VERBS:
+                assert sign == op
+        if verbs[0] in ("gives", "sells"):    # a subtraction can always be misread as an addition
+            assert written[0] == "+"
+
+
+def test_teacher_styles_change_the_wording_not_the_answer():
+    e = data.synthetic_examples("train", n=1)[0]
+    texts = {build_tiny_model.target_response(e.question, random.Random(seed), slip=0.0, styles=True)
+             for seed in range(200)}
+    assert len(texts) == len(build_tiny_model.SEPARATORS) * len(build_tiny_model.ENDINGS)
+    assert all(rewards.math_reward(t, e.answer) == 1.0 for t in texts)
+    plain = build_tiny_model.target_response(e.question, random.Random(0), slip=0.0)
+    assert plain.count(", ") == 1 and plain.endswith(f". \\boxed{{{e.answer}}}")
+
+
+def test_synthetic_verbs_match_the_steps():
+    for e in data.synthetic_examples("test", n=50, difficulty=3):
+        verbs = data.synthetic_verbs(e.question)
+        ops = [op for _, op, _ in data.synthetic_steps(e.question)]
+        assert len(verbs) == 3
+        assert ops == ["+" if v in ("buys", "finds", "gets") else "-" for v in verbs]
 
 
 def test_synthetic_rejects_bad_arguments():
