@@ -1,6 +1,6 @@
 """Build `tiny-qwen2/`: the small pretrained policy that the default run fine-tunes on CPU.
 
-    python build_tiny_model.py            # about 10 minutes on 2 CPU cores, seeded
+    python build_tiny_model.py            # about 12 minutes on 2 CPU cores, seeded
 
 What it makes, and why:
 * A byte-level BPE tokenizer (the `tokenizers` library, as GPT-2 / Qwen2 do) trained on the
@@ -11,25 +11,24 @@ What it makes, and why:
   chat template is Qwen2's im_start / im_end one, so `data.format_prompt` works unchanged.
 * A `Qwen2ForCausalLM` of about 2 M parameters (4 layers, width 192), so that a GRPO step of
   8 prompts x 8 samples takes seconds on a laptop CPU.
-* A short supervised warm-start on the synthetic train split (`data.synthetic_examples`,
+* A supervised warm-start on the synthetic train split (`data.synthetic_examples`,
   difficulty 2): the prompt is the qwen-math chat prompt, the target is short working and the
-  boxed answer, then EOS, e.g. "47+8=55, 55-5=50. \\boxed{50}<|im_end|>". The loss is on the
-  response tokens only. The warm-start is deliberately imperfect: the teacher slips (a step
-  result off by one or ten, carried on consistently to the box) with probability `--slip`,
-  and training stops after `--steps` steps. The policy thus knows the procedure, and its most
-  likely answer is often right, but at temperature 1 it samples slips: accuracy in the middle
-  and entropy well above zero, which is the state in which RL sharpens a model quickly and
-  in which the paper's entropy dynamics (Theorems 1-2: entropy falls under GRPO unless the
-  Clip-B / Clip-V masks hold it up) are visible within a hundred steps.
-* Two optional habits of the teacher, off by default (the shipped model is built without them)
-  and kept for the next version of the shipped model (issue 4): `--misread P` gives the
-  teacher a misconception, reversing with probability P the sign of a step whose verb is one
-  of "finds", "gets", "gives", "sells" ("gives 5 to Ana" worked as +5; "buys" and "loses"
-  stay right, so the model still learns a verb -> sign feature for RL to correct), and
-  `--styles` makes it vary the separator and the closing phrase uniformly (entropy that costs
-  no accuracy). A misread sign is a whole-step choice made at one token with probability near
-  one half, unlike a slip digit (probability ~0.04): Clip-B / Clip-V keep its negative update,
-  which they remove for a slip, so with a misconception the masks have an error left to fix.
+  boxed answer, then EOS, e.g. "47+8=55; 55-5=50. The answer is \\boxed{50}<|im_end|>". The
+  loss is on the response tokens only. The teacher is deliberately imperfect, the way a person
+  is: it has a misconception, reversing with probability `--misread` (0.8) the sign of a step
+  whose verb is "finds", "gets", "gives" or "sells" ("gives 5 to Ana" worked as +5), and it
+  slips (a step result off by one or ten) with probability `--slip` (0.03); either error is
+  carried on consistently to the box. "buys" and "loses" it always works right, so the
+  model learns a verb -> sign feature that RL can correct. With `--styles` (on) it also
+  varies the separator and the closing phrase uniformly: entropy that costs no accuracy.
+  The policy thus knows the procedure but picks the wrong sign for four verbs most of the
+  time: accuracy near 0.2 at temperature 1 and entropy well above zero, with a whole-step
+  error that reward can fix within a hundred steps. Why a misconception rather than only
+  slips: a slip digit is sampled with probability ~0.04, so in a wrong answer it is an A < 0
+  token with a low S*, exactly what Clip-B / Clip-V remove; a task made of slips leaves the
+  masks nothing to learn from (the first shipped model, built with `--misread 0 --no-styles
+  --slip 0.15 --steps 1200`, showed it: GRPO gained 0.09 and Clip-V at mu 1 nothing). A
+  misread sign is the majority choice at its token, so its negative update is kept.
 * A measurement at the end, written to `tiny-qwen2/build_report.json`: avg@16 accuracy at
   temperature 1.0 on the synthetic test split, graded by `rewards.math_reward`, and the mean
   per-token entropy (nats) of the sampled response tokens, H = -sum_i pi_i log pi_i (paper
@@ -63,9 +62,8 @@ CHAT_TEMPLATE = (
 DIFFICULTY = 2
 
 
-# Optional habits of the teacher (off by default; see the module docstring): the verbs whose
-# sign it may reverse (`--misread`), and the styles it may write in (`--styles`); the first
-# separator and closing are the only ones used without --styles.
+# The teacher's habits (see the module docstring): the verbs whose sign it may reverse
+# (`--misread`), and the styles it may write in (`--styles`; without it, the first ones).
 MISREAD_VERBS = ("finds", "gets", "gives", "sells")
 SEPARATORS = (", ", "; ", ", then ", ", so ")
 ENDINGS = (". \\boxed{{{}}}", ". The answer is \\boxed{{{}}}", ", so \\boxed{{{}}}")
@@ -187,14 +185,14 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--hidden", type=int, default=192)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=2400)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--slip", type=float, default=0.15)
-    parser.add_argument("--misread", type=float, default=0.0,
+    parser.add_argument("--slip", type=float, default=0.03)
+    parser.add_argument("--misread", type=float, default=0.8,
                         help="probability that the teacher reverses the sign of a step whose verb "
                              "is one of " + ", ".join(MISREAD_VERBS))
-    parser.add_argument("--styles", action="store_true",
+    parser.add_argument("--styles", action=argparse.BooleanOptionalAction, default=True,
                         help="the teacher varies the separator and the closing phrase")
     parser.add_argument("--eval-problems", type=int, default=300)
     parser.add_argument("--eval-samples", type=int, default=16)

@@ -6,15 +6,15 @@
 #   bash experiments.sh mu            # GRPO, Clip-B and Clip-V at two values of mu each
 #   bash experiments.sh methods       # every entropy method side by side
 #
-# SEEDS (default "0 1 2") and JOBS (parallel runs, default 2, one thread each) can be set in the
-# environment. Each run is the default `python train.py` with the method's flags and the entropy
+# SEEDS (default "0 1 2"), JOBS (parallel runs, default 2, one thread each) and MODEL (a model
+# folder instead of the shipped tiny-qwen2/) can be set in the environment. Each run is the default `python train.py` with the method's flags and the entropy
 # probe every 10 steps (--probe-every 10: Theorem 2's prediction against the measured change).
 set -euo pipefail
 cd "$(dirname "$0")"
 experiment=${1:?usage: bash experiments.sh directions|mu|methods}
 SEEDS=${SEEDS:-0 1 2}
 JOBS=${JOBS:-2}
-common=""
+common=${MODEL:+--model $MODEL}
 
 case "$experiment" in
   directions) configs=("--method entropy-up" "--method entropy-down") ;;
@@ -25,7 +25,7 @@ case "$experiment" in
   methods)    configs=("--method grpo" "--method clipb --mu 1.0" "--method clipv --mu 1.0"
                        "--method clip-higher" "--method entropy-bonus" "--method forking"
                        "--method clip-cov" "--method kl-cov")
-              common="--mini-batches 4" ;;
+              common="$common --mini-batches 4" ;;
   *) echo "unknown experiment '$experiment': use directions, mu or methods" >&2; exit 2 ;;
 esac
 

@@ -1,5 +1,6 @@
 """The shipped policy `tiny-qwen2/` and the synthetic task it was warm-started on."""
 
+import json
 import random
 import re
 import subprocess
@@ -75,8 +76,10 @@ def test_tokenizer_round_trips_the_task_text(tokenizer):
     assert tokenizer.decode(ids, skip_special_tokens=True) == response
 
 
-def test_greedy_responses_are_boxed_gradable_and_mostly_right(model, tokenizer):
-    examples = data.synthetic_examples("test", n=8)
+def test_greedy_responses_are_boxed_gradable_and_right_where_the_teacher_was(model, tokenizer):
+    # problems whose verbs the teacher never misreads: the greedy answer is mostly right there
+    examples = [e for e in data.synthetic_examples("test", n=100)
+                if not set(data.synthetic_verbs(e.question)) & set(build_tiny_model.MISREAD_VERBS)][:8]
     prompts = [data.format_prompt(tokenizer, e.question, "qwen-math") for e in examples]
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
@@ -87,7 +90,14 @@ def test_greedy_responses_are_boxed_gradable_and_mostly_right(model, tokenizer):
     assert all("\\boxed{" in t for t in texts), texts
     scores = [rewards.math_reward(t, e.answer) for t, e in zip(texts, examples)]
     assert set(scores) <= {0.0, 1.0}
-    assert sum(scores) >= 4, list(zip(texts, [e.answer for e in examples]))
+    assert len(examples) == 8 and sum(scores) >= 6, list(zip(texts, [e.answer for e in examples]))
+
+
+def test_build_report_leaves_room_for_rl():
+    report = json.loads((FOLDER / "build_report.json").read_text())
+    assert report["k"] == 16 and report["test_problems"] == 300
+    assert 0.15 <= report["avg_at_k"] <= 0.60
+    assert report["mean_response_entropy_nats"] >= 0.1
 
 
 # ----- the synthetic task -----
