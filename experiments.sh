@@ -7,8 +7,9 @@
 #   bash experiments.sh methods       # every entropy method side by side
 #
 # SEEDS (default "0 1 2"), JOBS (parallel runs, default 2, one thread each) and MODEL (a model
-# folder instead of the shipped tiny-qwen2/) can be set in the environment. Each run is the default `python train.py` with the method's flags and the entropy
-# probe every 10 steps (--probe-every 10: Theorem 2's prediction against the measured change).
+# folder instead of the shipped tiny-qwen2/) can be set in the environment. Each run is the
+# default `python train.py` with the method's flags and the entropy probe every 10 steps
+# (--probe-every 10: Theorem 2's prediction against the measured change).
 set -euo pipefail
 cd "$(dirname "$0")"
 experiment=${1:?usage: bash experiments.sh directions|mu|methods}

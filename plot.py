@@ -167,7 +167,9 @@ def _tail_mean(key: str, last: int | None):
     return fn
 
 
-PROBE_KEYS = ("probe/sign_agreement", "probe/sign_agreement_top", "probe/corr")
+# the entropy probe's metrics (entropy.entropy_probe, default top_frac 0.1) and their columns
+PROBE_COLUMNS = (("probe/sign_agreement", "probe sign agreement"),
+                 ("probe/sign_agreement_top", "same, top 10%"), ("probe/corr", "probe corr"))
 
 
 def summary_table(run_dirs: list[Path], last: int = 10) -> str:
@@ -179,11 +181,11 @@ def summary_table(run_dirs: list[Path], last: int = 10) -> str:
     groups: dict[str, list[list[dict]]] = {}
     for d in run_dirs:
         groups.setdefault(run_label(d), []).append(read_metrics(d))
-    probed = any(series(rs, PROBE_KEYS[0])[0] for runs in groups.values() for rs in runs)
-    header = ("| method | runs | avg@n before | avg@n after | pass@n after | entropy (last steps) "
-              "| masked frac (last steps) |")
-    rows = [header + (" probe sign agreement | same, top 10% | probe corr |" if probed else ""),
-            "| --- " * (7 + len(PROBE_KEYS) * probed) + "|"]
+    probed = any(series(rs, PROBE_COLUMNS[0][0])[0] for runs in groups.values() for rs in runs)
+    titles = ["method", "runs", "avg@n before", "avg@n after", "pass@n after",
+              "entropy (last steps)", "masked frac (last steps)"]
+    titles += [title for _, title in PROBE_COLUMNS] if probed else []
+    rows = ["| " + " | ".join(titles) + " |", "| --- " * len(titles) + "|"]
     for label, runs in groups.items():
         def collect(fn):
             return [v for v in map(fn, runs) if v is not None and math.isfinite(v)]
@@ -195,7 +197,7 @@ def summary_table(run_dirs: list[Path], last: int = 10) -> str:
                  _mean_spread(collect(_tail_mean("entropy", last))),
                  _mean_spread(collect(_tail_mean("masked_frac", last)))]
         if probed:
-            cells += [_mean_spread(collect(_tail_mean(key, None))) for key in PROBE_KEYS]
+            cells += [_mean_spread(collect(_tail_mean(key, None))) for key, _ in PROBE_COLUMNS]
         rows.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
