@@ -1,4 +1,4 @@
-"""Speed and memory benchmarks, measured side by side in one run (issue 7, DESIGN 3.5 and 6).
+"""Speed and memory benchmarks, measured side by side in one run (README, "Benchmarks").
 
     python bench.py                 # everything; prints a table of ratios, writes bench.json
     python bench.py --only stats    # one section: stats | step | rollout
@@ -132,31 +132,37 @@ def bench_step(repeats: int) -> list[dict]:
     Every method starts from the same weights and optimiser state."""
     import copy
 
+    import config
+    import policy
+    import rollout
     import train
+    from methods import METHODS
 
-    cfg = train.parse_args([])
-    model, tokenizer = train.load_policy(cfg.model, torch.device("cpu"))
-    amp = train.autocast(torch.device("cpu"), None)
+    cfg = config.parse_args([])
+    cpu = torch.device("cpu")
+    model, tokenizer = policy.load_policy(cfg.model, cpu)
+    amp = policy.autocast(cpu, torch.float32)
     examples, _ = train.load_data(cfg)
     batch, _, _ = train.rollout_step(model, tokenizer, examples, list(range(cfg.prompts_per_step)),
                                      cfg, step=1, amp=amp)
     state = copy.deepcopy(model.state_dict())
     rows = []
     for method in ("grpo", "clipb", "clipv"):
-        mcfg = train.parse_args(["--method", method])
+        mcfg = config.parse_args(["--method", method])
         times = []
         for _ in range(repeats + 1):                 # the first repeat warms up
             model.load_state_dict(state)
             optimizer, _ = train.make_optimizer(model, mcfg)
             t0 = time.perf_counter()
-            scored = train.rollout.score(model, batch, mcfg.temperature, mcfg.micro_batch_size,
-                                         mcfg.chunk_size)
-            keep, _ = train.METHODS[method].mask(scored, mcfg)
+            stats = rollout.score(model, batch, mcfg.temperature, mcfg.micro_batch_size,
+                                  mcfg.chunk_size)
+            scored = batch.with_stats(stats, batch.rewards, batch.advantages)
+            keep, _ = METHODS[method].mask(scored, mcfg)
             train.update_step(model, optimizer, scored, {"keep": keep}, mcfg, amp)
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()                     # the mask alone, averaged over 100 calls
         for _ in range(100):
-            train.METHODS[method].mask(scored, mcfg)
+            METHODS[method].mask(scored, mcfg)
         mask_s = (time.perf_counter() - t0) / 100
         step_s = min(times[1:])
         rows.append({"method": method, "step_time_s": step_s, "mask_time_s": mask_s,
@@ -170,12 +176,13 @@ def bench_step(repeats: int) -> list[dict]:
 # ----------------------------------------------------------------------------- 3. rollout throughput
 
 def bench_rollout(batch_sizes: list[int], max_new_tokens: int) -> list[dict]:
+    import config
     import data
+    import policy
     import rollout
-    import train
 
-    cfg = train.parse_args([])
-    model, tokenizer = train.load_policy(cfg.model, torch.device("cpu"))
+    cfg = config.parse_args([])
+    model, tokenizer = policy.load_policy(cfg.model, torch.device("cpu"))
     examples = data.load_examples("synthetic", split="test")
     rows = []
     for bs in batch_sizes:

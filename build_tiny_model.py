@@ -166,9 +166,9 @@ def measure(model, tokenizer, examples: list[data.Example], samples: int, max_ne
         batch = rollout.generate(model, tokenizer, prompts, [e.answer for e in chunk], samples,
                                  max_new_tokens, temperature=1.0, micro_batch_size=256,
                                  seed=seed + start)
-        batch = rollout.score(model, batch, temperature=1.0, micro_batch_size=256)
+        stats = rollout.score(model, batch, temperature=1.0, micro_batch_size=256)
         correct += sum(rewards.batch_rewards(batch.texts, batch.answers))
-        entropy_sum += batch.entropy[batch.response_mask].sum().item()
+        entropy_sum += stats.entropy[batch.response_mask].sum().item()
         tokens += int(batch.response_mask.sum())
         truncated += int(batch.truncated.sum())
     n = len(examples) * samples

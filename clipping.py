@@ -1,6 +1,6 @@
-"""Token masks that decide which response tokens train: Clip-B, Clip-V (paper section 3,
-DESIGN 3.3), the entropy-direction filters that test Theorem 2 at model scale, and the other
-entropy methods compared side by side (DESIGN 3.4): forking tokens, Clip-Cov and KL-Cov.
+"""Token masks that decide which response tokens train: Clip-B and Clip-V (paper section 3),
+the entropy-direction filters that test Theorem 2 at model scale, and the other entropy methods
+compared side by side (README, "Methods"): forking tokens, Clip-Cov and KL-Cov.
 
 By Theorem 2 a GRPO update of token t changes the entropy by about -alpha_t (S*_t - E[S]_t),
 with alpha_t of the sign of the advantage A_t. The paper removes the outlier tokens whose update
@@ -12,43 +12,20 @@ lowers entropy the most:
 * remove t if A_t < 0 and d_t < -mu sigma (penalising an unlikely token), or, only when mu_pos
   is finite, if A_t > 0 and d_t > mu_pos sigma (rewarding a likely token). A_t = 0 is kept.
 
-Choices, each the authors' released behaviour where DESIGN does not fix it:
-* statistics are over the valid (response_mask) tokens of the whole rollout batch, computed
-  once from the old policy; padding is never kept and never enters a statistic;
-* sigma < 1e-12 (e.g. a constant batch) keeps every valid token;
-* the optional cap max_frac removes at most max(int(max_frac * n_valid), 1) tokens, those with
-  the largest |d| among the ones the rule would remove (the release caps Clip-V at 1e-4);
-* the statistics are computed in float64, which costs nothing at (N, T) size.
-This is single-process code; under data parallelism the mean and sigma would be all-reduced.
-
-Comparison methods (DESIGN 3.4), statistics again over the valid tokens of the rollout batch:
-* forking (Wang et al. 2025, "Beyond the 80/20 rule"): keep only the top_frac = 20% tokens of
-  highest entropy H_t, exactly max(int(top_frac * n_valid), 1) of them (ties broken by topk).
-* Clip-Cov / KL-Cov (Cui et al. 2025, "The Entropy Mechanism of RL for Reasoning LMs"), on the
-  per-token covariance cov_t = (A_t - mean A)(logp_t - mean logp), whose batch mean drives
-  the entropy change. Clip-Cov removes max(int(ratio * n_valid), 1) tokens drawn at random
-  among those with lb < cov_t < ub (released: ratio 2e-4, bounds (1, 5)); KL-Cov marks the
-  max(int(ratio * n_valid), 1) tokens of largest cov_t (released ratio 2e-3), which
-  grpo.policy_loss penalises by kl_cov_coef |logp - old_logp|.
-  Choice: verl computes cov from the CURRENT logp inside the loss, per micro-batch, so its
-  selection changes with the micro-batch size. Here it is computed once per step from the
-  rollout's old_logp over the whole batch, like Clip-B / Clip-V: the masks are fixed before the
-  batch is split, so micro-batched and full-batch gradients are equal. On the first update of a
-  step (the only one with --mini-batches 1) old_logp is the current logp, so the selection is
-  verl's with full-batch statistics. Two release details change with it: verl also skips tokens
-  whose PPO ratio is already clipped (none are at ratio 1), and it zeroes a Clip-Cov token's
-  loss but keeps it in the token-mean denominator, whereas here removed tokens leave both
-  (DESIGN 3.2); at 2e-4 of the tokens the difference is negligible. The release's scripts also
-  relax the PPO ratio clip (Clip-Cov: eps 1; KL-Cov's loss has none); train.py keeps the GRPO
-  clip for every method so that a comparison changes one thing (with --mini-batches 1 the ratio
-  is 1 and the clip never binds anyway).
+The statistics are over the valid (response_mask) tokens of the whole rollout batch, computed
+once from the old policy, in float64; padding never enters them. sigma < 1e-12 keeps every
+token. The optional cap max_frac removes at most max(int(max_frac * n_valid), 1) tokens, the
+most extreme first. The comparison methods read the same batch-wide statistics (forking: the
+top fraction by H_t; Clip-Cov / KL-Cov: cov_t = (A_t - mean A)(logp_t - mean logp) of the
+rollout's old_logp), so every mask is fixed before the batch is split into micro-batches. How
+each rule compares with the authors' release and with verl is in the README ("Deviations").
 
 All masks take (N, T) tensors, advantages (N,) or (N, T), response_mask (N, T) bool, and
 return (keep (N, T) bool, metrics) with metrics "masked_frac", "masked_frac_pos",
-"masked_frac_neg" (removed fraction of all / A > 0 / A < 0 valid tokens), "center" and "sigma"
-(the statistic the rule reads: S* or d for Clip-B / V, H for forking, cov for Clip-Cov / KL-Cov,
-whose "center" is the batch covariance). KL-Cov returns the tokens it penalises instead of a
-keep mask, and its "masked" fractions count those penalised tokens.
+"masked_frac_neg" (removed fraction of all / A > 0 / A < 0 valid tokens), "clip_center" and
+"clip_sigma" (the statistic the rule reads: S* or d for Clip-B / V, H for forking, cov for
+Clip-Cov / KL-Cov, whose center is the batch covariance). KL-Cov returns the tokens it
+penalises instead of a keep mask, and its "masked" fractions count those penalised tokens.
 """
 
 from __future__ import annotations
@@ -58,12 +35,9 @@ import math
 import torch
 from torch import Tensor
 
+from entropy import per_token, predicted_entropy_change
+
 SIGMA_FLOOR = 1e-12
-
-
-def _per_token(advantages: Tensor, like: Tensor) -> Tensor:
-    """Broadcast per-response advantages (N,) to (N, T); (N, T) passes through."""
-    return advantages.unsqueeze(-1).expand_as(like) if advantages.dim() == 1 else advantages
 
 
 def _frac(removed: Tensor, among: Tensor) -> float:
@@ -74,7 +48,8 @@ def _frac(removed: Tensor, among: Tensor) -> float:
 def _metrics(keep: Tensor, valid: Tensor, adv: Tensor, center: float, sigma: float) -> dict[str, float]:
     removed = valid & ~keep
     return {"masked_frac": _frac(removed, valid), "masked_frac_pos": _frac(removed, valid & (adv > 0)),
-            "masked_frac_neg": _frac(removed, valid & (adv < 0)), "center": center, "sigma": sigma}
+            "masked_frac_neg": _frac(removed, valid & (adv < 0)), "clip_center": center,
+            "clip_sigma": sigma}
 
 
 def _flat_mask(indices: Tensor, like: Tensor) -> Tensor:
@@ -95,7 +70,7 @@ def _discriminator_clip(d: Tensor, sigma: float, advantages: Tensor, response_ma
                         mu_pos: float, max_frac: float | None, center: float) -> tuple[Tensor, dict[str, float]]:
     """The rule shared by Clip-B and Clip-V on the deviation d (N, T) and its scale sigma."""
     valid = response_mask.bool()
-    adv = _per_token(advantages, d)
+    adv = per_token(advantages, d)
     if sigma < SIGMA_FLOOR:
         return valid.clone(), _metrics(valid, valid, adv, center, sigma)
     d = d.double()
@@ -115,7 +90,7 @@ def clip_b_mask(s_star: Tensor, advantages: Tensor, response_mask: Tensor, mu: f
     """Clip-B: d_t = S*_t - mean(S*) over the batch, sigma = population std of S*.
 
     s_star, response_mask: (N, T); advantages: (N,) or (N, T). Returns keep (N, T) bool and
-    metrics ("center" is mean S*). Released default mu = 2.5, no cap.
+    metrics (center: mean S*). Released default mu = 2.5, no cap.
     """
     valid = response_mask.bool()
     center, sigma = _valid_mean_std(s_star, valid)
@@ -127,7 +102,7 @@ def clip_v_mask(s_star: Tensor, es: Tensor, advantages: Tensor, response_mask: T
     """Clip-V: d_t = S*_t - E_{i~pi_t}[S_i] (not re-centred), sigma = population std of d.
 
     s_star, es, response_mask: (N, T); advantages: (N,) or (N, T). Returns keep (N, T) bool and
-    metrics ("center" is mean d, reported only). Released default mu = 8.5, cap 1e-4.
+    metrics (center: mean d, reported only). Released default mu = 8.5, cap 1e-4.
     """
     valid = response_mask.bool()
     d = s_star.double() - es.double()
@@ -141,16 +116,15 @@ def entropy_direction_mask(s_star: Tensor, es: Tensor, advantages: Tensor, respo
     < 0 ("down"); tokens with a predicted change of exactly 0 (e.g. A_t = 0) are dropped by both.
 
     s_star, es, response_mask: (N, T); advantages: (N,) or (N, T). Metrics as for Clip-V
-    ("center", "sigma": mean and population std of S* - E[S] over valid tokens).
+    (center and sigma: mean and population std of S* - E[S] over valid tokens).
     """
     if direction not in ("up", "down"):
         raise ValueError(f"direction must be 'up' or 'down', got {direction!r}.")
     valid = response_mask.bool()
-    adv = _per_token(advantages, s_star)
-    d = s_star.double() - es.double()
-    predicted = -adv * d
+    adv = per_token(advantages, s_star)
+    predicted = predicted_entropy_change(s_star, es, advantages)
     keep = valid & (predicted > 0 if direction == "up" else predicted < 0)
-    center, sigma = _valid_mean_std(d, valid)
+    center, sigma = _valid_mean_std(s_star.double() - es.double(), valid)
     return keep, _metrics(keep, valid, adv, center, sigma)
 
 
@@ -160,19 +134,19 @@ def forking_mask(entropy: Tensor, advantages: Tensor, response_mask: Tensor,
     in the whole batch (Wang et al. 2025 keep the top 20%).
 
     entropy, response_mask: (N, T); advantages: (N,) or (N, T), for the metrics only. Metrics:
-    "center" / "sigma" mean and population std of H, "threshold" the lowest kept H.
+    center / sigma: mean and population std of H; "clip_threshold": the lowest kept H.
     """
     if not 0 < top_frac <= 1:
         raise ValueError(f"top_frac must be in (0, 1], got {top_frac}.")
     valid = response_mask.bool()
-    adv = _per_token(advantages, entropy)
+    adv = per_token(advantages, entropy)
     center, sigma = _valid_mean_std(entropy, valid)
     n_valid = int(valid.sum())
     keep, threshold = torch.zeros_like(valid), 0.0
     if n_valid:
         top = torch.where(valid, entropy.double(), -math.inf).flatten().topk(max(int(top_frac * n_valid), 1))
         keep, threshold = _flat_mask(top.indices, valid), top.values[-1].item()
-    return keep, {**_metrics(keep, valid, adv, center, sigma), "threshold": threshold}
+    return keep, {**_metrics(keep, valid, adv, center, sigma), "clip_threshold": threshold}
 
 
 def _covariance(logp: Tensor, adv: Tensor, valid: Tensor) -> Tensor:
@@ -195,10 +169,10 @@ def clip_cov_mask(logp: Tensor, advantages: Tensor, response_mask: Tensor, ratio
     `generator`, on the CPU) among the valid tokens with lb < cov_t < ub (fewer if fewer qualify).
 
     logp (the old policy's, i.e. rollout old_logp), response_mask: (N, T); advantages: (N,) or
-    (N, T). Metrics: "center" / "sigma" mean (the batch covariance) and population std of cov.
+    (N, T). Metrics: center / sigma: mean (the batch covariance) and population std of cov.
     """
     valid = response_mask.bool()
-    adv = _per_token(advantages, logp)
+    adv = per_token(advantages, logp)
     cov = _covariance(logp, adv, valid)
     center, sigma = _valid_mean_std(cov, valid)
     candidates = (valid & (cov > lb) & (cov < ub)).flatten().nonzero().squeeze(-1)
@@ -211,13 +185,13 @@ def clip_cov_mask(logp: Tensor, advantages: Tensor, response_mask: Tensor, ratio
 def kl_cov_mask(logp: Tensor, advantages: Tensor, response_mask: Tensor,
                 ratio: float = 2e-3) -> tuple[Tensor, dict[str, float]]:
     """KL-Cov's selection: the max(int(ratio * n_valid), 1) valid tokens of largest cov_t, which
-    grpo.policy_loss penalises with kl_cov_coef |logp - old_logp| (every valid token still trains).
+    grpo.kl_cov_penalty prices with kl_cov_coef |logp - old_logp| (every valid token still trains).
 
     logp (rollout old_logp), response_mask: (N, T); advantages: (N,) or (N, T). Returns
     (penalised (N, T) bool, metrics); the "masked" fractions count penalised tokens.
     """
     valid = response_mask.bool()
-    adv = _per_token(advantages, logp)
+    adv = per_token(advantages, logp)
     cov = _covariance(logp, adv, valid)
     center, sigma = _valid_mean_std(cov, valid)
     n_valid = int(valid.sum())

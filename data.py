@@ -1,7 +1,6 @@
 """Data sets for reinforcement fine-tuning on math: (question, answer) pairs and prompt templates.
 
-Everything upstream of a rollout (DESIGN sections 1 and 7): the problems GRPO samples responses
-for, and the prompt text that asks for an answer format the rule-based reward (rewards.py) can
+Everything upstream of a rollout: the problems GRPO samples responses for, and the prompt text that asks for an answer format the rule-based reward (rewards.py) can
 grade. The paper's runs train on DAPO-Math with a held-out DAPO500 and evaluate on AIME24/25,
 AMC23 and MATH-500; the default run needs no network and uses the synthetic task at the bottom.
 
@@ -12,7 +11,9 @@ AMC23 and MATH-500; the default run needs no network and uses the synthetic task
   local .jsonl / .json / .parquet / .csv read by datasets' own loaders. Every user error ends
   in one ValueError that says what to do (unknown name, missing column, unreachable hub); rows
   without an answer are skipped and counted, not fatal.
+* `load_set`: an evaluation set by "NAME" or "NAME:SPLIT".
 * `split_holdout`: a seeded validation split such as DAPO500.
+* `PromptSampler`: the training order, a seeded permutation per epoch.
 * `format_prompt`: the Qwen2.5-math style (system "Please reason step by step, and put your
   final answer within \\boxed{}.", the default, as in the paper) or the DAPO "Answer:" style,
   through the tokenizer's chat template with the assistant turn opened; plain text when the
@@ -28,6 +29,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class HubDataset:
     answer_transform: Callable[[str], str] | None = None
 
 
-KNOWN: dict[str, HubDataset] = {  # DESIGN section 7
+KNOWN: dict[str, HubDataset] = {  # hub ids, configs, splits and columns as the cards document them
     "dapo-math": HubDataset("open-r1/DAPO-Math-17k-Processed", "en", "train", "prompt", "solution",
                             question_transform=_strip_dapo_instruction),
     "gsm8k": HubDataset("openai/gsm8k", "main", "test", "question", "answer",
@@ -224,6 +227,42 @@ def split_holdout(examples: list[Example], n: int, seed: int = 0) -> tuple[list[
     train = [e for i, e in enumerate(examples) if i not in held]
     held_out = [e for i, e in enumerate(examples) if i in held]
     return train, held_out
+
+
+def load_set(spec: str, limit: int | None) -> list[Example]:
+    """The problems of an evaluation set "NAME" or "NAME:SPLIT" (synthetic defaults to its test
+    split). The `limit` subset is drawn with seed 0 whatever the run's seed is, so runs with
+    different seeds see the same problems."""
+    name, _, split = spec.partition(":")
+    if name == "synthetic":
+        split = split or "test"
+    return load_examples(name, split=split or None, limit=limit, seed=0)
+
+
+@dataclass
+class PromptSampler:
+    """Seeded order over n prompts: epoch e is permutation(seed, e), taken k at a time; a tail
+    shorter than k is dropped, so no prompt appears twice in an epoch or in a step."""
+    n: int
+    seed: int
+    epoch: int = 0
+    pos: int = 0
+
+    def permutation(self, epoch: int) -> list[int]:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n).tolist()
+
+    def next(self, k: int) -> list[int]:
+        if self.pos + k > self.n:
+            self.epoch, self.pos = self.epoch + 1, 0
+        indices = self.permutation(self.epoch)[self.pos:self.pos + k]
+        self.pos += k
+        return indices
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
 
 
 def prompt_messages(question: str, style: str = "qwen-math") -> list[dict[str, str]]:

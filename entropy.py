@@ -1,4 +1,5 @@
-"""The entropy discriminator and the entropy-change theorems (paper section 2, DESIGN 2 and 3.5).
+"""The entropy discriminator and the entropy-change theorems (paper section 2), and the per-token
+statistics that the masks and the loss read.
 
 For a softmax policy pi = softmax(z) over V tokens with entropy H(pi) = -sum_i pi_i log pi_i:
 
@@ -9,6 +10,9 @@ For a softmax policy pi = softmax(z) over V tokens with entropy H(pi) = -sum_i p
 * Theorem 1: a logit update dz = eps e_k changes the entropy by -eps S_* + O(eps^2).
 * Theorem 2: a GRPO update of token k, dz = alpha (e_k - pi), changes it by
   -alpha (S_* - E[S]) + O(alpha^2).
+* `predicted_entropy_change` is Theorem 2 per response token of a batch, -A_t (S*_t - E[S]_t)
+  (alpha_t = lr x ratio x A_t has the sign of A_t): the entropy-direction masks and the probe
+  read it.
 * `entropy_probe` tests Theorem 2 in a real network, where every token's update moves the
   shared parameters and so every other token's distribution: it compares, token by token, the
   predicted change -A_t (S*_t - E[S]_t) (alpha_t has the sign of A_t) with the change of H_t
@@ -80,6 +84,20 @@ def expected_discriminator(logits: Tensor) -> Tensor:
     h = _entropy_from_log_probs(logp)
     p = logp.exp()
     return (p * p * (h.unsqueeze(-1) + logp)).sum(-1)
+
+
+def per_token(advantages: Tensor, like: Tensor) -> Tensor:
+    """Per-response advantages (N,) broadcast to the (N, T) shape of `like`; (N, T) passes through."""
+    return advantages.unsqueeze(-1).expand_as(like) if advantages.dim() == 1 else advantages
+
+
+def predicted_entropy_change(s_star: Tensor, es: Tensor, advantages: Tensor) -> Tensor:
+    """Theorem 2 per response token, up to the positive step size: -A_t (S*_t - E[S]_t).
+
+    s_star, es: (N, T); advantages: (N,) or (N, T). Returns (N, T) float64 (the masks compare
+    it with 0, so it is kept exact). Positive: the token's update raises the entropy.
+    """
+    return -per_token(advantages, s_star).double() * (s_star.double() - es.double())
 
 
 def _as_ids(logits: Tensor, k: Tensor | int) -> Tensor:
@@ -214,7 +232,7 @@ class _ChunkedTokenStats(torch.autograd.Function):
 def token_stats(hidden: Tensor, weight: Tensor, ids: Tensor, temperature: float = 1.0,
                 chunk_size: int = CHUNK_SIZE) -> TokenStats:
     """Per-token logp, H, S_* and E[S] of logits = hidden @ weight.T / temperature, in float32,
-    chunk_size tokens at a time (DESIGN 3.5).
+    chunk_size tokens at a time (README, "Benchmarks").
 
     hidden: (B, T, d) any float dtype (the decoder's last hidden state at the positions that
     predict ids); weight: (V, d), the output-embedding (lm_head) weight; ids: (B, T) long in

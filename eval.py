@@ -37,9 +37,9 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import data
+import policy
 import rewards
 import rollout
 
@@ -104,9 +104,8 @@ def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature
                                  group_size=n, max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_p=top_p,
                                  micro_batch_size=batch_size, seed=seed + call)
-        scores = rewards.batch_rewards(batch.texts, batch.answers, style=style)
-        # groups are contiguous, n responses each (rollout.RolloutBatch.group_index)
-        correct += [sum(s > 0.5 for s in scores[g * n:(g + 1) * n]) for g in range(len(chunk))]
+        scores = torch.tensor(rewards.batch_rewards(batch.texts, batch.answers, style=style))
+        correct += batch.by_group(scores > 0.5).sum(-1).tolist()
         lengths += batch.response_mask.sum(-1).tolist()
         truncated += batch.truncated.tolist()
     return {"num_problems": len(correct), "n": n, **aggregate(correct, n),
@@ -116,23 +115,6 @@ def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature
 
 
 # ----- command line -----
-
-def load_model(name: str, dtype: str, device: str):
-    """AutoModelForCausalLM + tokenizer from a local folder or a hub id, in eval mode on `device`.
-
-    dtype "auto": bfloat16 on CUDA, float32 on CPU (CPU bf16 matmuls are slow and imprecise).
-    """
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, dtype))
-    except OSError as err:  # not a folder, and the hub is unreachable or has no such repository
-        raise ValueError(f"could not load the model {name!r}: it is not a local model folder and "
-                         f"could not be fetched from the Hugging Face hub ({err}). Pass a local "
-                         f"folder, or check the id and your network.") from None
-    return model.to(device).eval(), tokenizer
-
 
 def format_table(results: dict[str, dict]) -> str:
     """One row per data set: problems, samples, avg@n, pass@k..., mean length, truncated frac."""
@@ -146,16 +128,6 @@ def format_table(results: dict[str, dict]) -> str:
                        enumerate(zip(row, widths))) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def load_set(spec: str, limit: int | None) -> list[data.Example]:
-    """The problems of "NAME" or "NAME:SPLIT" (synthetic defaults to its test split). The --limit
-    subset is drawn with seed 0 whatever --seed is, so runs with different seeds see the same
-    problems (as train.py's evaluation does)."""
-    name, _, split = spec.partition(":")
-    if name == "synthetic":
-        split = split or "test"
-    return data.load_examples(name, split=split or None, limit=limit, seed=0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -177,8 +149,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a fixed seeded subset of N problems of each data set (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt-style", default="qwen-math", choices=data.PROMPT_STYLES)
-    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="auto", choices=policy.DTYPES,
+                   help="weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
+    p.add_argument("--device", default="auto", help="auto: cuda, then mps, then cpu")
     p.add_argument("--out", default="out/eval.json", help="JSON file for the results")
     return p.parse_args(argv)
 
@@ -191,8 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}.")
     pass_ks(args.n)  # a bad --n fails before the model loads
-    sets = {name: load_set(name, args.limit) for name in names}  # before the slow model load
-    model, tokenizer = load_model(args.model, args.dtype, args.device)
+    sets = {name: data.load_set(name, args.limit) for name in names}  # before the slow model load
+    device = policy.pick_device(args.device)
+    model, tokenizer = policy.load_policy(args.model, device, policy.compute_dtype(args.dtype, device))
     results = {name: evaluate(model, tokenizer, examples, n=args.n, temperature=args.temperature,
                               top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size, seed=args.seed,

@@ -1,12 +1,17 @@
-"""The GRPO objective: group advantages, the clipped policy loss, KL, loss aggregation
-(DESIGN 3.1 and 3.2; the paper's J_GRPO in section 2.2).
+"""The GRPO objective: group advantages, the clipped surrogate, penalty terms, loss aggregation
+(the paper's J_GRPO, section 2.2).
 
-    A_i   = (r_i - mean(r_group)) / (std(r_group) + 1e-6)               every token of response i
+    A_i   = (r_i - mean(r_group)) / (std(r_group) + 1e-6)           every token of response i
     rho_t = exp(logp_t - old_logp_t)
-    l_t   = -min(rho_t A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) A_t)
-            + kl_coef * k3(ref || current)_t                            (optional)
-            + kl_cov_coef * |logp_t - old_logp_t| on KL-Cov's tokens    (optional)
-    loss  = agg(l) - entropy_coef * agg(H)                              (entropy bonus, optional)
+    l_t   = -min(rho_t A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) A_t)     `clipped_surrogate`
+            + kl_coef * k3(ref || current)_t                                 `penalty_terms`
+            + kl_cov_coef * |logp_t - old_logp_t| on KL-Cov's tokens
+            - entropy_coef * H_t                                             (entropy bonus)
+    loss  = agg(l)                                                            `aggregate`
+
+The three pieces are separate so that each can be read and tested alone (the layout of CS336's
+GRPO assignment): a per-token (N, T) surrogate, per-token penalties added by name, and one
+aggregation, which the trainer calls once per micro-batch.
 
 Choices:
 * std is unbiased (torch default), as in the authors' release (verl's GRPO advantage); a group
@@ -19,15 +24,15 @@ Choices:
   modes average over the sequences that have at least one kept token (verl's behaviour).
 * The log-ratio is clamped to [-20, 20] before exp, as verl does, to keep a stale token from
   overflowing; inside that range nothing changes.
-* No dual-clip: DESIGN 3.2 gives the plain two-sided clip, which is what the paper's runs use.
-* The entropy bonus is aggregated over the same mask as the policy loss. train.py's
-  `entropy-bonus` method uses 0.001, verl's long-time default entropy_coeff.
+* The entropy bonus is a per-token term like the others, so it is aggregated over the same mask
+  as the policy loss (aggregation is linear). The `entropy-bonus` method uses 0.001, verl's
+  long-time default entropy_coeff.
 * KL-Cov (Cui et al. 2025) adds kl_cov_coef |logp - old_logp| to the tokens that
   clipping.kl_cov_mask selected (released coefficient 1.0); they stay in the mask like any
   other token. Its gradient is kl_cov_coef sign(logp - old_logp) grad logp, so on a strictly
   on-policy update (ratio 1 up to rounding) the sign is rounding noise: the term only acts once
   the policy has moved, i.e. with several mini-batches per rollout (the release used 8).
-* Metrics are over the kept tokens of the given (micro-)batch:
+* `loss_metrics` are over the kept tokens of the given (micro-)batch:
   clip_frac_low  = fraction with rho < 1 - eps_low and A < 0 (the clip zeroes their gradient),
   clip_frac_high = fraction with rho > 1 + eps_high and A > 0 (likewise),
   approx_kl      = mean k3 estimate of KL(old || current) from the old policy's samples,
@@ -39,6 +44,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from entropy import per_token
 
 ADV_EPS = 1e-6
 LOG_RATIO_CLAMP = 20.0
@@ -99,51 +106,71 @@ def k3_kl(logp_sampler: Tensor, logp_other: Tensor) -> Tensor:
     return torch.exp(x) - x - 1
 
 
+def _ratio(logp: Tensor, old_logp: Tensor) -> Tensor:
+    return torch.exp((logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+
+
+def clipped_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_low: float = 0.2,
+                      eps_high: float = 0.2) -> Tensor:
+    """Per-token PPO-clip loss -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A).
+
+    logp (differentiable), old_logp: (N, T); advantages: (N,) or (N, T). Returns (N, T);
+    values at padding are meaningless (aggregate masks them).
+    """
+    adv = per_token(advantages, logp)
+    ratio = _ratio(logp, old_logp)
+    return -torch.minimum(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+
+
+def kl_cov_penalty(logp: Tensor, old_logp: Tensor, penalised: Tensor) -> Tensor:
+    """KL-Cov's per-token term |logp - old_logp| on the penalised tokens, 0 elsewhere. (N, T)."""
+    return penalised * (logp - old_logp).abs()
+
+
+def penalty_terms(logp: Tensor, old_logp: Tensor, *, kl_coef: float = 0.0,
+                  ref_logp: Tensor | None = None, kl_cov_coef: float = 0.0,
+                  kl_cov_mask: Tensor | None = None, entropy_coef: float = 0.0,
+                  entropy: Tensor | None = None) -> dict[str, Tensor]:
+    """The per-token penalties that are switched on, by name, each scaled by its coefficient:
+    "kl" (k3 to the reference policy), "kl_cov" and "entropy_bonus" (-coef x H). All (N, T);
+    the policy loss is clipped_surrogate(...) plus their sum.
+    """
+    terms = {}
+    if kl_coef > 0:
+        if ref_logp is None:
+            raise ValueError("kl_coef > 0 needs the reference policy's log-probabilities (ref_logp).")
+        terms["kl"] = kl_coef * k3_kl(logp, ref_logp)
+    if kl_cov_coef != 0:
+        if kl_cov_mask is None:
+            raise ValueError("kl_cov_coef != 0 needs the tokens to penalise (clipping.kl_cov_mask).")
+        terms["kl_cov"] = kl_cov_coef * kl_cov_penalty(logp, old_logp, kl_cov_mask)
+    if entropy_coef != 0:
+        if entropy is None:
+            raise ValueError("entropy_coef != 0 needs the per-token entropy of the current policy.")
+        terms["entropy_bonus"] = -entropy_coef * entropy
+    return terms
+
+
 def _masked_mean(x: Tensor, mask: Tensor) -> float:
     n = int(mask.sum())
     return float(x.detach()[mask].double().sum()) / n if n else 0.0
 
 
-def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, eps_low: float = 0.2,
-                eps_high: float = 0.2, ref_logp: Tensor | None = None, kl_coef: float = 0.0,
-                entropy: Tensor | None = None, entropy_coef: float = 0.0, loss_agg: str = "token-mean",
-                num_tokens: int | None = None, num_seqs: int | None = None,
-                max_len: int | None = None, kl_cov_mask: Tensor | None = None,
-                kl_cov_coef: float = 0.0) -> tuple[Tensor, dict[str, float]]:
-    """Clipped GRPO surrogate (DESIGN 3.2) of one (micro-)batch.
-
-    logp (differentiable), old_logp, ref_logp, entropy: (N, T); advantages: (N,) or (N, T);
-    mask: (N, T) bool = response mask AND the method's keep mask; kl_cov_mask: (N, T) bool,
-    the tokens KL-Cov penalises. Returns (scalar loss, metrics).
-    """
-    if kl_coef > 0 and ref_logp is None:
-        raise ValueError("kl_coef > 0 needs the reference policy's log-probabilities (ref_logp).")
-    if entropy_coef != 0 and entropy is None:
-        raise ValueError("entropy_coef != 0 needs the per-token entropy of the current policy.")
-    if kl_cov_coef != 0 and kl_cov_mask is None:
-        raise ValueError("kl_cov_coef != 0 needs the tokens to penalise (clipping.kl_cov_mask).")
+@torch.no_grad()
+def loss_metrics(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
+                 eps_low: float = 0.2, eps_high: float = 0.2,
+                 ref_logp: Tensor | None = None) -> dict[str, float]:
+    """clip_frac_low / clip_frac_high / approx_kl / ratio_mean (and kl_ref) over the kept
+    tokens, as defined at the top of this file. All inputs (N, T) but advantages (N,) or (N, T)."""
     mask = mask.bool()
-    adv = advantages.unsqueeze(-1).expand_as(logp) if advantages.dim() == 1 else advantages
-    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    ratio = torch.exp(log_ratio)
-    clipped = ratio.clamp(1 - eps_low, 1 + eps_high)
-    token_loss = -torch.minimum(ratio * adv, clipped * adv)
-    if kl_coef > 0:
-        token_loss = token_loss + kl_coef * k3_kl(logp, ref_logp)
-    if kl_cov_coef != 0:
-        token_loss = token_loss + kl_cov_coef * kl_cov_mask * (logp - old_logp).abs()
-    counts = dict(num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
-    loss = aggregate(token_loss, mask, loss_agg, **counts)
-    if entropy_coef != 0:
-        loss = loss - entropy_coef * aggregate(entropy, mask, loss_agg, **counts)
-
-    with torch.no_grad():
-        metrics = {
-            "clip_frac_low": _masked_mean(((ratio < 1 - eps_low) & (adv < 0)).double(), mask),
-            "clip_frac_high": _masked_mean(((ratio > 1 + eps_high) & (adv > 0)).double(), mask),
-            "approx_kl": _masked_mean(k3_kl(old_logp, logp), mask),
-            "ratio_mean": _masked_mean(ratio, mask),
-        }
-        if ref_logp is not None:
-            metrics["kl_ref"] = _masked_mean(k3_kl(logp, ref_logp), mask)
-    return loss, metrics
+    adv = per_token(advantages, logp)
+    ratio = _ratio(logp, old_logp)
+    metrics = {
+        "clip_frac_low": _masked_mean(((ratio < 1 - eps_low) & (adv < 0)).double(), mask),
+        "clip_frac_high": _masked_mean(((ratio > 1 + eps_high) & (adv > 0)).double(), mask),
+        "approx_kl": _masked_mean(k3_kl(old_logp, logp), mask),
+        "ratio_mean": _masked_mean(ratio, mask),
+    }
+    if ref_logp is not None:
+        metrics["kl_ref"] = _masked_mean(k3_kl(logp, ref_logp), mask)
+    return metrics

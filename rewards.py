@@ -1,6 +1,6 @@
 """Rule-based math reward: pull the final answer out of a response and decide if it equals the gold.
 
-GRPO (DESIGN 3.1) turns these rewards r in {0, 1} into the advantages A = (r - mean r) / (std r)
+GRPO (paper section 2.2) turns these rewards r in {0, 1} into the advantages A = (r - mean r) / (std r)
 that drive every entropy effect of the paper (Theorem 2: dH = -alpha (S_* - E[S]), alpha ~ A).
 A wrong reward is a wrong sign of A, so the grader is deliberately strict and never crashes:
 

@@ -1,7 +1,7 @@
-"""Rollouts: from templated prompts to sampled, scored, GRPO-ready batches (DESIGN 3, 3.5).
+"""Rollouts: from templated prompts to sampled and scored batches (the data of one GRPO step).
 
-`generate` draws G responses per prompt with Hugging Face `model.generate`; `score` runs the
-policy that sampled them once more, without gradient, to get per-token statistics of
+`generate` draws G responses per prompt with Hugging Face `model.generate`; `score` runs a
+policy over them once more, without gradient, and returns per-token statistics of
 pi_t = softmax(z_t / T), T the rollout temperature:
     logp_t = log pi_t(a_t),  H_t = -sum_i pi_i log pi_i,
     S*_t = pi_t(a_t) (H_t + logp_t)            (the entropy discriminator of the sampled token),
@@ -18,7 +18,7 @@ Choices and why:
 * The response mask is built from positions: every generated token up to and including the
   first EOS (any of the tokenizer's and generation config's EOS ids), nothing after. Comparing
   with pad_token_id instead would drop the EOS when pad == eos, and drop a pad token the model
-  happened to sample mid-response. The EOS is a response token and is trained (DESIGN 3.2).
+  happened to sample mid-response. The EOS is a response token and is trained.
 * Sampling is plain temperature / top-p: top_k, min_p, typical-p, repetition penalty and n-gram
   bans that a checkpoint's generation_config.json may set (Qwen2.5-Instruct sets top_k=20 and
   repetition_penalty=1.05) are switched off, because they would make the sampling distribution
@@ -28,14 +28,16 @@ Choices and why:
   restored afterwards, so a seeded rollout neither depends on nor disturbs the caller's RNG.
   The same seed and micro_batch_size give the same rollouts on the same hardware.
 * Statistics come from the decoder's last hidden state and the output-embedding weight through
-  entropy.token_stats, chunk by chunk, so the (N, R, V) logits are never built (DESIGN 3.5).
+  entropy.token_stats, chunk by chunk, so the (N, R, V) logits are never built.
   This assumes logits = lm_head(hidden) with no bias or soft-capping, as in Qwen2 / Llama.
+* Data flows one way: `generate` returns a batch, `score` returns statistics and never writes
+  into the batch; the trainer builds the scored batch with `with_stats`.
 * Tensors of a batch live on the model's device; micro-batches bound the memory of generate and
   score, and `select` trims mini-batches to their longest response.
 """
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -50,24 +52,34 @@ _NEUTRAL_SAMPLING = dict(top_k=0, min_p=0.0, typical_p=1.0)   # min_p 0 keeps ev
 
 @dataclass
 class RolloutBatch:
-    """N = (number of prompts) x group_size responses; group g is rows g*G .. g*G+G-1."""
+    """N = (number of prompts) x group_size responses; group g is rows g*G .. g*G+G-1 (the one
+    rule for the group structure: `by_group`)."""
     prompt_ids: Tensor       # (N, P) long, left-padded with pad_token_id
     prompt_mask: Tensor      # (N, P) bool
     response_ids: Tensor     # (N, R) long, right-padded with pad_token_id after EOS
     response_mask: Tensor    # (N, R) bool: generated tokens up to and including EOS
-    group_index: Tensor      # (N,) long: which prompt
     truncated: Tensor        # (N,) bool: hit max_new_tokens without EOS
     texts: list[str]         # decoded responses (skip_special_tokens=True)
     answers: list[str]       # gold answer of each response's prompt
+    group_size: int          # G, responses per prompt
     rewards: Tensor | None = None       # (N,) float32
     advantages: Tensor | None = None    # (N,) float32
-    old_logp: Tensor | None = None      # (N, R) float32, from score
+    old_logp: Tensor | None = None      # (N, R) float32: score(...).logp of the sampling policy
     entropy: Tensor | None = None       # (N, R)
     s_star: Tensor | None = None        # (N, R)
     es: Tensor | None = None            # (N, R)
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
+
+    def by_group(self, values: Tensor) -> Tensor:
+        """Per-response values (N, ...) -> (N / G, G, ...): one row per prompt."""
+        return values.view(-1, self.group_size, *values.shape[1:])
+
+    def with_stats(self, stats: TokenStats, rewards: Tensor, advantages: Tensor) -> "RolloutBatch":
+        """A copy with rewards, advantages and the sampling policy's statistics (from `score`)."""
+        return replace(self, rewards=rewards, advantages=advantages, old_logp=stats.logp,
+                       entropy=stats.entropy, s_star=stats.s_star, es=stats.es)
 
     def select(self, idx: Tensor) -> "RolloutBatch":
         """Rows idx (long indices or a bool mask) as a new batch, with the prompt side trimmed of
@@ -81,8 +93,8 @@ class RolloutBatch:
         picked = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None:
-                picked[f.name] = None
+            if value is None or isinstance(value, int):
+                picked[f.name] = value
             elif isinstance(value, list):
                 picked[f.name] = [value[i] for i in rows]
             elif f.name.startswith("prompt_"):
@@ -155,8 +167,8 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
     rows i*G .. i*G+G-1 (N = len(prompts) * G). model.generate runs on micro_batch_size rows at a
     time, with the model in eval mode (its mode is restored). temperature 0 is greedy decoding.
     Returns a RolloutBatch with prompt_ids / prompt_mask (N, P), response_ids / response_mask
-    (N, R) with R the longest response (<= max_new_tokens), group_index, truncated, texts and
-    answers set; the statistics are filled by `score`.
+    (N, R) with R the longest response (<= max_new_tokens), truncated, texts, answers and
+    group_size set; rewards and statistics are added by `with_stats`.
     """
     if len(prompts) != len(answers):
         raise ValueError(f"generate got {len(prompts)} prompts but {len(answers)} answers; "
@@ -222,9 +234,8 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
     return RolloutBatch(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask,
         response_ids=response_ids, response_mask=response_mask,
-        group_index=torch.arange(len(prompts), device=device).repeat_interleave(group_size),
         truncated=~has_eos, texts=texts,
-        answers=[a for a in answers for _ in range(group_size)],
+        answers=[a for a in answers for _ in range(group_size)], group_size=group_size,
     )
 
 
@@ -252,16 +263,16 @@ def response_stats(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids:
 
 
 def score(model, batch: RolloutBatch, temperature: float = 1.0, micro_batch_size: int = 16,
-          chunk_size: int = CHUNK_SIZE) -> RolloutBatch:
-    """Fill batch.old_logp / entropy / s_star / es ((N, R) float32, zeros at padding) under the
-    policy `model` at the rollout temperature, without gradient, micro_batch_size rows at a time
-    with the model in eval mode (its mode is restored). Fills the batch in place and returns it.
+          chunk_size: int = CHUNK_SIZE) -> TokenStats:
+    """Per-token logp / entropy / s_star / es of the batch's responses under `model` at the
+    rollout temperature: a TokenStats of (N, R) float32 tensors, zeros at padding. No gradient;
+    micro_batch_size rows at a time with the model in eval mode (its mode is restored). The
+    batch is only read.
     """
     if micro_batch_size < 1:
         raise ValueError(f"micro_batch_size must be at least 1, got {micro_batch_size}.")
-    names = ("old_logp", "entropy", "s_star", "es")
-    out = {n: torch.zeros(batch.response_ids.shape, dtype=torch.float32,
-                          device=batch.response_ids.device) for n in names}
+    out = [torch.zeros(batch.response_ids.shape, dtype=torch.float32, device=batch.response_ids.device)
+           for _ in range(4)]
     was_training = model.training
     model.eval()
     try:
@@ -275,10 +286,8 @@ def score(model, batch: RolloutBatch, temperature: float = 1.0, micro_batch_size
                 mask = batch.response_mask[rows, :r]
                 stats = response_stats(model, batch.prompt_ids[rows], batch.prompt_mask[rows],
                                        batch.response_ids[rows, :r], mask, temperature, chunk_size)
-                for n, value in zip(names, (stats.logp, stats.entropy, stats.s_star, stats.es)):
-                    out[n][rows, :r] = torch.where(mask, value.float(), 0.0)
+                for buffer, value in zip(out, (stats.logp, stats.entropy, stats.s_star, stats.es)):
+                    buffer[rows, :r] = torch.where(mask, value.float(), 0.0)
     finally:
         model.train(was_training)
-    for n in names:
-        setattr(batch, n, out[n])
-    return batch
+    return TokenStats(*out)

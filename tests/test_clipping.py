@@ -28,7 +28,7 @@ def test_clip_b_removes_negative_advantage_outlier_below_mu_sigma():
     adv = torch.tensor([-1.0, 1.0])
     keep, m = clip_b_mask(S_B, adv, MASK_B, mu=2.0)  # -8 < -2 sigma = -7.54: removed
     assert _kept(keep) == ALL_VALID_B - {(0, 4)}
-    assert m["center"] == pytest.approx(1.0) and m["sigma"] == pytest.approx(SIGMA_B)
+    assert m["clip_center"] == pytest.approx(1.0) and m["clip_sigma"] == pytest.approx(SIGMA_B)
     assert m["masked_frac"] == pytest.approx(1 / 9)
     assert m["masked_frac_neg"] == pytest.approx(1 / 5) and m["masked_frac_pos"] == 0.0
 
@@ -76,8 +76,8 @@ def test_clip_v_uses_uncentred_deviation():
     adv = torch.tensor([-1.0, -1.0])
     keep, m = clip_v_mask(s_star, es, adv, mask, mu=2.6)
     assert _kept(keep) == _kept(mask)
-    assert m["sigma"] == pytest.approx(math.sqrt(128) / 9, rel=1e-5)
-    assert m["center"] == pytest.approx(5 / 9, rel=1e-5)
+    assert m["clip_sigma"] == pytest.approx(math.sqrt(128) / 9, rel=1e-5)
+    assert m["clip_center"] == pytest.approx(5 / 9, rel=1e-5)
     keep, m = clip_v_mask(s_star, es, adv, mask, mu=2.3)
     assert _kept(keep) == _kept(mask) - {(0, 4)}
     assert m["masked_frac"] == pytest.approx(1 / 9) and m["masked_frac_neg"] == pytest.approx(1 / 9)
@@ -107,7 +107,7 @@ def test_constant_batch_keeps_everything():
     mask = torch.tensor([[True] * 4, [True, True, False, False], [False] * 4])
     adv = torch.tensor([-1.0, -2.0, 1.0])
     keep, m = clip_b_mask(s_star, adv, mask, mu=0.0, mu_pos=0.0)
-    assert torch.equal(keep, mask) and m["sigma"] < 1e-12
+    assert torch.equal(keep, mask) and m["clip_sigma"] < 1e-12
     keep, _ = clip_v_mask(s_star, s_star - 0.1, adv, mask, mu=0.0, mu_pos=0.0)
     assert torch.equal(keep, mask)
     keep, m = clip_b_mask(s_star, adv, torch.zeros_like(mask), mu=1.0)  # no valid token at all
@@ -139,7 +139,7 @@ def test_forking_keeps_the_top_entropy_fraction_of_the_batch():
     adv = torch.tensor([1.0, -1.0])
     keep, m = forking_mask(h, adv, MASK_B, top_frac=0.5)   # int(4.5) = 4 tokens: 0.9 0.8 0.7 0.6
     assert _kept(keep) == {(0, 1), (1, 1), (0, 4), (1, 3)}
-    assert m["threshold"] == pytest.approx(0.6) and m["center"] == pytest.approx(0.5)
+    assert m["clip_threshold"] == pytest.approx(0.6) and m["clip_center"] == pytest.approx(0.5)
     assert m["masked_frac"] == pytest.approx(5 / 9)
     assert m["masked_frac_pos"] == pytest.approx(3 / 5) and m["masked_frac_neg"] == pytest.approx(2 / 4)
     keep, _ = forking_mask(h, adv, MASK_B)                  # default 20%: int(1.8) -> at least 1
@@ -171,7 +171,7 @@ def test_clip_cov_drops_a_random_ratio_of_the_tokens_inside_the_bounds():
         assert not keep[:, 5].any()
         seen |= removed(keep)
     assert seen == CANDIDATES  # every candidate can be drawn
-    assert m["center"] == pytest.approx(2.3) and m["masked_frac"] == pytest.approx(1 / 10)
+    assert m["clip_center"] == pytest.approx(2.3) and m["masked_frac"] == pytest.approx(1 / 10)
     again, _ = clip_cov_mask(LOGP_COV, ADV_COV, MASK_COV, generator=torch.Generator().manual_seed(59))
     assert torch.equal(again, keep)
 
@@ -192,7 +192,7 @@ def test_kl_cov_selects_the_largest_covariance_tokens():
     assert _kept(penalised) == {(0, 3)}
     penalised, m = kl_cov_mask(LOGP_COV, ADV_COV, MASK_COV, ratio=0.3)   # then the two 5.5
     assert _kept(penalised) == {(0, 3), (1, 3), (1, 4)}
-    assert m["masked_frac"] == pytest.approx(3 / 10) and m["center"] == pytest.approx(2.3)
+    assert m["masked_frac"] == pytest.approx(3 / 10) and m["clip_center"] == pytest.approx(2.3)
     assert m["masked_frac_pos"] == pytest.approx(1 / 5) and m["masked_frac_neg"] == pytest.approx(2 / 5)
     penalised, _ = kl_cov_mask(LOGP_COV, ADV_COV, MASK_COV)              # released 2e-3: at least 1
     assert _kept(penalised) == {(0, 3)}

@@ -1,4 +1,5 @@
-"""Tests for data.py (hub table, local files, error messages, hold-out, prompt templates); no network."""
+"""Tests for data.py (hub table, local files, error messages, hold-out, evaluation sets, prompt
+templates, the training order); no network."""
 
 import csv
 import json
@@ -10,8 +11,9 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from data import (DAPO_TEMPLATE, KNOWN, PROMPT_STYLES, QWEN_MATH_SYSTEM, Example, format_prompt,
-                  load_examples, reward_style, save_examples, split_holdout, synthetic_examples)
+from data import (DAPO_TEMPLATE, KNOWN, PROMPT_STYLES, QWEN_MATH_SYSTEM, Example, PromptSampler,
+                  format_prompt, load_examples, load_set, reward_style, save_examples, split_holdout,
+                  synthetic_examples)
 
 ROWS = [  # the third row has no answer and must be skipped
     {"problem": "What is 6 times 7?", "answer": "42"},
@@ -193,3 +195,25 @@ def test_reward_style():
     assert [reward_style(s) for s in PROMPT_STYLES] == ["boxed", "answer"]
     with pytest.raises(ValueError, match="dapo"):
         reward_style("boxed")
+
+
+def test_load_set_names_and_splits(tmp_path):
+    assert load_set("synthetic", 3) == synthetic_examples("test", n=3)
+    assert load_set("synthetic:train", 3) == synthetic_examples("train", n=3)
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(5)))
+    assert [e.answer for e in load_set(str(path), None)] == ["1", "2", "3", "4", "5"]
+    assert len(load_set(str(path), 2)) == 2
+
+
+def test_sampler_permutes_each_epoch_without_repeats_and_resumes():
+    sampler = PromptSampler(n=10, seed=1)
+    epochs = [[i for _ in range(3) for i in sampler.next(3)] for _ in range(3)]  # 9 of 10, tail dropped
+    for order in epochs:
+        assert len(set(order)) == 9
+    assert epochs[0] != epochs[1]
+    again = PromptSampler(n=10, seed=1)
+    again.load_state_dict({"epoch": 1, "pos": 3})
+    assert again.next(3) == epochs[1][3:6]
+    assert PromptSampler(n=10, seed=2).next(3) != epochs[0][:3]

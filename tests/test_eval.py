@@ -22,6 +22,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 import build_tiny_model
 import data
 import eval as ev
+import policy
 
 REPO = Path(__file__).resolve().parent.parent
 ANSWER = "\\boxed{7}"  # the bigram model's only response
@@ -120,7 +121,7 @@ def boxed7_model(tmp_path_factory):
 
 
 def test_evaluate_counts_correct_samples_per_problem(boxed7_model):
-    model, tokenizer = ev.load_model(str(boxed7_model), "auto", "cpu")
+    model, tokenizer = policy.load_policy(str(boxed7_model), torch.device("cpu"))
     model.train()
     examples = [data.Example("1+6?", "7"), data.Example("2+2?", "4"), data.Example("3+4?", "7"),
                 data.Example("9-1?", "8")]
@@ -142,7 +143,7 @@ def test_evaluate_counts_correct_samples_per_problem(boxed7_model):
 
 
 def test_evaluate_rejects_n_below_one(boxed7_model):
-    model, tokenizer = ev.load_model(str(boxed7_model), "auto", "cpu")
+    model, tokenizer = policy.load_policy(str(boxed7_model), torch.device("cpu"))
     with pytest.raises(ValueError, match="at least 1"):
         ev.evaluate(model, tokenizer, [data.Example("1+6?", "7")], n=0, temperature=1.0,
                     top_p=1.0, max_new_tokens=4, batch_size=4, seed=0)
@@ -182,16 +183,6 @@ def test_cli_user_errors_give_one_clear_message(tmp_path):
         ev.main(["--n", "0"])
     with pytest.raises(ValueError, match="Unknown data set 'nope'"):
         ev.main(["--datasets", "synthetic,nope"])
-
-
-def test_load_set_names_and_splits(tmp_path):
-    assert ev.load_set("synthetic", 3) == data.synthetic_examples("test", n=3)
-    assert ev.load_set("synthetic:train", 3) == data.synthetic_examples("train", n=3)
-    path = tmp_path / "mine.jsonl"
-    path.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": str(i + 1)}) + "\n"
-                            for i in range(5)))
-    assert [e.answer for e in ev.load_set(str(path), None)] == ["1", "2", "3", "4", "5"]
-    assert len(ev.load_set(str(path), 2)) == 2
 
 
 def test_cli_help(capsys):

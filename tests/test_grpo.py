@@ -7,7 +7,34 @@ import math
 import pytest
 import torch
 
-from grpo import LOSS_AGG_MODES, aggregate, group_advantages, k3_kl, policy_loss
+from grpo import (LOSS_AGG_MODES, aggregate, clipped_surrogate, group_advantages, k3_kl,
+                  loss_metrics, penalty_terms)
+
+
+def policy_loss(logp, old, adv, keep, eps_low=0.2, eps_high=0.2, loss_agg="token-mean",
+                num_tokens=None, num_seqs=None, max_len=None, **penalties):
+    """The loss of one (micro-)batch as the trainer composes it: surrogate + penalties, aggregated
+    once; and its metrics."""
+    token_loss = clipped_surrogate(logp, old, adv, eps_low, eps_high)
+    token_loss = token_loss + sum(penalty_terms(logp, old, **penalties).values())
+    loss = aggregate(token_loss, keep, loss_agg, num_tokens, num_seqs, max_len)
+    return loss, loss_metrics(logp, old, adv, keep, eps_low, eps_high, penalties.get("ref_logp"))
+
+
+def test_surrogate_and_penalties_are_per_token():
+    logp = torch.log(torch.tensor([[0.5, 0.25], [0.5, 0.125]]))
+    old = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.125]]))       # ratios 1, 0.5 | 2, 1
+    adv = torch.tensor([1.0, -1.0])
+    # A = +1: -min(r, clip(r)) = -1, -0.5 (0.5 < 0.8 is below the clip: min takes r);
+    # A = -1: -min(-r, -clip(r)) = max(r, clip(r)) = 2, 1.
+    torch.testing.assert_close(clipped_surrogate(logp, old, adv), torch.tensor([[-1.0, -0.5], [2.0, 1.0]]))
+    entropy = torch.ones(2, 2)
+    terms = penalty_terms(logp, old, entropy_coef=0.1, entropy=entropy,
+                          kl_cov_coef=2.0, kl_cov_mask=torch.tensor([[False, True], [False, False]]))
+    assert set(terms) == {"entropy_bonus", "kl_cov"}
+    torch.testing.assert_close(terms["entropy_bonus"], torch.full((2, 2), -0.1))
+    torch.testing.assert_close(terms["kl_cov"], torch.tensor([[0.0, 2 * math.log(2)], [0.0, 0.0]]))
+    assert penalty_terms(logp, old) == {}
 
 
 def test_group_advantages():
@@ -97,7 +124,7 @@ def test_kl_to_reference_and_entropy_bonus():
     entropy = torch.rand_like(logp)
     base, _ = policy_loss(logp, old, adv, keep)
     with_kl, m = policy_loss(logp, old, adv, keep, ref_logp=ref, kl_coef=0.1)
-    x = ref - logp  # DESIGN 3.2: exp(ref - logp) - (ref - logp) - 1
+    x = ref - logp  # k3: exp(ref - logp) - (ref - logp) - 1
     kl = (torch.exp(x) - x - 1)[keep].mean()
     assert (with_kl - base).item() == pytest.approx(0.1 * kl.item(), rel=1e-5)
     assert m["kl_ref"] == pytest.approx(kl.item(), rel=1e-5)

@@ -101,7 +101,9 @@ def test_generate_shapes_groups_and_padding(batch, tokenizer):
     assert batch.prompt_ids.shape == batch.prompt_mask.shape == (n, 5)
     assert batch.response_ids.shape == batch.response_mask.shape
     assert batch.response_mask.dtype == torch.bool and batch.prompt_mask.dtype == torch.bool
-    assert batch.group_index.tolist() == [g for g in range(len(PROMPTS)) for _ in range(G)]
+    assert batch.group_size == G          # group g is rows g*G .. g*G+G-1
+    assert batch.by_group(torch.arange(n)).tolist() == [list(range(g * G, g * G + G))
+                                                        for g in range(len(PROMPTS))]
     assert batch.answers == [a for a in ANSWERS for _ in range(G)]
     # Left padding: row 4 (prompt "w7") is four pads then the prompt token.
     assert batch.prompt_mask[4].tolist() == [False] * 4 + [True]
@@ -203,18 +205,19 @@ def test_greedy_takes_argmax_of_the_scored_logits(model, tokenizer):
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_score_equals_direct_full_logits(model, batch, temperature):
     model.train()
-    scored = score(model, batch, temperature=temperature, micro_batch_size=5, chunk_size=7)
-    assert scored is batch and model.training
+    stats = score(model, batch, temperature=temperature, micro_batch_size=5, chunk_size=7)
+    assert model.training and batch.old_logp is None      # the batch is only read
     with torch.no_grad():
         expected = direct_stats(model.eval(), batch, temperature)
     mask = batch.response_mask
+    scored = batch.with_stats(stats, torch.zeros(len(batch)), torch.zeros(len(batch)))
     for name, want in expected.items():
-        got = getattr(batch, name)
+        got = getattr(scored, name)
         assert got.shape == mask.shape and got.dtype == torch.float32
         assert not got.requires_grad
         torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-4)
         assert (got[~mask] == 0).all()
-    assert (batch.old_logp[mask] < 0).all() and (batch.entropy[mask] > 0).all()
+    assert (stats.logp[mask] < 0).all() and (stats.entropy[mask] > 0).all()
 
 
 @torch.no_grad()
@@ -228,8 +231,8 @@ def test_score_matches_the_logits_generate_sampled_from(model, tokenizer):
     temperature = 0.8
     raw = torch.stack(out.logits, 1)[:, :b.response_ids.shape[1]]
     want = torch.log_softmax(raw / temperature, -1).gather(-1, b.response_ids[..., None])[..., 0]
-    score(model, b, temperature=temperature)
-    torch.testing.assert_close(b.old_logp[b.response_mask], want[b.response_mask],
+    logp = score(model, b, temperature=temperature).logp
+    torch.testing.assert_close(logp[b.response_mask], want[b.response_mask],
                                atol=1e-5, rtol=1e-4)
 
 
@@ -258,8 +261,7 @@ def test_response_stats_gradients_equal_direct_path(model, batch):
 
 
 def test_select_trims_to_the_kept_rows(model, batch):
-    score(model, batch)
-    batch.rewards = torch.arange(len(batch), dtype=torch.float32)
+    batch = batch.with_stats(score(model, batch), torch.arange(len(batch), dtype=torch.float32), None)
     lengths = batch.response_mask.sum(-1)
     idx = torch.argsort(lengths)[:3]          # the three shortest responses
     sub = batch.select(idx)
@@ -269,13 +271,13 @@ def test_select_trims_to_the_kept_rows(model, batch):
     assert torch.equal(sub.s_star, batch.s_star[idx, :r])
     assert torch.equal(sub.rewards, batch.rewards[idx]) and sub.advantages is None
     assert sub.texts == [batch.texts[i] for i in idx.tolist()]
-    assert sub.group_index.tolist() == batch.group_index[idx].tolist()
+    assert sub.group_size == batch.group_size
     # Prompt side: all-pad columns dropped, real tokens kept.
     p = int(batch.prompt_mask[idx].sum(-1).max())
     assert torch.equal(sub.prompt_ids, batch.prompt_ids[idx, -p:])
     # Trimming changes no score: the sub-batch scores to the same values.
     again = score(model, sub.select(torch.arange(3)))
-    torch.testing.assert_close(again.old_logp, sub.old_logp, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(again.logp, sub.old_logp, atol=1e-5, rtol=1e-4)
 
 
 def test_bad_arguments_raise_value_error(model, tokenizer):

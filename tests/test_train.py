@@ -7,6 +7,7 @@ short runs of each method and the resume test, where rewards, advantages and mas
 Runs go through train.main(argv) in-process, on CPU.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -19,27 +20,17 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-import build_tiny_model
-import data
+import checkpoint
+import config
 import grpo
+import policy
 import rollout
 import train
+from conftest import CPU_AMP, rollout_with_advantages
+from methods import METHODS
 
 SHIPPED = Path(train.__file__).resolve().parent / "tiny-qwen2"
 TIMING = ("time_", "tokens_per_s")
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory) -> str:
-    """A random Qwen2 (hidden 32, 2 layers) and a BPE tokenizer with the chat template, saved."""
-    torch.manual_seed(0)
-    texts = [e.question for e in data.synthetic_examples("train", n=200)]
-    tokenizer = build_tiny_model.build_tokenizer(texts, vocab_size=300)
-    model = build_tiny_model.build_model(tokenizer, hidden=32, layers=2)
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 def small(model: str, out: Path, *extra: str) -> list[str]:
@@ -61,100 +52,11 @@ def weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().float() for k, v in model.state_dict().items()}
 
 
-def rollout_with_advantages(model, tokenizer, cfg) -> tuple:
-    """A real rollout batch of the synthetic task, its advantages set to +-1 within each group
-    (a random model earns no reward, and a zero advantage gives no gradient)."""
-    examples = data.synthetic_examples("train", n=8)
-    batch, extras, _ = train.rollout_step(model, tokenizer, examples, list(range(cfg.prompts_per_step)),
-                                          cfg, step=1, amp=train.autocast(torch.device("cpu"), None))
-    batch.advantages = torch.tensor([1.0, -1.0] * (len(batch) // 2))
-    return batch, extras
-
-
-# ----- flags -----
-
-def test_help_runs_as_a_script():
-    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=SHIPPED.parent,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    for flag in ("--method", "--mu", "--preset", "--resume", "--mini-batches", "--keep-last",
-                 "--forking-frac", "--clip-cov-ratio", "--clip-cov-lb", "--clip-cov-ub",
-                 "--kl-cov-ratio", "--kl-cov-coef", "--probe-every"):
-        assert flag in result.stdout
-    assert "default: 8" in result.stdout      # defaults are shown
-
-
-def test_method_and_preset_defaults():
-    assert train.parse_args(["--method", "clipb"]).mu == 2.5
-    assert train.parse_args(["--method", "clipv"]).mu == 8.5
-    assert train.parse_args(["--method", "clipv", "--mu", "1.0"]).mu == 1.0
-    b = train.parse_args(["--preset", "paper", "--method", "clipb"])
-    v = train.parse_args(["--preset", "paper", "--method", "clipv", "--lr", "3e-6"])
-    assert (b.group_size, v.group_size) == (16, 8)
-    assert (b.model, b.dataset, b.holdout, b.prompts_per_step) == ("Qwen/Qwen2.5-7B-Instruct", "dapo-math", 500, 64)
-    assert (b.max_new_tokens, b.lr, b.kl_coef, b.eval_n, b.eval_temperature, b.eval_every) == (7168, 1e-6, 0.0, 32, 0.7, 20)
-    assert v.lr == 3e-6                           # a given flag beats the preset
-    assert train.parse_args(["--method", "clipv", "--mu", "1", "--seed", "3"]).out == str(Path("runs/clipv-mu1-seed3"))
-
-
-def test_comparison_method_defaults():
-    assert train.parse_args(["--method", "clip-higher"]).eps_high == 0.28
-    assert train.parse_args(["--method", "entropy-bonus"]).entropy_coef == 1e-3
-    assert train.parse_args(["--method", "entropy-bonus", "--entropy-coef", "0.01"]).entropy_coef == 0.01
-    cfg = train.parse_args(["--method", "kl-cov"])
-    assert (cfg.forking_frac, cfg.clip_cov_ratio, cfg.clip_cov_lb, cfg.clip_cov_ub) == (0.2, 2e-4, 1.0, 5.0)
-    assert (cfg.kl_cov_ratio, cfg.kl_cov_coef, cfg.probe_every) == (2e-3, 1.0, 0)
-    assert cfg.mu is None and cfg.out == str(Path("runs/kl-cov-seed0"))
-    for method in set(train.METHODS) - set(train.MU_METHODS):
-        train.validate(train.parse_args(["--method", method]))     # no --mu needed
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--method", "clipb", "--mu", "0"], "--mu must be positive"),
-    (["--method", "clipv", "--mu", "-1"], "--mu must be positive"),
-    (["--method", "grpo", "--mu", "0"], "--mu must be positive"),
-    (["--group-size", "1"], "--group-size must be at least 2"),
-    (["--dataset", "no-such-set"], "unknown --dataset"),
-    (["--prompts-per-step", "3", "--group-size", "2", "--mini-batches", "4"], "must divide"),
-    (["--steps", "0"], "--steps must be at least 1"),
-    (["--lr", "0"], "--lr must be positive"),
-    (["--eval-n", "0"], "--eval-n must be at least 1"),
-    (["--method", "forking", "--forking-frac", "0"], "--forking-frac must be in (0, 1]"),
-    (["--method", "kl-cov", "--kl-cov-ratio", "2"], "--kl-cov-ratio must be in (0, 1]"),
-    (["--method", "clip-cov", "--clip-cov-lb", "5", "--clip-cov-ub", "1"], "--clip-cov-lb must be below"),
-    (["--probe-every", "-1"], "--probe-every must not be negative"),
-])
-def test_impossible_values_are_rejected_before_loading_anything(flags, message, tmp_path, capsys):
-    # the model path does not exist: reaching the model would give another message
-    assert train.main(["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), *flags]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-    assert not (tmp_path / "run").exists()
-
-
-def test_unknown_method_is_an_argparse_error(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train.parse_args(["--method", "nope"])
-    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
-
+# ----- runs and errors -----
 
 def test_missing_model_is_one_clear_error(tmp_path, capsys):
     assert train.main(small(str(tmp_path / "missing"), tmp_path / "run")) == 2
     assert "could not load the model" in capsys.readouterr().err
-
-
-# ----- data order -----
-
-def test_sampler_permutes_each_epoch_without_repeats_and_resumes():
-    sampler = train.PromptSampler(n=10, seed=1)
-    epochs = [[i for _ in range(3) for i in sampler.next(3)] for _ in range(3)]  # 9 of 10, tail dropped
-    for order in epochs:
-        assert len(set(order)) == 9
-    assert epochs[0] != epochs[1]
-    again = train.PromptSampler(n=10, seed=1)
-    again.load_state_dict({"epoch": 1, "pos": 3})
-    assert again.next(3) == epochs[1][3:6]
-    assert train.PromptSampler(n=10, seed=2).next(3) != epochs[0][:3]
 
 
 # ----- the update -----
@@ -163,17 +65,17 @@ def test_micro_batching_does_not_change_the_update(tiny_path):
     """token-mean over the whole mini-batch: 1 row per micro-batch == all rows at once. Plain
     SGD with lr 1, so the weight change is the accumulated gradient itself (Adam would amplify
     float noise in near-zero gradients)."""
-    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+    cfg = config.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
                             "--mini-batches", "2", "--grad-clip", "0"])   # clipping hides a scale error
-    model, tokenizer = train.load_policy(tiny_path, torch.device("cpu"))
+    model, tokenizer = policy.load_policy(tiny_path, torch.device("cpu"))
     before = weights(model)
     batch, extras = rollout_with_advantages(model, tokenizer, cfg)
     after = []
     for micro in (1, 8):
-        model, _ = train.load_policy(tiny_path, torch.device("cpu"))
+        model, _ = policy.load_policy(tiny_path, torch.device("cpu"))
         cfg.micro_batch_size = micro
         metrics = train.update_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, extras,
-                                    cfg, train.autocast(torch.device("cpu"), None))
+                                    cfg, CPU_AMP)
         assert metrics["nonfinite"] == 0 and math.isfinite(metrics["loss"])
         after.append(weights(model))
     assert any(not torch.equal(after[0][k], before[k]) for k in before)
@@ -182,75 +84,40 @@ def test_micro_batching_does_not_change_the_update(tiny_path):
 
 
 def test_one_step_at_lr_1e6_changes_the_weights_and_bf16_weights_would_not(tiny_path):
-    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+    cfg = config.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
                             "--lr", "1e-6"])
     cpu = torch.device("cpu")
-    model, tokenizer = train.load_policy(tiny_path, cpu)          # the trainer's configuration
+    model, tokenizer = policy.load_policy(tiny_path, cpu)          # the trainer's configuration
     batch, extras = rollout_with_advantages(model, tokenizer, cfg)
 
     def changed_fraction(model) -> float:
         before = {k: v.detach().clone() for k, v in model.named_parameters() if v.dim() == 2}
         optimizer, _ = train.make_optimizer(model, cfg)
-        train.update_step(model, optimizer, batch, extras, cfg, train.autocast(cpu, None))
+        train.update_step(model, optimizer, batch, extras, cfg, CPU_AMP)
         changed = sum(int((p.detach() != before[k]).sum()) for k, p in model.named_parameters() if k in before)
         return changed / sum(v.numel() for v in before.values())
 
     assert next(model.parameters()).dtype == torch.float32
     assert changed_fraction(model) > 0.9
-    bf16, _ = train.load_policy(tiny_path, cpu)
+    bf16, _ = policy.load_policy(tiny_path, cpu)
     assert changed_fraction(bf16.to(torch.bfloat16)) < 0.05      # w + 1e-6 rounds back to w
-
-
-def test_method_table_masks(tiny_path):
-    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
-                            "--method", "clipb", "--mu", "0.1"])
-    model, tokenizer = train.load_policy(tiny_path, torch.device("cpu"))
-    batch, _ = rollout_with_advantages(model, tokenizer, cfg)
-    keep, metrics = train.METHODS["clipb"].mask(batch, cfg)
-    assert not (keep & ~batch.response_mask).any()
-    assert 0 < metrics["masked_frac"] and metrics["masked_frac_pos"] == 0
-    keep, metrics = train.METHODS["grpo"].mask(batch, cfg)
-    assert torch.equal(keep, batch.response_mask) and metrics["masked_frac"] == 0
-
-
-def test_comparison_methods_in_the_table(tiny_path):
-    # band and ratios wide enough that every method acts on a 64-token batch
-    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
-                            "--clip-cov-lb=-1e9", "--clip-cov-ub=1e9", "--clip-cov-ratio", "0.1",
-                            "--kl-cov-ratio", "0.1"])
-    model, tokenizer = train.load_policy(tiny_path, torch.device("cpu"))
-    batch, _ = rollout_with_advantages(model, tokenizer, cfg)
-    valid = batch.response_mask
-    n = int(valid.sum())
-    keeps = {}
-    for name in ("forking", "clip-cov", "entropy-up", "entropy-down", "clip-higher", "entropy-bonus"):
-        keeps[name], metrics = train.METHODS[name].mask(batch, cfg)
-        assert not (keeps[name] & ~valid).any()
-        assert {"masked_frac", "masked_frac_pos", "masked_frac_neg"} <= set(metrics)
-    assert int(keeps["forking"].sum()) == int(0.2 * n)
-    assert int((valid & ~keeps["clip-cov"]).sum()) == int(0.1 * n)
-    assert not (keeps["entropy-up"] & keeps["entropy-down"]).any()
-    assert (keeps["entropy-up"] | keeps["entropy-down"]).any()
-    assert torch.equal(keeps["clip-higher"], valid) and torch.equal(keeps["entropy-bonus"], valid)
-    penalised, metrics = train.METHODS["kl-cov"].penalty(batch, cfg)
-    assert int(penalised.sum()) == int(0.1 * n) and metrics["masked_frac"] == pytest.approx(int(0.1 * n) / n)
 
 
 def test_kl_cov_penalty_reaches_the_update(tiny_path):
     # Two mini-batches: the second is off-policy, so |logp - old_logp| > 0 on its penalised tokens.
-    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+    cfg = config.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
                             "--method", "kl-cov", "--kl-cov-ratio", "0.5", "--mini-batches", "2",
                             "--lr", "1e-2"])
-    model, tokenizer = train.load_policy(tiny_path, torch.device("cpu"))
+    model, tokenizer = policy.load_policy(tiny_path, torch.device("cpu"))
     batch, extras = rollout_with_advantages(model, tokenizer, cfg)
-    extras["penalised"], _ = train.METHODS["kl-cov"].penalty(batch, cfg)   # for the +-1 advantages
+    extras["penalised"], _ = METHODS["kl-cov"].penalty(batch, cfg)   # for the +-1 advantages
     start = weights(model)
     results = []
     for coef in (0.0, 100.0):
         model.load_state_dict(start)
         optimizer, _ = train.make_optimizer(model, cfg)
         cfg.kl_cov_coef = coef
-        m = train.update_step(model, optimizer, batch, extras, cfg, train.autocast(torch.device("cpu"), None))
+        m = train.update_step(model, optimizer, batch, extras, cfg, CPU_AMP)
         results.append((m["loss"], weights(model)))
     (loss0, w0), (loss1, w1) = results
     assert loss1 > loss0
@@ -279,7 +146,7 @@ def test_run_writes_metrics_samples_config_checkpoints_and_final(tiny_path, tmp_
     assert train.main(small(tiny_path, out)) == 2
 
 
-@pytest.mark.parametrize("method", [m for m in train.METHODS if m not in ("grpo", *train.MU_METHODS)])
+@pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if m != "grpo" and not spec.takes_mu])
 def test_short_run_of_each_comparison_method_with_the_probe(method, tiny_path, tmp_path):
     out = tmp_path / method
     assert train.main(small(tiny_path, out, "--method", method, "--probe-every", "2")) == 0
@@ -292,10 +159,10 @@ def test_short_run_of_each_comparison_method_with_the_probe(method, tiny_path, t
 
 def test_probe_measures_the_entropy_change_of_the_update(tiny_path):
     cpu = torch.device("cpu")
-    cfg = train.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
+    cfg = config.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
                             "--lr", "1e-3"])
-    model, tokenizer = train.load_policy(tiny_path, cpu)
-    amp = train.autocast(cpu, None)
+    model, tokenizer = policy.load_policy(tiny_path, cpu)
+    amp = CPU_AMP
     batch, extras = rollout_with_advantages(model, tokenizer, cfg)
     keep = extras["keep"].clone()
     keep[0] = False                       # as if the method had removed the first response
@@ -321,15 +188,6 @@ def test_loss_options_reference_model_and_warmup(tiny_path, tmp_path):
     assert all("kl_ref" in r and math.isfinite(r["loss"]) for r in records)
 
 
-def test_only_complete_checkpoints_count(tmp_path):
-    for name, complete in (("checkpoint-2", True), ("checkpoint-10", True), ("checkpoint-12", False),
-                           (".tmp-checkpoint-14", True), ("checkpoint-x", True)):
-        (tmp_path / name).mkdir()
-        if complete:
-            (tmp_path / name / "trainer_state.pt").write_bytes(b"")
-    assert [step for step, _ in train.checkpoints(tmp_path)] == [2, 10]
-
-
 def test_a_failed_save_leaves_the_previous_checkpoint_loadable(tiny_path, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     real_save = PreTrainedModel.save_pretrained
@@ -348,23 +206,23 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(tiny_path, tmp_pa
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]
     assert not list(out.glob(".tmp-*"))
     AutoModelForCausalLM.from_pretrained(out / "checkpoint-1")
-    assert train.load_trainer_state(out / "checkpoint-1")["step"] == 1
+    assert checkpoint.load_trainer_state(out / "checkpoint-1")["step"] == 1
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", real_save)
     assert train.main(["--out", str(out), "--resume"]) == 0
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
 
 
 def nan_loss(monkeypatch, bad_calls: int):
-    """grpo.policy_loss whose first bad_calls losses are NaN."""
-    real = grpo.policy_loss
+    """grpo.aggregate whose first bad_calls losses are NaN."""
+    real = grpo.aggregate
     calls = []
 
-    def policy_loss(*args, **kwargs):
-        loss, metrics = real(*args, **kwargs)
+    def aggregate(*args, **kwargs):
+        loss = real(*args, **kwargs)
         calls.append(1)
-        return (loss * math.nan if len(calls) <= bad_calls else loss), metrics
+        return loss * math.nan if len(calls) <= bad_calls else loss
 
-    monkeypatch.setattr(grpo, "policy_loss", policy_loss)
+    monkeypatch.setattr(grpo, "aggregate", aggregate)
 
 
 def test_a_nonfinite_loss_skips_the_update_and_is_counted(tiny_path, tmp_path, monkeypatch):
@@ -403,7 +261,7 @@ def test_sigterm_checkpoints_the_step_and_says_how_to_resume(tiny_path, tmp_path
     assert train.main(small(tiny_path, out, "--steps", "5", "--save-every", "100")) == 128 + signal.SIGTERM
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
     assert f"--out {out} --resume" in capsys.readouterr().out
-    assert not isinstance(signal.getsignal(signal.SIGTERM), train.Stop)   # handler restored
+    assert not isinstance(signal.getsignal(signal.SIGTERM), checkpoint.Stop)   # handler restored
 
 
 # ----- the shipped model -----

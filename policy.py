@@ -1,0 +1,60 @@
+"""The policy: a Hugging Face causal LM and its tokenizer, on one device, in one precision rule.
+
+train.py and eval.py load models here, so both follow the same rule:
+* device "auto": CUDA, then Apple MPS, then the CPU;
+* compute dtype "auto": bfloat16 on CUDA, float32 elsewhere (CPU bf16 matmuls are slow and
+  imprecise). The trainer keeps float32 master weights and AdamW state and runs its forward
+  passes under autocast to the compute dtype: weights held in bf16 silently drop updates at the
+  paper's lr 1e-6 (bf16 keeps 8 bits of mantissa, so w + 1e-6 == w for any |w| > ~3e-4).
+  Evaluation only reads the weights, so it loads them in the compute dtype directly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto": cuda, then mps, then cpu; any other name as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def compute_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The dtype forward passes run in: "auto" is bfloat16 on CUDA, float32 elsewhere."""
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}.")
+    if name == "auto":
+        name = "bfloat16" if device.type == "cuda" else "float32"
+    return getattr(torch, name)
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """The context forward passes of the float32 master weights run in (off for float32)."""
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.float32,
+                gradient_checkpointing: bool = False):
+    """(model, tokenizer) from a local folder or a hub id, weights in `dtype` on `device`,
+    whatever dtype was saved. A name that is neither a folder nor reachable on the hub raises
+    ValueError with what to do."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer   # ~2 s; --help needs none of it
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as err:
+        raise ValueError(f"could not load the model {path!r}: it is not a local model folder and "
+                         f"could not be fetched from the Hugging Face hub ({err}). Pass a local "
+                         f"folder (--model), or check the id and your network.") from None
+    model.to(device)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer

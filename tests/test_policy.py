@@ -1,0 +1,31 @@
+"""Tests for policy.py: the one device / dtype rule and model loading."""
+
+import pytest
+import torch
+
+import policy
+
+
+def test_dtype_rule():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert policy.compute_dtype("auto", cpu) == torch.float32
+    assert policy.compute_dtype("auto", cuda) == torch.bfloat16
+    assert policy.compute_dtype("bfloat16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        policy.compute_dtype("int8", cpu)
+    assert policy.pick_device("cpu") == cpu
+
+
+def test_autocast_is_off_for_float32_and_on_for_bf16():
+    x = torch.randn(4, 4)
+    with policy.autocast(torch.device("cpu"), torch.float32):
+        assert (x @ x).dtype == torch.float32
+    with policy.autocast(torch.device("cpu"), torch.bfloat16):
+        assert (x @ x).dtype == torch.bfloat16
+
+
+def test_load_policy_in_the_asked_dtype_and_a_clear_error(tiny_path, tmp_path):
+    model, tokenizer = policy.load_policy(tiny_path, torch.device("cpu"), torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16 and tokenizer.eos_token_id is not None
+    with pytest.raises(ValueError, match="could not load the model"):
+        policy.load_policy(str(tmp_path / "missing"), torch.device("cpu"))
