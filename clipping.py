@@ -10,12 +10,16 @@ lowers entropy the most:
 * Clip-V (vocabulary baseline): d_t = S*_t - E[S]_t,    sigma = population std of d
   (d is not re-centred: Corollary 1 says it already has mean ~0 on-policy)
 * remove t if A_t < 0 and d_t < -mu sigma (penalising an unlikely token), or, only when mu_pos
-  is finite, if A_t > 0 and d_t > mu_pos sigma (rewarding a likely token). A_t = 0 is kept.
+  is finite, if A_t > 0 and d_t > mu_pos sigma (rewarding a likely token).
+* A_t = 0 tokens carry no policy gradient but count in the token-mean denominator. As released,
+  Clip-B keeps them and Clip-V sends every token that is not A > 0 through the lower rule,
+  keep = where(A > 0, True, d >= -mu sigma), so Clip-V removes an A = 0 token far below.
 
 The statistics are over the valid (response_mask) tokens of the whole rollout batch, computed
 once from the old policy, in float64; padding never enters them. sigma < 1e-12 keeps every
-token. The optional cap max_frac removes at most max(int(max_frac * n_valid), 1) tokens, the
-most extreme first. The comparison methods read the same batch-wide statistics (forking: the
+token. The optional cap max_frac: if more than max(int(max_frac * n_valid), 1) A < 0 tokens
+would be removed, only that many are, those with the most negative d (as released, the cap
+never limits Clip-V's A = 0 removals, nor the optional upper rule). The comparison methods read the same batch-wide statistics (forking: the
 top fraction by H_t; Clip-Cov / KL-Cov: cov_t = (A_t - mean A)(logp_t - mean logp) of the
 rollout's old_logp), so every mask is fixed before the batch is split into micro-batches. How
 each rule compares with the authors' release and with verl is in the README ("Deviations").
@@ -67,21 +71,25 @@ def _valid_mean_std(x: Tensor, valid: Tensor) -> tuple[float, float]:
 
 
 def _discriminator_clip(d: Tensor, sigma: float, advantages: Tensor, response_mask: Tensor, mu: float,
-                        mu_pos: float, max_frac: float | None, center: float) -> tuple[Tensor, dict[str, float]]:
-    """The rule shared by Clip-B and Clip-V on the deviation d (N, T) and its scale sigma."""
+                        mu_pos: float, max_frac: float | None, center: float,
+                        zero_advantage_lower: bool) -> tuple[Tensor, dict[str, float]]:
+    """The rule shared by Clip-B and Clip-V on the deviation d (N, T) and its scale sigma.
+    zero_advantage_lower: A = 0 tokens go through the lower rule too (Clip-V as released)."""
     valid = response_mask.bool()
     adv = per_token(advantages, d)
     if sigma < SIGMA_FLOOR:
         return valid.clone(), _metrics(valid, valid, adv, center, sigma)
     d = d.double()
-    remove = valid & (((adv < 0) & (d < -mu * sigma)) | ((adv > 0) & (d > mu_pos * sigma)))
-    if max_frac is not None:
+    lower_side = (adv <= 0) if zero_advantage_lower else (adv < 0)
+    lower = valid & lower_side & (d < -mu * sigma)
+    negative = lower & (adv < 0)
+    if max_frac is not None:   # the cap counts only the A < 0 removals, as released
         cap = max(int(max_frac * int(valid.sum())), 1)
-        if int(remove.sum()) > cap:
-            extremeness = torch.where(remove, d.abs(), torch.full_like(d, -1.0))
-            top = extremeness.flatten().topk(cap).indices
-            remove = _flat_mask(top, remove)
-    keep = valid & ~remove
+        if int(negative.sum()) > cap:
+            top = torch.where(negative, -d, -math.inf).flatten().topk(cap).indices
+            lower = (lower & ~negative) | _flat_mask(top, negative)
+    upper = valid & (adv > 0) & (d > mu_pos * sigma)
+    keep = valid & ~(lower | upper)
     return keep, _metrics(keep, valid, adv, center, sigma)
 
 
@@ -94,12 +102,14 @@ def clip_b_mask(s_star: Tensor, advantages: Tensor, response_mask: Tensor, mu: f
     """
     valid = response_mask.bool()
     center, sigma = _valid_mean_std(s_star, valid)
-    return _discriminator_clip(s_star.double() - center, sigma, advantages, valid, mu, mu_pos, max_frac, center)
+    return _discriminator_clip(s_star.double() - center, sigma, advantages, valid, mu, mu_pos,
+                               max_frac, center, zero_advantage_lower=False)
 
 
 def clip_v_mask(s_star: Tensor, es: Tensor, advantages: Tensor, response_mask: Tensor, mu: float,
                 mu_pos: float = math.inf, max_frac: float | None = None) -> tuple[Tensor, dict[str, float]]:
-    """Clip-V: d_t = S*_t - E_{i~pi_t}[S_i] (not re-centred), sigma = population std of d.
+    """Clip-V: d_t = S*_t - E_{i~pi_t}[S_i] (not re-centred), sigma = population std of d; every
+    token that is not A > 0 (A = 0 included) goes through the lower rule.
 
     s_star, es, response_mask: (N, T); advantages: (N,) or (N, T). Returns keep (N, T) bool and
     metrics (center: mean d, reported only). Released default mu = 8.5, cap 1e-4.
@@ -107,7 +117,8 @@ def clip_v_mask(s_star: Tensor, es: Tensor, advantages: Tensor, response_mask: T
     valid = response_mask.bool()
     d = s_star.double() - es.double()
     center, sigma = _valid_mean_std(d, valid)
-    return _discriminator_clip(d, sigma, advantages, valid, mu, mu_pos, max_frac, center)
+    return _discriminator_clip(d, sigma, advantages, valid, mu, mu_pos, max_frac, center,
+                               zero_advantage_lower=True)
 
 
 def entropy_direction_mask(s_star: Tensor, es: Tensor, advantages: Tensor, response_mask: Tensor,

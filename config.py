@@ -23,6 +23,7 @@ import checkpoint
 import data
 import entropy
 import grpo
+import rewards
 from methods import METHODS
 
 REPO = Path(__file__).resolve().parent
@@ -46,8 +47,9 @@ class Config:
     mu: float | None = _opt(None, "threshold in sigmas (default: the method's released value, "
                                   "clipb 2.5, clipv 8.5); smaller removes more tokens", type=float)
     mu_pos: float = _opt(math.inf, "upper-side threshold for A > 0 tokens (inf: off, as released)")
-    clip_max_frac: float | None = _opt(None, "cap on the fraction of tokens a mask removes "
-                                             "(release: 1e-4 for clipv)", type=float)
+    clip_max_frac: float | None = _opt(None, "cap on the A < 0 tokens a mask removes, as a fraction "
+                                             "of the batch's tokens (release: 1e-4 for clipv, "
+                                             "set by --preset paper)", type=float)
     # comparison methods; entropy-bonus uses --entropy-coef, clip-higher --eps-high
     forking_frac: float = _opt(0.2, "forking: fraction of the batch's tokens that train, those of "
                                     "highest entropy")
@@ -72,6 +74,9 @@ class Config:
                            "evaluation set (the paper: 500)")
     prompt_style: str = _opt("qwen-math", "prompt template; it also picks the reward's answer "
                                           "format", choices=list(data.PROMPT_STYLES))
+    box_rule: str = _opt("last", "with several \\boxed{} answers: the last decides (as verl and "
+                                 "math-verify), or strict: all must agree",
+                         choices=list(rewards.BOX_RULES))
     # rollouts
     steps: int = _opt(100, "training steps (one rollout batch each)")
     prompts_per_step: int = _opt(8, "prompts per rollout batch")
@@ -88,6 +93,8 @@ class Config:
     grad_clip: float = _opt(1.0, "clip the gradient norm at this value (0: no clipping)")
     eps_low: float = _opt(0.2, "ratio clip, lower side")
     eps_high: float = _opt(0.2, "ratio clip, upper side (clip-higher: 0.28)")
+    dual_clip: float = _opt(3.0, "dual-clip PPO bound c: for A < 0 the token loss is at most "
+                                 "-c A (verl's clip_ratio_c; inf: off)")
     kl_coef: float = _opt(0.0, "k3 KL penalty to the initial model (0: no reference model)")
     entropy_coef: float = _opt(0.0, "entropy bonus coefficient (entropy-bonus method: 0.001)")
     loss_agg: str = _opt("token-mean", "loss normalisation", choices=list(grpo.LOSS_AGG_MODES))
@@ -133,7 +140,8 @@ def paper_preset(method: str) -> dict:
                 temperature=1.0, max_new_tokens=7168, lr=1e-6, kl_coef=0.0, eps_low=0.2,
                 eps_high=0.2, steps=500, eval_every=20, eval_n=32, eval_temperature=0.7,
                 eval_datasets="aime24,aime25,amc23,heldout", eval_limit=None, save_every=20,
-                gen_batch_size=256, micro_batch_size=4, gradient_checkpointing=True)
+                gen_batch_size=256, micro_batch_size=4, gradient_checkpointing=True,
+                clip_max_frac=1e-4 if method == "clipv" else None)   # released: Clip-V capped
 
 
 PRESETS = {"none": lambda method: {}, "paper": paper_preset}
@@ -198,6 +206,7 @@ def validate(cfg: Config) -> None:
                                           f"got {getattr(cfg, name)}.")
     need(cfg.clip_cov_lb < cfg.clip_cov_ub, f"--clip-cov-lb must be below --clip-cov-ub, got "
                                             f"{cfg.clip_cov_lb} and {cfg.clip_cov_ub}.")
+    need(cfg.dual_clip > 1, f"--dual-clip must be above 1 (inf turns it off), got {cfg.dual_clip}.")
     need(cfg.mu_pos > 0, f"--mu-pos must be positive (inf turns it off), got {cfg.mu_pos}.")
     need(cfg.clip_max_frac is None or 0 < cfg.clip_max_frac <= 1,
          f"--clip-max-frac must be in (0, 1], got {cfg.clip_max_frac}.")

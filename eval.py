@@ -81,7 +81,7 @@ def aggregate(correct: list[int], n: int) -> dict[str, float]:
 
 def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature: float,
              top_p: float, max_new_tokens: int, batch_size: int, seed: int,
-             prompt_style: str = "qwen-math") -> dict:
+             prompt_style: str = "qwen-math", boxes: str = "last") -> dict:
     """Sample n responses per problem, grade them, and return the benchmark numbers.
 
     Returns {"num_problems", "n", "avg@n", "pass@k" for k in pass_ks(n), "mean_response_len"
@@ -104,7 +104,7 @@ def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature
                                  group_size=n, max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_p=top_p,
                                  micro_batch_size=batch_size, seed=seed + call)
-        scores = torch.tensor(rewards.batch_rewards(batch.texts, batch.answers, style=style))
+        scores = torch.tensor(rewards.batch_rewards(batch.texts, batch.answers, style=style, boxes=boxes))
         correct += batch.by_group(scores > 0.5).sum(-1).tolist()
         lengths += batch.response_mask.sum(-1).tolist()
         truncated += batch.truncated.tolist()
@@ -149,6 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a fixed seeded subset of N problems of each data set (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt-style", default="qwen-math", choices=data.PROMPT_STYLES)
+    p.add_argument("--box-rule", default="last", choices=rewards.BOX_RULES,
+                   help="with several \\boxed{} answers: the last decides, or strict: all must agree")
     p.add_argument("--dtype", default="auto", choices=policy.DTYPES,
                    help="weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
     p.add_argument("--device", default="auto", help="auto: cuda, then mps, then cpu")
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {name: evaluate(model, tokenizer, examples, n=args.n, temperature=args.temperature,
                               top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size, seed=args.seed,
-                              prompt_style=args.prompt_style)
+                              prompt_style=args.prompt_style, boxes=args.box_rule)
                for name, examples in sets.items()}
     print(format_table(results))
     out = Path(args.out)

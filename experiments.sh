@@ -3,7 +3,7 @@
 # each. Runs go to runs/<experiment>/<method>[-mu<mu>]-seed<seed>, figures to figures/<experiment>.
 #
 #   bash experiments.sh directions    # entropy-up vs entropy-down: Theorem 2's prediction at model scale
-#   bash experiments.sh mu            # GRPO, Clip-B and Clip-V at two values of mu each
+#   bash experiments.sh mu            # GRPO, Clip-B (mu 1.0, 2.5) and Clip-V (mu 1.0, 3.0, 8.5), 300 steps
 #   bash experiments.sh methods       # every entropy method side by side
 #
 # SEEDS (default "0 1 2"), JOBS (parallel runs, default 2, one thread each) and MODEL (a model
@@ -19,8 +19,11 @@ common=${MODEL:+--model $MODEL}
 
 case "$experiment" in
   directions) configs=("--method entropy-up" "--method entropy-down") ;;
+  # 300 steps, long enough for the entropy curves to separate; the README reads its tables
+  # at step 100 (plot.py --until 100) and at step 300
   mu)         configs=("--method grpo" "--method clipb --mu 1.0" "--method clipb --mu 2.5"
-                       "--method clipv --mu 1.0" "--method clipv --mu 3.0") ;;
+                       "--method clipv --mu 1.0" "--method clipv --mu 3.0" "--method clipv --mu 8.5")
+              common="$common --steps 300" ;;
   # four optimiser updates per rollout batch, so that the importance ratio leaves 1 and the
   # ratio-based methods (clip-higher's eps_high, KL-Cov's |logp - old_logp|) act at all
   methods)    configs=("--method grpo" "--method clipb --mu 1.0" "--method clipv --mu 1.0"

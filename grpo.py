@@ -4,6 +4,7 @@
     A_i   = (r_i - mean(r_group)) / (std(r_group) + 1e-6)           every token of response i
     rho_t = exp(logp_t - old_logp_t)
     l_t   = -min(rho_t A_t, clip(rho_t, 1 - eps_low, 1 + eps_high) A_t)     `clipped_surrogate`
+            and, for A_t < 0, at most -c A_t (dual-clip, c = 3)
             + kl_coef * k3(ref || current)_t                                 `penalty_terms`
             + kl_cov_coef * |logp_t - old_logp_t| on KL-Cov's tokens
             - entropy_coef * H_t                                             (entropy bonus)
@@ -22,6 +23,11 @@ Choices:
   gives exactly the loss and gradient of the full batch. Tokens a clipping mask removed are
   absent from `mask`, hence from numerator and denominator alike. Without counts, the sequence
   modes average over the sequences that have at least one kept token (verl's behaviour).
+* Dual-clip PPO (Ye et al. 2020), as in verl's vanilla policy loss and the release's current
+  loss, with verl's clip_ratio_c = 3: for A < 0 the clipped loss max(-rho A, -clip(rho) A)
+  grows without bound with rho, so a token whose ratio runs away over several updates of one
+  batch would dominate; the bound min(., -c A) caps it (zero gradient beyond rho = c).
+  c = inf turns it off. With one update per batch (ratio 1) it never binds.
 * The log-ratio is clamped to [-20, 20] before exp, as verl does, to keep a stale token from
   overflowing; inside that range nothing changes.
 * The entropy bonus is a per-token term like the others, so it is aggregated over the same mask
@@ -37,6 +43,7 @@ Choices:
   clip_frac_high = fraction with rho > 1 + eps_high and A > 0 (likewise),
   approx_kl      = mean k3 estimate of KL(old || current) from the old policy's samples,
                    rho - 1 - log rho (verl's low_var_kl with old in the role of the sampler),
+  dual_clip_frac = fraction with A < 0 whose loss the dual-clip bound caps (rho > c),
   ratio_mean     = mean rho, and kl_ref = mean k3(ref || current) when ref_logp is given.
 """
 
@@ -50,6 +57,7 @@ from entropy import per_token
 ADV_EPS = 1e-6
 LOG_RATIO_CLAMP = 20.0
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+DUAL_CLIP = 3.0     # verl's clip_ratio_c
 
 
 def group_advantages(rewards: Tensor, group_size: int, scale_std: bool = True) -> Tensor:
@@ -75,15 +83,18 @@ def _safe_div(total: Tensor, count) -> Tensor:
 
 def aggregate(token_loss: Tensor, mask: Tensor, mode: str = "token-mean", num_tokens: int | None = None,
               num_seqs: int | None = None, max_len: int | None = None) -> Tensor:
-    """Reduce a per-token loss to a scalar over the kept tokens.
+    """Reduce a per-token loss l (N, T) to a scalar over the kept tokens m (N, T) bool, with
+    verl's agg_loss definitions:
 
-    token_loss: (N, T); mask: (N, T) bool, the tokens that train.
-    * token-mean: sum of kept losses / num_tokens (default: kept tokens here).
-    * seq-mean-token-mean: mean over each sequence's kept tokens, summed / num_seqs.
-    * seq-mean-token-sum-norm (Dr. GRPO): each sequence's sum / max_len (default: T), summed /
-      num_seqs.
-    num_seqs defaults to the sequences here with at least one kept token. Pass num_tokens /
-    num_seqs counted over the whole update (and a fixed max_len) when micro-batching.
+    * token-mean:              sum_it m l / num_tokens,        num_tokens = sum_it m
+    * seq-mean-token-mean:     sum_i [sum_t m l / sum_t m] / num_seqs,
+                               num_seqs = sequences with at least one kept token
+    * seq-mean-token-sum-norm: sum_it m l / max_len            (Dr. GRPO; max_len = the response
+                               length budget, default T; no division by the sequence count)
+
+    The counts default to this (micro-)batch's; pass num_tokens / num_seqs counted over the
+    whole update (and a fixed max_len) when micro-batching, so that the micro-batch losses add
+    up to the full batch's loss.
     """
     if mode not in LOSS_AGG_MODES:
         raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {', '.join(LOSS_AGG_MODES)}.")
@@ -91,11 +102,10 @@ def aggregate(token_loss: Tensor, mask: Tensor, mode: str = "token-mean", num_to
     kept = torch.where(mask, token_loss, torch.zeros_like(token_loss))  # padding may hold inf/nan
     if mode == "token-mean":
         return _safe_div(kept.sum(), mask.sum() if num_tokens is None else num_tokens)
-    seq_sum, seq_count = kept.sum(-1), mask.sum(-1)
-    if mode == "seq-mean-token-mean":
-        seq_loss = seq_sum / seq_count.clamp(min=1)
-    else:
-        seq_loss = seq_sum / (token_loss.shape[-1] if max_len is None else max_len)
+    if mode == "seq-mean-token-sum-norm":
+        return kept.sum() / (token_loss.shape[-1] if max_len is None else max_len)
+    seq_count = mask.sum(-1)
+    seq_loss = kept.sum(-1) / seq_count.clamp(min=1)
     return _safe_div(seq_loss.sum(), (seq_count > 0).sum() if num_seqs is None else num_seqs)
 
 
@@ -111,15 +121,17 @@ def _ratio(logp: Tensor, old_logp: Tensor) -> Tensor:
 
 
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_low: float = 0.2,
-                      eps_high: float = 0.2) -> Tensor:
-    """Per-token PPO-clip loss -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A).
+                      eps_high: float = 0.2, dual_clip: float = DUAL_CLIP) -> Tensor:
+    """Per-token PPO-clip loss l = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A), and for
+    A < 0 the dual-clip bound min(l, -dual_clip A) (dual_clip = inf: off).
 
     logp (differentiable), old_logp: (N, T); advantages: (N,) or (N, T). Returns (N, T);
     values at padding are meaningless (aggregate masks them).
     """
     adv = per_token(advantages, logp)
     ratio = _ratio(logp, old_logp)
-    return -torch.minimum(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+    loss = -torch.minimum(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+    return torch.where(adv < 0, torch.minimum(loss, -dual_clip * adv), loss)
 
 
 def kl_cov_penalty(logp: Tensor, old_logp: Tensor, penalised: Tensor) -> Tensor:
@@ -158,7 +170,7 @@ def _masked_mean(x: Tensor, mask: Tensor) -> float:
 
 @torch.no_grad()
 def loss_metrics(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
-                 eps_low: float = 0.2, eps_high: float = 0.2,
+                 eps_low: float = 0.2, eps_high: float = 0.2, dual_clip: float = DUAL_CLIP,
                  ref_logp: Tensor | None = None) -> dict[str, float]:
     """clip_frac_low / clip_frac_high / approx_kl / ratio_mean (and kl_ref) over the kept
     tokens, as defined at the top of this file. All inputs (N, T) but advantages (N,) or (N, T)."""
@@ -168,6 +180,7 @@ def loss_metrics(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tenso
     metrics = {
         "clip_frac_low": _masked_mean(((ratio < 1 - eps_low) & (adv < 0)).double(), mask),
         "clip_frac_high": _masked_mean(((ratio > 1 + eps_high) & (adv > 0)).double(), mask),
+        "dual_clip_frac": _masked_mean(((ratio > dual_clip) & (adv < 0)).double(), mask),
         "approx_kl": _masked_mean(k3_kl(old_logp, logp), mask),
         "ratio_mean": _masked_mean(ratio, mask),
     }

@@ -8,9 +8,11 @@ A wrong reward is a wrong sign of A, so the grader is deliberately strict and ne
   truncated thought and has no answer). Style "boxed" (Qwen2.5-math prompt): the LAST
   `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`, with brace matching; an unclosed box is no
   answer. Style "answer" (DAPO prompt): the last `Answer:` line.
-* No credit for listing guesses: if the boxes of one response are not all the same answer the
-  response gets 0, whichever box matches (the same answer boxed twice is fine; "the same" is
-  decided by the fast path below, so boxes it cannot prove equal count as different).
+* Several boxes: the last one decides (`boxes="last"`, the default), as in verl's DAPO / MATH
+  rewards and math-verify, so rewards here compare with theirs. Long chain-of-thought models
+  (Qwen2.5 included) box intermediate results, and listing guesses cannot game a rule that
+  reads only the last box. `boxes="strict"` instead gives 0 unless every box holds the same
+  answer as the last ("the same" as the fast path below decides it).
 * Fast path, in this process: normalise both sides (`\\left`/`\\right`, `\\dfrac`/`\\tfrac`,
   `\\text{...}` units, `^\\circ`, `\\$`, `\\%`, `{,}` and thousands commas, a trailing period,
   spaces, a leading `x =`), then compare exactly: equal strings, or equal rational numbers
@@ -38,6 +40,7 @@ from fractions import Fraction
 logger = logging.getLogger(__name__)
 
 REWARD_STYLES = ("boxed", "answer")
+BOX_RULES = ("last", "strict")
 _WORKER_START_TIMEOUT = 120.0  # seconds; a spawned child re-imports the main script (torch...)
 
 
@@ -96,31 +99,40 @@ def boxed_answers(text: str) -> tuple[list[str], bool]:
     return contents, False
 
 
-def extract_answer(response: str, style: str = "boxed") -> str | None:
-    """The final answer of a response as written (not normalised), or None if it has none.
-
-    style "boxed": the last complete box, None if the last box is unclosed or the boxes hold
-    different answers. style "answer": the text after the last `Answer:` (its box if it has one).
-    """
+def _check(style: str, boxes: str) -> None:
     if style not in REWARD_STYLES:
         raise ValueError(f"Unknown reward style {style!r}; use one of {REWARD_STYLES}.")
+    if boxes not in BOX_RULES:
+        raise ValueError(f"Unknown box rule {boxes!r}; use 'last' (the last box decides) or "
+                         f"'strict' (all boxes must agree).")
+
+
+def extract_answer(response: str, style: str = "boxed", boxes: str = "last") -> str | None:
+    """The final answer of a response as written (not normalised), or None if it has none.
+
+    style "boxed": the last complete box, None if the last box is unclosed, or (boxes
+    "strict") if the boxes hold different answers. style "answer": the text after the last
+    `Answer:` (its last box if it has one); `boxes` does not apply.
+    """
+    _check(style, boxes)
     text = strip_thinking(response)
     if style == "answer":
         lines = re.findall(r"(?i)answer\s*:\s*([^\n]*)", text)
         if not lines:
             return None
         answer = lines[-1].strip()
-        boxes, truncated = boxed_answers(answer)
-        if boxes and not truncated:
-            answer = boxes[-1]
+        found, truncated = boxed_answers(answer)
+        if found and not truncated:
+            answer = found[-1]
         return answer.strip() or None
-    boxes, truncated = boxed_answers(text)
-    if truncated or not boxes:
+    found, truncated = boxed_answers(text)
+    if truncated or not found:
         return None
-    last = normalize_answer(boxes[-1])
-    if any(_fast_equal(normalize_answer(box), last) is not True for box in boxes[:-1]):
-        return None  # several different boxed answers: a list of guesses earns nothing
-    return boxes[-1].strip() or None
+    last = normalize_answer(found[-1])
+    if boxes == "strict" and any(_fast_equal(normalize_answer(box), last) is not True
+                                 for box in found[:-1]):
+        return None  # several different boxed answers under the strict rule
+    return found[-1].strip() or None
 
 
 # ----- normalisation and the exact fast path -----
@@ -370,26 +382,27 @@ def _grade(pred: str | None, gold: str, timeout: float) -> float:
         return 0.0
 
 
-def math_reward(response: str, gold: str, style: str = "boxed", timeout: float = 2.0) -> float:
-    """1.0 if the response's final answer equals `gold`, else 0.0. style: "boxed" | "answer"."""
-    return batch_rewards([response], [gold], style=style, timeout=timeout)[0]
+def math_reward(response: str, gold: str, style: str = "boxed", timeout: float = 2.0,
+                boxes: str = "last") -> float:
+    """1.0 if the response's final answer equals `gold`, else 0.0. style: "boxed" | "answer";
+    boxes: "last" | "strict" (see the top of this file)."""
+    return batch_rewards([response], [gold], style=style, timeout=timeout, boxes=boxes)[0]
 
 
 def batch_rewards(responses: list[str], golds: list[str], style: str = "boxed",
-                  timeout: float = 2.0) -> list[float]:
+                  timeout: float = 2.0, boxes: str = "last") -> list[float]:
     """Rewards of N responses against their N gold answers; each answer decided within `timeout` s.
 
     Identical (answer, gold) pairs, common within a GRPO group, are graded once.
     """
     if len(responses) != len(golds):
         raise ValueError(f"Got {len(responses)} responses but {len(golds)} gold answers; pass one gold per response.")
-    if style not in REWARD_STYLES:
-        raise ValueError(f"Unknown reward style {style!r}; use one of {REWARD_STYLES}.")
+    _check(style, boxes)
     cache: dict[tuple[str | None, str], float] = {}
     rewards = []
     for response, gold in zip(responses, golds):
         try:
-            pred = extract_answer(response, style)
+            pred = extract_answer(response, style, boxes)
         except Exception as error:
             logger.warning("answer extraction failed (%r); reward 0", error)
             pred = None

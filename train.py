@@ -75,7 +75,8 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                  cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step)
     t1 = time.perf_counter()
-    scores = rewards.batch_rewards(batch.texts, batch.answers, style=data.reward_style(cfg.prompt_style))
+    scores = rewards.batch_rewards(batch.texts, batch.answers, style=data.reward_style(cfg.prompt_style),
+                                   boxes=cfg.box_rule)
     reward = torch.tensor(scores, dtype=torch.float32, device=batch.response_ids.device)
     advantages = grpo.group_advantages(reward, batch.group_size, scale_std=cfg.adv_std)
     extras = {}
@@ -116,7 +117,8 @@ def batch_metrics(batch: rollout.RolloutBatch) -> dict[str, float]:
 def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, ex: dict[str, Tensor],
                cfg: Config) -> Tensor:
     """The per-token loss of a micro-batch: the clipped surrogate plus the penalties switched on."""
-    surrogate = grpo.clipped_surrogate(stats.logp, mb.old_logp, mb.advantages, cfg.eps_low, cfg.eps_high)
+    surrogate = grpo.clipped_surrogate(stats.logp, mb.old_logp, mb.advantages, cfg.eps_low,
+                                       cfg.eps_high, cfg.dual_clip)
     terms = grpo.penalty_terms(
         stats.logp, mb.old_logp, kl_coef=cfg.kl_coef, ref_logp=ex.get("ref_logp"),
         kl_cov_coef=cfg.kl_cov_coef if "penalised" in ex else 0.0, kl_cov_mask=ex.get("penalised"),
@@ -138,7 +140,8 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
     weight, losses, norms, skipped = 0, [], [], 0
     model.train()
     for mini in torch.arange(len(batch)).chunk(cfg.mini_batches):
-        counts = dict(num_tokens=max(int(extras["keep"][mini].sum()), 1), num_seqs=len(mini),
+        keep = extras["keep"][mini]
+        counts = dict(num_tokens=max(int(keep.sum()), 1), num_seqs=max(int(keep.any(-1).sum()), 1),
                       max_len=cfg.max_new_tokens)
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
@@ -153,7 +156,7 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
             loss_sum += loss.item()
             n = int(ex["keep"].sum())
             m = grpo.loss_metrics(stats.logp, mb.old_logp, mb.advantages, ex["keep"], cfg.eps_low,
-                                  cfg.eps_high, ex.get("ref_logp"))
+                                  cfg.eps_high, cfg.dual_clip, ex.get("ref_logp"))
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v * n
             weight += n
@@ -203,7 +206,7 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
                                          temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
                                          max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
                                          batch_size=cfg.eval_batch_size, seed=cfg.seed,
-                                         prompt_style=cfg.prompt_style)
+                                         prompt_style=cfg.prompt_style, boxes=cfg.box_rule)
         out.update({f"eval/{name}/{k}": v for k, v in result.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
         avg = f"avg@{cfg.eval_n}"

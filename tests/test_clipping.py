@@ -83,9 +83,10 @@ def test_clip_v_uses_uncentred_deviation():
     assert m["masked_frac"] == pytest.approx(1 / 9) and m["masked_frac_neg"] == pytest.approx(1 / 9)
 
 
-def test_cap_removes_only_the_most_extreme_tokens():
+def test_cap_removes_only_the_most_extreme_negative_advantage_tokens():
     # 21 valid tokens: d = 0 (x16), -5, -6, -7, -8 (A < 0) and +9 (A > 0). mean -17/21,
-    # sigma = 3.389, so at mu = mu_pos = 1 the rule removes the five non-zero ones.
+    # sigma = 3.389, so at mu = mu_pos = 1 the rule removes the five non-zero ones. The cap
+    # counts the A < 0 removals only (as released); the optional upper rule is not capped.
     d = torch.tensor([[0.0] * 16 + [-5, -6, -7, -8, 9]])
     adv = torch.tensor([[-1.0] * 20 + [1.0]])
     mask = torch.ones_like(d, dtype=torch.bool)
@@ -94,10 +95,10 @@ def test_cap_removes_only_the_most_extreme_tokens():
     keep, _ = clip_v_mask(d, es, adv, mask, mu=1.0, mu_pos=1.0)
     assert removed(keep) == {16, 17, 18, 19, 20}
     keep, m = clip_v_mask(d, es, adv, mask, mu=1.0, mu_pos=1.0, max_frac=0.1)  # int(2.1) = 2
-    assert removed(keep) == {20, 19}  # |+9| and |-8|
-    assert m["masked_frac"] == pytest.approx(2 / 21)
+    assert removed(keep) == {18, 19, 20}  # -7 and -8, the most negative; +9 by the upper rule
+    assert m["masked_frac"] == pytest.approx(3 / 21)
     keep, _ = clip_v_mask(d, es, adv, mask, mu=1.0, mu_pos=1.0, max_frac=1e-4)  # at least 1
-    assert removed(keep) == {20}
+    assert removed(keep) == {19, 20}
     keep, _ = clip_b_mask(d, adv, mask, mu=1.0, mu_pos=1.0, max_frac=0.5)  # cap 10 > 5: no effect
     assert removed(keep) == {16, 17, 18, 19, 20}
 
@@ -197,3 +198,87 @@ def test_kl_cov_selects_the_largest_covariance_tokens():
     penalised, _ = kl_cov_mask(LOGP_COV, ADV_COV, MASK_COV)              # released 2e-3: at least 1
     assert _kept(penalised) == {(0, 3)}
     assert not kl_cov_mask(LOGP_COV, ADV_COV, torch.zeros_like(MASK_COV))[0].any()
+
+
+# ----- against the authors' released rules (Trinity-RFT clipb_advantage / clipv_advantage) -----
+# An independent statement of each released rule, in float64, compared on random batches with
+# A = 0 rows, padding, the cap, and a degenerate (constant) batch.
+
+def _released_clip_b(s, adv, valid, mu):
+    m = valid.double()
+    n = m.sum().clamp_min(1.0)
+    mean = (s * m).sum() / n
+    std = (((s - mean) ** 2 * m).sum() / n).sqrt()
+    if std < 1e-12:
+        return valid.clone()
+    keep = torch.where(adv > 0, True, torch.where(adv < 0, s - mean >= -mu * std, True))
+    return keep & valid
+
+
+def _released_clip_v(s, es, adv, valid, mu, max_frac):
+    x = es - s                                  # the release works with E[S] - S* = -d
+    m = valid.double()
+    n = m.sum().clamp_min(1.0)
+    mean = (x * m).sum() / n
+    std = (((x - mean) ** 2 * m).sum() / n).sqrt()
+    if std < 1e-12:
+        return valid.clone()
+    keep_neg = x <= mu * std
+    keep = torch.where(adv > 0, True, keep_neg)
+    if ((valid & ~keep).sum() / n) > max_frac:
+        cap = max(int(max_frac * n.item()), 1)
+        negative = (adv < 0) & valid & ~keep_neg
+        if int(negative.sum()) > cap:
+            top = x.masked_fill(~negative, -math.inf).flatten().topk(cap).indices
+            limited = torch.zeros(x.numel(), dtype=torch.bool)
+            limited[top] = True
+            keep = keep.clone()
+            keep[negative] = True
+            keep[limited.view_as(x)] = False
+    return keep & valid
+
+
+def _random_clip_batch(seed, n=12, t=20, constant=False):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, t, generator=g, dtype=torch.float64) * 0.1
+    es = torch.randn(n, t, generator=g, dtype=torch.float64) * 0.02
+    if constant:
+        s, es = torch.full_like(s, 0.3), torch.full_like(es, 0.1)
+    adv = torch.randn(n, generator=g, dtype=torch.float64)
+    adv[: n // 3] = 0.0                            # groups whose rewards were all equal
+    lengths = torch.randint(1, t + 1, (n,), generator=g)
+    valid = torch.arange(t)[None, :] < lengths[:, None]
+    return s, es, adv[:, None].expand(n, t), valid
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_masks_equal_the_released_rules_on_random_batches(seed):
+    constant = seed == 0
+    s, es, adv, valid = _random_clip_batch(seed, constant=constant)
+    for mu in (0.5, 1.0, 2.5):
+        keep_b, _ = clip_b_mask(s, adv, valid, mu)
+        assert torch.equal(keep_b, _released_clip_b(s, adv, valid, mu))
+        for max_frac in (1.0, 0.02, 1e-4):         # no cap in effect, a cap, the released cap
+            keep_v, _ = clip_v_mask(s, es, adv, valid, mu, max_frac=max_frac)
+            assert torch.equal(keep_v, _released_clip_v(s, es, adv, valid, mu, max_frac)), (mu, max_frac)
+
+
+def test_clip_v_removes_zero_advantage_tokens_and_never_caps_them():
+    # d = S* - E[S]: valid values 1 (x8), -3 (A = 0 row) and -3 (A < 0 row) -> the two -3 are the
+    # outliers. Clip-B keeps A = 0 tokens; Clip-V removes the A = 0 one too, and a cap of one
+    # token limits only the A < 0 removals.
+    d = torch.tensor([[1.0, 1, 1, 1, 1], [1, 1, 1, -3, 0], [1, 1, 1, -3, 0]], dtype=torch.float64)
+    valid = torch.tensor([[True] * 5, [True] * 4 + [False], [True] * 4 + [False]])
+    es = torch.zeros_like(d)
+    adv = torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)
+    keep, m = clip_v_mask(d, es, adv, valid, mu=1.0)
+    assert _kept(keep) == _kept(valid) - {(1, 3), (2, 3)}
+    assert m["masked_frac"] == pytest.approx(2 / 13) and m["masked_frac_neg"] == pytest.approx(1 / 4)
+    keep_b, _ = clip_b_mask(d, adv, valid, mu=1.0)
+    assert _kept(keep_b) == _kept(valid) - {(2, 3)}
+    # a second A < 0 outlier: the cap of one keeps only the most negative removed
+    d[2, 2] = -2.5
+    keep, _ = clip_v_mask(d, es, adv, valid, mu=0.9, max_frac=0.01)
+    assert _kept(keep) == _kept(valid) - {(1, 3), (2, 3)}
+    keep, _ = clip_v_mask(d, es, adv, valid, mu=0.9)
+    assert _kept(keep) == _kept(valid) - {(1, 3), (2, 3), (2, 2)}

@@ -34,6 +34,9 @@ def test_method_and_preset_defaults():
     assert (b.model, b.dataset, b.holdout, b.prompts_per_step) == ("Qwen/Qwen2.5-7B-Instruct", "dapo-math", 500, 64)
     assert (b.max_new_tokens, b.lr, b.kl_coef, b.eval_n, b.eval_temperature, b.eval_every) == (7168, 1e-6, 0.0, 32, 0.7, 20)
     assert v.lr == 3e-6                           # a given flag beats the preset
+    # the released configuration of each mask: Clip-B mu 2.5 uncapped, Clip-V mu 8.5 capped at 1e-4
+    assert (b.mu, b.clip_max_frac, v.mu, v.clip_max_frac) == (2.5, None, 8.5, 1e-4)
+    assert (b.dual_clip, b.loss_agg, b.temperature) == (3.0, "token-mean", 1.0)
     assert config.parse_args(["--method", "clipv", "--mu", "1", "--seed", "3"]).out == str(Path("runs/clipv-mu1-seed3"))
 
 
@@ -63,6 +66,7 @@ def test_comparison_method_defaults():
     (["--method", "kl-cov", "--kl-cov-ratio", "2"], "--kl-cov-ratio must be in (0, 1]"),
     (["--method", "clip-cov", "--clip-cov-lb", "5", "--clip-cov-ub", "1"], "--clip-cov-lb must be below"),
     (["--probe-every", "-1"], "--probe-every must not be negative"),
+    (["--dual-clip", "1"], "--dual-clip must be above 1"),
 ])
 def test_impossible_values_are_rejected_before_loading_anything(flags, message, tmp_path, capsys):
     # the model path does not exist: reaching the model would give another message

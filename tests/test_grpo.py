@@ -12,13 +12,14 @@ from grpo import (LOSS_AGG_MODES, aggregate, clipped_surrogate, group_advantages
 
 
 def policy_loss(logp, old, adv, keep, eps_low=0.2, eps_high=0.2, loss_agg="token-mean",
-                num_tokens=None, num_seqs=None, max_len=None, **penalties):
+                num_tokens=None, num_seqs=None, max_len=None, dual_clip=3.0, **penalties):
     """The loss of one (micro-)batch as the trainer composes it: surrogate + penalties, aggregated
     once; and its metrics."""
-    token_loss = clipped_surrogate(logp, old, adv, eps_low, eps_high)
+    token_loss = clipped_surrogate(logp, old, adv, eps_low, eps_high, dual_clip)
     token_loss = token_loss + sum(penalty_terms(logp, old, **penalties).values())
     loss = aggregate(token_loss, keep, loss_agg, num_tokens, num_seqs, max_len)
-    return loss, loss_metrics(logp, old, adv, keep, eps_low, eps_high, penalties.get("ref_logp"))
+    return loss, loss_metrics(logp, old, adv, keep, eps_low, eps_high, dual_clip,
+                              ref_logp=penalties.get("ref_logp"))
 
 
 def test_surrogate_and_penalties_are_per_token():
@@ -60,8 +61,10 @@ def test_aggregate_modes_by_hand():
     # Sequence 3 has no kept token: it is not counted unless num_seqs says otherwise.
     assert aggregate(LOSS, KEEP, "seq-mean-token-mean").item() == pytest.approx((1.5 + 4) / 2)
     assert aggregate(LOSS, KEEP, "seq-mean-token-mean", num_seqs=4).item() == pytest.approx(5.5 / 4)
-    assert aggregate(LOSS, KEEP, "seq-mean-token-sum-norm").item() == pytest.approx((3 / 3 + 4 / 3) / 2)
-    assert aggregate(LOSS, KEEP, "seq-mean-token-sum-norm", max_len=10).item() == pytest.approx(0.35)
+    # Dr. GRPO: the kept sum over a constant (the length budget), no division by sequences.
+    assert aggregate(LOSS, KEEP, "seq-mean-token-sum-norm").item() == pytest.approx(7 / 3)
+    assert aggregate(LOSS, KEEP, "seq-mean-token-sum-norm", max_len=10).item() == pytest.approx(0.7)
+    assert aggregate(LOSS, KEEP, "seq-mean-token-sum-norm", num_seqs=4).item() == pytest.approx(7 / 3)
     with pytest.raises(ValueError, match="token-mean"):
         aggregate(LOSS, KEEP, "mean")
 
@@ -177,3 +180,44 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(mode):
         total += loss.item()
     assert total == pytest.approx(full.item(), rel=1e-6)
     torch.testing.assert_close(micro_logp.grad, full_logp.grad)
+
+
+def _verl_agg(loss, mask, mode, budget):
+    """verl's agg_loss formulas, written out: token-mean; seq-mean-token-mean over the sequences
+    with a kept token; seq-mean-token-sum-norm = kept sum / the length budget."""
+    m = mask.double()
+    if mode == "token-mean":
+        return (loss * m).sum() / m.sum()
+    if mode == "seq-mean-token-mean":
+        has = m.sum(-1) > 0
+        return ((loss * m).sum(-1)[has] / m.sum(-1)[has]).mean()
+    return (loss * m).sum() / budget
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_aggregate_equals_verl_formulas_on_random_batches(mode, seed):
+    g = torch.Generator().manual_seed(seed)
+    loss = torch.randn(6, 9, generator=g, dtype=torch.float64)
+    mask = torch.rand(6, 9, generator=g) < 0.6
+    mask[seed % 6] = False                      # a sequence with no kept token
+    got = aggregate(loss, mask, mode, max_len=16)
+    assert got.item() == pytest.approx(_verl_agg(loss, mask, mode, 16).item(), rel=1e-12)
+
+
+def test_dual_clip_bounds_the_negative_advantage_loss_by_hand():
+    # A = -2, eps 0.2, c = 3: ratio 0.5 -> the clip holds at 0.8: loss max(1, 1.6) = 1.6;
+    # ratio 2 -> loss 4 (< 6: the bound does not bind); ratio 5 -> min(10, 6) = 6, no gradient.
+    # A = +2 is never bounded: ratio 5 -> -min(10, 2.4) = -2.4.
+    ratio = torch.tensor([[0.5, 2.0, 5.0], [0.5, 2.0, 5.0]], dtype=torch.float64)
+    old = torch.zeros_like(ratio)
+    logp = ratio.log().requires_grad_(True)
+    adv = torch.tensor([-2.0, 2.0], dtype=torch.float64)
+    loss = clipped_surrogate(logp, old, adv, 0.2, 0.2, dual_clip=3.0)
+    torch.testing.assert_close(loss, torch.tensor([[1.6, 4.0, 6.0], [-1.0, -2.4, -2.4]], dtype=torch.float64))
+    (grad,) = torch.autograd.grad(loss[0].sum(), logp)
+    torch.testing.assert_close(grad[0], torch.tensor([0.0, 4.0, 0.0], dtype=torch.float64))
+    off = clipped_surrogate(logp, old, adv, 0.2, 0.2, dual_clip=math.inf)
+    assert off[0, 2].item() == pytest.approx(10.0) and torch.isfinite(off).all()
+    m = loss_metrics(logp, old, adv, torch.ones_like(ratio, dtype=torch.bool), 0.2, 0.2, 3.0)
+    assert m["dual_clip_frac"] == pytest.approx(1 / 6)

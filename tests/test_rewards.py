@@ -47,8 +47,8 @@ BOXED_CASES = [
     ("The answer is 42.", "42", 0.0),                            # no box, no answer
     # which box, and guessing
     (r"Try \boxed{3}. That fails, so the answer is \boxed{5}.", "3", 0.0),  # trap: box in reasoning
-    (r"Try \boxed{3}. That fails, so the answer is \boxed{5}.", "5", 0.0),  # distinct boxes: no credit
-    (r"It is \boxed{1}, \boxed{2} or \boxed{3}.", "2", 0.0),     # listing guesses
+    (r"Try \boxed{3}. That fails, so the answer is \boxed{5}.", "5", 1.0),  # the last box decides
+    (r"It is \boxed{1}, \boxed{2} or \boxed{3}.", "2", 0.0),     # listing guesses: only the last counts
     (r"We get \boxed{4}. Final answer: \boxed{4}", "4", 1.0),    # same answer boxed twice
     (r"We get \boxed{0.5}. Final answer: \boxed{\frac12}", "1/2", 1.0),
     (r"<think>maybe \boxed{3}</think>The answer is \boxed{4}.", "4", 1.0),  # only after </think>
@@ -86,6 +86,29 @@ def test_math_reward_boxed(response, gold, expected):
     assert math_reward(response, gold) == expected
 
 
+# (response, gold, reward under "last", reward under "strict")
+MULTI_BOX_CASES = [
+    (r"Try \boxed{3}. That fails, so the answer is \boxed{5}.", "5", 1.0, 0.0),
+    (r"Try \boxed{3}. That fails, so the answer is \boxed{5}.", "3", 0.0, 0.0),
+    (r"It is \boxed{1}, \boxed{2} or \boxed{3}.", "3", 1.0, 0.0),
+    (r"We get \boxed{0.5}. Final answer: \boxed{\frac12}", "1/2", 1.0, 1.0),   # one answer, two forms
+    (r"First \boxed{12} and then \boxed{1", "12", 0.0, 0.0),                 # unclosed last box
+]
+
+
+@pytest.mark.parametrize("response,gold,last,strict", MULTI_BOX_CASES)
+def test_multi_box_rules(response, gold, last, strict):
+    assert math_reward(response, gold) == last
+    assert math_reward(response, gold, boxes="last") == last
+    assert math_reward(response, gold, boxes="strict") == strict
+    assert batch_rewards([response], [gold], boxes="strict") == [strict]
+
+
+def test_unknown_box_rule_is_one_clear_error():
+    with pytest.raises(ValueError, match="Unknown box rule 'first'"):
+        math_reward(r"\boxed{1}", "1", boxes="first")
+
+
 @pytest.mark.parametrize("response,gold,expected", ANSWER_CASES)
 def test_math_reward_answer_style(response, gold, expected):
     assert math_reward(response, gold, style="answer") == expected
@@ -107,7 +130,8 @@ def test_boxed_answers_brace_matching_and_truncation():
 
 def test_extract_answer():
     assert extract_answer(r"so $\boxed{\dfrac{1}{2}}$.") == r"\dfrac{1}{2}"
-    assert extract_answer(r"\boxed{1} or \boxed{2}") is None
+    assert extract_answer(r"\boxed{1} or \boxed{2}") == "2"
+    assert extract_answer(r"\boxed{1} or \boxed{2}", boxes="strict") is None
     assert extract_answer("Answer: $5$ dollars", style="answer") == "$5$ dollars"
     with pytest.raises(ValueError, match="boxed"):
         extract_answer("x", style="latex")

@@ -332,3 +332,21 @@ def test_interrupted_and_resumed_run_equals_a_straight_run(model, tiny_path, tmp
     final_b = weights(AutoModelForCausalLM.from_pretrained(tmp_path / "resumed" / "final"))
     for k in final_a:
         torch.testing.assert_close(final_a[k], final_b[k], rtol=1e-4, atol=1e-6)
+
+
+@shipped
+def test_a_short_default_run_reproduces_its_stored_numbers(tmp_path):
+    """The default command's code path (clipv --mu 1.0, seed 0), shortened, gives the numbers it
+    gave when they were stored (CPU, torch 2.13): a refactor must not change behaviour. Update
+    them only with a behaviour change made for its own stated reason."""
+    out = tmp_path / "run"
+    assert train.main(["--method", "clipv", "--mu", "1.0", "--out", str(out), "--steps", "2",
+                       "--prompts-per-step", "4", "--group-size", "4", "--max-new-tokens", "24",
+                       "--eval-every", "0"]) == 0
+    stored = [dict(reward=0.1875, entropy=0.1906849443912506, masked_frac=0.023936170212765957,
+                   loss=-0.0040871878154575825, grad_norm=0.18734405934810638),
+              dict(reward=0.0, entropy=0.14819608628749847, masked_frac=0.046875, loss=0.0,
+                   grad_norm=0.0)]   # step 2: every group has one reward, so all A = 0
+    for record, want in zip(read_jsonl(out / "metrics.jsonl"), stored):
+        for key, value in want.items():
+            assert record[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
