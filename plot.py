@@ -1,20 +1,32 @@
 """Training curves of one or more runs: entropy, accuracy, masked tokens, response length.
 
-    python plot.py runs/grpo runs/clipv-mu1 [--out DIR]
+    python plot.py runs/grpo-seed* runs/clipv-mu1-seed* [--out DIR] [--smooth N] [--per-seed]
 
 The paper's central figure is the policy entropy against training step: under plain GRPO it
 collapses (Theorem 2: rewarding likely tokens, A > 0 with S* above its baseline, lowers H),
 while Clip-B / Clip-V, which drop the entropy-lowering tokens, hold it up; accuracy and
-response length show what that costs or buys. This script draws those curves, one line per
-run, one PNG per panel, from what train.py writes into a run directory:
+response length show what that costs or buys. This script draws those curves, one PNG per
+panel, from what train.py writes into a run directory:
   * metrics.jsonl: one JSON object per logged step with "step" and the metrics (evaluation
     numbers from eval.evaluate are logged as "eval/<set>/<key>", e.g. "eval/heldout/avg@8");
-  * config.json: the run's flags, from which the legend label is made (method and mu).
+  * config.json: the run's flags and its "label" (e.g. "clipv mu=1.0", "grpo"), which names
+    the run's setting in legends and tables. Runs written before train.py recorded the label
+    fall back to "<method> mu=<mu>" (just the method when mu is null), and a directory without
+    config.json to the directory's name; plot.py keeps no list of methods of its own.
 
-It also prints (and writes to <out>/summary.md) a table with one row per method and mu: the
-held-out avg@n before and after training and pass@n, mean ± std over the runs given (seeds).
+Runs with the same label are seeds of one setting. By default each setting is ONE line, the
+mean over its runs at each step, with a shaded band of mean ± one standard deviation over
+the seeds (sample std, as in the table) -- as papers draw them. The mean is taken at the steps
+every run of the setting logged (a finite value); `--smooth N` smooths each run's curve (a
+trailing moving average) before the mean. The held-out evaluation points (avg@n, dashed with
+markers on the accuracy panel) are averaged the same way and drawn with error bars. A setting
+with a single run is a plain line (no band, no error bars). `--per-seed` draws every run as its
+own thin line instead (runs of one setting share a colour and one legend entry).
 
-Choices: runs with the same label (seeds of one setting) share a colour; a panel whose metric no run logged is skipped with a note (a GRPO run logs no
+It also prints (and writes to <out>/summary.md) a table with one row per label: the held-out
+avg@n before and after training and pass@n, mean ± std over the runs given (seeds).
+
+Choices: a panel whose metric no run logged is skipped with a note (a GRPO run logs no
 masked fraction, an old run may lack a key); unparsable lines (a run killed mid-write) are
 skipped with a note rather than failing. matplotlib is optional for the project, so it is
 imported only here and its absence is one clear message saying how to install it. Figures are
@@ -39,7 +51,6 @@ PANELS = [
 ]
 # eval.evaluate's avg@n as train.py logs it ("eval/<set>/avg@4"): dashed on the accuracy panel
 EVAL_AVG = re.compile(r"^eval/(.+/)?avg@\d+$")
-MU_METHODS = ("clipb", "clipv")  # the methods whose threshold mu belongs in the label
 NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
 
 
@@ -63,16 +74,29 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return records
 
 
+def group_runs(run_dirs: list[Path], until: int | None = None) -> dict[str, list[list[dict]]]:
+    """{label: [records of each run]}, runs grouped by run_label (the seeds of one setting);
+    with `until`, only the records up to that step (a 300-step run read at step 100)."""
+    groups: dict[str, list[list[dict]]] = {}
+    for d in run_dirs:
+        records = [r for r in read_metrics(d) if until is None or r["step"] <= until]
+        groups.setdefault(run_label(d), []).append(records)
+    return groups
+
+
 def run_label(run_dir: Path) -> str:
-    """Legend label from config.json: "clipv mu=1.0" ("grpo" for methods without mu);
+    """Legend label of a run: config.json's "label" (train.py writes it, e.g. "clipv mu=1.0",
+    "grpo"); for older runs without one, "<method> mu=<mu>" when mu is set, else the method;
     the directory name when there is no config."""
     path = run_dir / "config.json"
     if not path.is_file():
         return run_dir.name
     config = json.loads(path.read_text())
+    if config.get("label"):
+        return str(config["label"])
     method = config.get("method", run_dir.name)
     mu = config.get("mu")
-    return f"{method} mu={mu}" if method in MU_METHODS and mu is not None else str(method)
+    return f"{method} mu={mu}" if mu is not None else str(method)
 
 
 def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -91,37 +115,60 @@ def smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True, window: int = 1) -> list[Path]:
-    """Write one PNG per panel that some run has data for; return the paths written. Training
-    curves are smoothed by a trailing moving average of `window` steps."""
+def mean_over_runs(curves: list[tuple[list[float], list[float]]]
+                   ) -> tuple[list[float], list[float], list[float]]:
+    """(steps, mean, std) of several runs' (steps, values) curves at the steps all of them
+    logged, in increasing order; std is the sample standard deviation over the runs (ddof=1,
+    as in the summary table), 0 for a single run. No curves, or no shared step: empty lists."""
+    if not curves:
+        return [], [], []
+    by_step = [dict(zip(steps, values)) for steps, values in curves]
+    shared = sorted(set.intersection(*(set(d) for d in by_step)))
+    stats = [_mean_std([d[step] for d in by_step]) for step in shared]
+    return shared, [m for m, _ in stats], [s for _, s in stats]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for one value) of a non-empty list."""
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, spread
+
+
+def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True, window: int = 1,
+              per_seed: bool = False, until: int | None = None) -> list[Path]:
+    """Write one PNG per panel that some run has data for; return the paths written.
+
+    Runs are grouped by run_label (seeds of one setting). Default: one line per label, the mean
+    over its runs at their shared steps, with a band of ± one std over the runs (none for a
+    single run); held-out eval points likewise, with error bars. per_seed: every run its own
+    thin line, runs of a label sharing a colour and a legend entry. Training curves are
+    smoothed per run by a trailing moving average of `window` steps, before the mean."""
     try:
         import matplotlib
         import matplotlib.pyplot as plt
     except ImportError:
         raise ValueError("plot.py needs matplotlib, which is not installed: "
                          "run `pip install matplotlib` and try again.") from None
-    runs = [(run_label(d), read_metrics(d)) for d in run_dirs]
-    colors = {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(l for l, _ in runs))}
+    groups = group_runs(run_dirs, until)
+    colors = {label: f"C{i % 10}" for i, label in enumerate(groups)}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for stem, ylabel, keys in PANELS:
         fig, ax = plt.subplots(figsize=(6, 4))
         drawn = False
-        seen = set()   # runs with the same label (seeds) share a colour and a legend entry
-        for label, records in runs:
-            color, first = colors[label], label not in seen
-            seen.add(label)
-            key = next((k for k in keys if series(records, k)[0]), None)
+        for label, runs in groups.items():
+            color = colors[label]
+            # the first key some run of this label logged; the runs that logged it
+            key = next((k for k in keys if any(series(rs, k)[0] for rs in runs)), None)
             if key is not None:
-                steps, values = series(records, key)
-                ax.plot(steps, smooth(values, window), color=color, alpha=0.8, linewidth=1,
-                        label=label if first else None)
-                drawn = True
+                curves = [(s, smooth(v, window)) for s, v in (series(rs, key) for rs in runs) if s]
+                drawn |= _draw(ax, curves, label, color, per_seed, stem, key)
             if stem == "accuracy":  # held-out accuracy from eval.evaluate, if logged
-                for k in sorted({k for r in records for k in r if EVAL_AVG.match(k)}):
-                    ax.plot(*series(records, k), color=color, linestyle="--", marker="o",
-                            label=f"{label} ({k.removeprefix('eval/')})" if first else None)
-                    drawn = True
+                for k in sorted({k for rs in runs for r in rs for k in r if EVAL_AVG.match(k)}):
+                    curves = [c for c in (series(rs, k) for rs in runs) if c[0]]
+                    drawn |= _draw(ax, curves, f"{label} ({k.removeprefix('eval/')})", color,
+                                   per_seed, stem, k, eval_points=True)
         if not drawn:
             print(f"note: no run logged {' or '.join(keys)}; skipping the {stem} plot")
             plt.close(fig)
@@ -130,6 +177,8 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True, window: in
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        if not per_seed and any(len(runs) > 1 for runs in groups.values()):
+            ax.set_title("mean over seeds ± 1 std (sample)", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{stem}.png"
         fig.savefig(path, dpi=120)
@@ -139,6 +188,34 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True, window: in
         plt.show()
     plt.close("all")
     return written
+
+
+def _draw(ax, curves: list[tuple[list[float], list[float]]], label: str, color: str,
+          per_seed: bool, stem: str, key: str, eval_points: bool = False) -> bool:
+    """Draw one label's curves of one key on ax (see plot_runs); whether anything was drawn."""
+    if not curves:
+        return False
+    style = dict(linestyle="--", marker="o", markersize=4) if eval_points else {}
+    if per_seed:
+        for i, (steps, values) in enumerate(curves):
+            ax.plot(steps, values, color=color, alpha=0.8, linewidth=1,
+                    label=label if i == 0 else None, **style)
+        return True
+    steps, mean, std = mean_over_runs(curves)
+    if not steps:
+        print(f"note: the runs of {label} share no step with {key} logged; "
+              f"not drawn in the {stem} plot (try --per-seed)")
+        return False
+    if len(curves) == 1:
+        ax.plot(steps, mean, color=color, linewidth=1.5, label=label, **style)
+    elif eval_points:
+        ax.errorbar(steps, mean, yerr=std, color=color, linewidth=1.5, capsize=3,
+                    label=label, **style)
+    else:
+        ax.plot(steps, mean, color=color, linewidth=1.5, label=label)
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std)],
+                        [m + s for m, s in zip(mean, std)], color=color, alpha=0.2, linewidth=0)
+    return True
 
 
 def _final_eval(records: list[dict], pattern: str) -> float | None:
@@ -153,8 +230,7 @@ def _final_eval(records: list[dict], pattern: str) -> float | None:
 def _mean_spread(values: list[float]) -> str:
     if not values:
         return "-"
-    mean = sum(values) / len(values)
-    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    mean, spread = _mean_std(values)
     return f"{mean:.3f} ± {spread:.3f}"
 
 
@@ -172,15 +248,13 @@ PROBE_COLUMNS = (("probe/sign_agreement", "probe sign agreement"),
                  ("probe/sign_agreement_top", "same, top 10%"), ("probe/corr", "probe corr"))
 
 
-def summary_table(run_dirs: list[Path], last: int = 10) -> str:
-    """Markdown table, one row per label (method and mu), mean ± std over its runs (seeds):
+def summary_table(run_dirs: list[Path], last: int = 10, until: int | None = None) -> str:
+    """Markdown table, one row per label (run_label), mean ± std over its runs (seeds):
     held-out avg@n before and after training, final pass@n, entropy and masked fraction over
     the last `last` training steps, and, when any run logged the entropy probe
     (train.py --probe-every), its sign agreement (all tokens, and the 10% with the largest
     predicted change) and correlation averaged over all probed steps."""
-    groups: dict[str, list[list[dict]]] = {}
-    for d in run_dirs:
-        groups.setdefault(run_label(d), []).append(read_metrics(d))
+    groups = group_runs(run_dirs, until)
     probed = any(series(rs, PROBE_COLUMNS[0][0])[0] for runs in groups.values() for rs in runs)
     titles = ["method", "runs", "avg@n before", "avg@n after", "pass@n after",
               "entropy (last steps)", "masked frac (last steps)"]
@@ -208,12 +282,18 @@ def main(argv: list[str] | None = None) -> list[Path]:
     p.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by train.py")
     p.add_argument("--out", type=Path, default=Path("out/plots"), help="folder for the PNGs")
     p.add_argument("--no-show", action="store_true", help="only save the PNGs")
-    p.add_argument("--smooth", type=int, default=1, help="moving average over this many steps")
+    p.add_argument("--smooth", type=int, default=1,
+                   help="moving average over this many steps (per run, before the mean)")
+    p.add_argument("--per-seed", action="store_true",
+                   help="one thin line per run instead of the mean ± std band per setting")
+    p.add_argument("--until", type=int, default=None,
+                   help="read the runs only up to this step (figures and table)")
     args = p.parse_args(argv)
-    written = plot_runs(args.run_dirs, args.out, show=not args.no_show, window=max(args.smooth, 1))
+    written = plot_runs(args.run_dirs, args.out, show=not args.no_show,
+                        window=max(args.smooth, 1), per_seed=args.per_seed, until=args.until)
     if not written:
         raise ValueError("none of the runs has any metric to plot; check their metrics.jsonl.")
-    table = summary_table(args.run_dirs)
+    table = summary_table(args.run_dirs, until=args.until)
     (args.out / "summary.md").write_text(table + "\n")
     print(table)
     return written

@@ -1,7 +1,9 @@
-"""Tests for plot.py: PNGs from a real train.py run (plus hand-written runs for labels and
-missing keys), the metric names train.py writes, and the message without matplotlib."""
+"""Tests for plot.py: PNGs from a real train.py run (plus hand-written runs for labels,
+missing keys and the mean ± std over seeds), the metric names train.py writes, and the message
+without matplotlib."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -23,7 +25,7 @@ def write_run(folder: Path, config: dict, records: list[dict]) -> Path:
 
 @pytest.fixture
 def runs(tmp_path):
-    grpo = write_run(tmp_path / "grpo", {"method": "grpo", "mu": 1.0},
+    grpo = write_run(tmp_path / "grpo", {"method": "grpo", "mu": 1.0, "label": "grpo"},
                      [{"step": s, "entropy": 1.0 / (s + 1), "accuracy": 0.1 * s,
                        "response_len_mean": 20.0 + s} for s in range(5)])
     clipv = write_run(tmp_path / "clipv", {"method": "clipv", "mu": 1.0},
@@ -35,11 +37,50 @@ def runs(tmp_path):
 
 def test_labels_name_method_and_mu(runs, tmp_path):
     grpo, clipv = runs
-    assert plot.run_label(grpo) == "grpo"
-    assert plot.run_label(clipv) == "clipv mu=1.0"
+    assert plot.run_label(grpo) == "grpo"          # config's "label", though mu is set
+    assert plot.run_label(clipv) == "clipv mu=1.0"  # no "label": method and mu
     bare = tmp_path / "bare"
     bare.mkdir()
     assert plot.run_label(bare) == "bare"
+    assert not hasattr(plot, "MU_METHODS")          # labels come from the runs, not a list
+
+
+def test_label_comes_from_config_with_a_fallback_for_old_runs(tmp_path):
+    def label(name, config):
+        return plot.run_label(write_run(tmp_path / name, config, [{"step": 0}]))
+
+    assert label("new", {"method": "entropy-up", "mu": None, "label": "entropy-up"}) == "entropy-up"
+    assert label("any", {"method": "clipv", "mu": 8.5, "label": "my setting"}) == "my setting"
+    assert label("old-mu", {"method": "clipb", "mu": 2.5}) == "clipb mu=2.5"
+    assert label("new-method", {"method": "clip-cov", "mu": 3.0}) == "clip-cov mu=3.0"
+    assert label("old-none", {"method": "grpo", "mu": None}) == "grpo"
+    assert label("old-nomu", {"method": "entropy-down"}) == "entropy-down"
+    assert label("nomethod", {"seed": 0}) == "nomethod"
+
+
+def test_mean_over_runs_at_shared_steps():
+    steps, mean, std = plot.mean_over_runs([([1, 2, 3], [1.0, 2.0, 3.0]),
+                                            ([1, 2, 3], [3.0, 4.0, 5.0])])
+    assert steps == [1, 2, 3] and mean == [2.0, 3.0, 4.0]
+    assert std == pytest.approx([math.sqrt(2)] * 3)          # sample std (ddof=1), as the table
+    assert plot._mean_spread([1.0, 3.0]) == f"2.000 ± {math.sqrt(2):.3f}"
+    steps, mean, std = plot.mean_over_runs([([0, 1, 2], [1.0, 2.0, 4.0]),
+                                            ([0, 1, 2], [2.0, 4.0, 6.0]),
+                                            ([0, 1, 2], [3.0, 6.0, 8.0])])
+    assert mean == pytest.approx([2.0, 4.0, 6.0]) and std == pytest.approx([1.0, 2.0, 2.0])
+    # one run: its own curve, no spread; no runs: nothing
+    assert plot.mean_over_runs([([0, 5], [1.0, 2.0])]) == ([0, 5], [1.0, 2.0], [0.0, 0.0])
+    assert plot.mean_over_runs([]) == ([], [], [])
+
+
+def test_mean_over_runs_uses_the_steps_every_run_logged():
+    a = ([0, 1, 2, 3, 4], [0.0, 1.0, 2.0, 3.0, 4.0])
+    b = ([1, 3, 5], [3.0, 5.0, 7.0])               # logs every other step, one step further
+    c = ([3, 1, 0], [1.0, 3.0, 9.0])               # unordered
+    steps, mean, std = plot.mean_over_runs([a, b, c])
+    assert steps == [1, 3]
+    assert mean == pytest.approx([7 / 3, 3.0]) and std == pytest.approx([math.sqrt(4 / 3), 2.0])
+    assert plot.mean_over_runs([([0, 2], [1.0, 1.0]), ([1, 3], [1.0, 1.0])]) == ([], [], [])
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +161,129 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
     assert probed[0].endswith("probe sign agreement | same, top 10% | probe corr |")
     assert probed[1].count("---") == 10
     assert probed[2].endswith("| 0.600 ± 0.283 | 1.000 ± 0.000 | 0.500 ± 0.000 |")
+
+
+@pytest.fixture
+def seeds(tmp_path):
+    """Two seeds of "clipv mu=1.0" (logging at different steps, one with a NaN, both with
+    held-out evals) and one "grpo" run."""
+    def run(name, label, records):
+        return write_run(tmp_path / name, {"method": label.split()[0], "mu": None, "label": label},
+                         records)
+
+    return [run("clipv-seed0", "clipv mu=1.0",
+                [{"step": s, "entropy": 1.0 + 0.1 * s, "accuracy": 0.1 * s,
+                  **({"eval/heldout/avg@4": 0.3 + 0.01 * s} if s % 5 == 0 else {})}
+                 for s in range(21)]),
+            run("clipv-seed1", "clipv mu=1.0",
+                [{"step": s, "entropy": float("nan") if s == 4 else 1.2 + 0.1 * s,
+                  "accuracy": 0.1 * s + 0.2,
+                  **({"eval/heldout/avg@4": 0.4 + 0.01 * s} if s % 5 == 0 else {})}
+                 for s in range(0, 21, 2)]),
+            run("grpo-seed0", "grpo",
+                [{"step": s, "entropy": 2.0 / (s + 1), "accuracy": 0.05 * s} for s in range(21)])]
+
+
+def _record_axes(monkeypatch):
+    """Patch Figure.savefig to record, per file stem, what its axes hold when saved."""
+    import matplotlib.figure
+    from matplotlib.collections import PolyCollection
+
+    drawn = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        ax = fig.axes[0]
+        drawn[Path(path).stem] = {
+            "lines": [(l.get_xdata().tolist(), l.get_ydata().tolist()) for l in ax.get_lines()],
+            "bands": [c for c in ax.collections if isinstance(c, PolyCollection)],
+            "colors": [l.get_color() for l in ax.get_lines()],
+            "legend": [t.get_text() for t in ax.get_legend().get_texts()],
+            "containers": list(ax.containers)}
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    return drawn
+
+
+def test_plot_runs_draws_one_mean_line_and_band_per_label(seeds, tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    drawn = _record_axes(monkeypatch)
+    written = plot.plot_runs(seeds, tmp_path / "plots", show=False)
+    assert sorted(p.name for p in written) == ["accuracy.png", "entropy.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+    entropy = drawn["entropy"]
+    assert entropy["legend"] == ["clipv mu=1.0", "grpo"]
+    assert len(entropy["lines"]) == 2 and len(entropy["bands"]) == 1  # grpo: one run, no band
+    band = entropy["bands"][0]
+    assert band.get_facecolor()[0][3] == pytest.approx(0.2)
+    assert matplotlib.colors.same_color(band.get_facecolor()[0][:3], entropy["colors"][0])
+    steps, values = entropy["lines"][0]
+    assert steps == [0, 2, 6, 8, 10, 12, 14, 16, 18, 20]    # shared, step 4 is NaN in seed 1
+    assert values == pytest.approx([1.1 + 0.1 * s for s in steps])
+    assert entropy["lines"][1][0] == list(range(21))
+    accuracy = drawn["accuracy"]
+    assert sorted(accuracy["legend"]) == ["clipv mu=1.0", "clipv mu=1.0 (heldout/avg@4)", "grpo"]
+    assert len(accuracy["containers"]) == 1             # the held-out mean, with error bars
+    line, _, (bar_segments,) = accuracy["containers"][0]
+    assert line.get_xdata().tolist() == [0, 10, 20]     # the eval steps both seeds logged
+    assert line.get_ydata().tolist() == pytest.approx([0.35, 0.45, 0.55])
+    half_widths = [(seg[1][1] - seg[0][1]) / 2 for seg in bar_segments.get_segments()]
+    assert half_widths == pytest.approx([0.1 / math.sqrt(2)] * 3)   # sample std of 2 seeds
+
+
+def test_smoothing_is_per_run_before_the_mean(seeds, tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    drawn = _record_axes(monkeypatch)
+    plot.plot_runs(seeds[:2], tmp_path / "plots", show=False, window=3)
+    steps, values = drawn["entropy"]["lines"][0]
+    assert steps[:4] == [0, 2, 6, 8]
+    # seed 0 over its own last 3 steps (s-2, s-1, s): 1.0 + 0.1 (s - 1); seed 1 (every other
+    # step, 4 dropped): at 0: 1.2, at 2: 1.3, at 6: mean(1.2, 1.4, 1.8), at 8: mean(1.4, 1.8, 2.0)
+    seed0 = [1.0, 1.1, 1.5, 1.7]
+    seed1 = [1.2, 1.3, 4.4 / 3, 5.2 / 3]
+    assert values[:4] == pytest.approx([(a + b) / 2 for a, b in zip(seed0, seed1)])
+
+
+def test_plot_runs_per_seed_draws_every_run(seeds, tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    drawn = _record_axes(monkeypatch)
+    written = plot.plot_runs(seeds, tmp_path / "plots", show=False, per_seed=True)
+    assert sorted(p.name for p in written) == ["accuracy.png", "entropy.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+    entropy = drawn["entropy"]
+    assert entropy["legend"] == ["clipv mu=1.0", "grpo"]  # seeds share one legend entry
+    assert len(entropy["lines"]) == 3 and not entropy["bands"]
+    assert [len(steps) for steps, _ in entropy["lines"]] == [21, 10, 21]   # seed 1: NaN dropped
+    assert entropy["colors"][0] == entropy["colors"][1] != entropy["colors"][2]
+    accuracy = drawn["accuracy"]
+    assert len(accuracy["lines"]) == 3 + 2 and not accuracy["containers"]  # 2 held-out lines
+    assert accuracy["legend"] == ["clipv mu=1.0", "clipv mu=1.0 (heldout/avg@4)", "grpo"]
+
+
+def test_main_per_seed_flag(seeds, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    calls = []
+    monkeypatch.setattr(plot, "plot_runs", lambda *a, **k: calls.append(k) or [tmp_path / "x.png"])
+    (tmp_path / "plots").mkdir()
+    plot.main([*map(str, seeds), "--out", str(tmp_path / "plots"), "--no-show", "--per-seed"])
+    plot.main([*map(str, seeds), "--out", str(tmp_path / "plots"), "--no-show", "--smooth", "5"])
+    assert calls == [{"show": False, "window": 1, "per_seed": True, "until": None},
+                     {"show": False, "window": 5, "per_seed": False, "until": None}]
+
+
+def test_until_reads_runs_up_to_a_step(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "grpo", "label": "grpo"}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "entropy": float(s)}) + "\n"
+                                               for s in range(1, 21)))
+    assert [r["step"] for r in plot.group_runs([run], until=10)["grpo"][0]] == list(range(1, 11))
+    assert "| grpo | 1 |" in plot.summary_table([run], last=2, until=10)
+    assert "10.500" not in plot.summary_table([run], last=2, until=10)    # mean of steps 9, 10: 9.5
+    assert "9.500" in plot.summary_table([run], last=2, until=10)
