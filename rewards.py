@@ -8,11 +8,12 @@ A wrong reward is a wrong sign of A, so the grader is deliberately strict and ne
   truncated thought and has no answer). Style "boxed" (Qwen2.5-math prompt): the LAST
   `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`, with brace matching; an unclosed box is no
   answer. Style "answer" (DAPO prompt): the last `Answer:` line.
-* Several boxes: the last one decides (`boxes="last"`, the default), as in verl's DAPO / MATH
-  rewards and math-verify, so rewards here compare with theirs. Long chain-of-thought models
-  (Qwen2.5 included) box intermediate results, and listing guesses cannot game a rule that
-  reads only the last box. `boxes="strict"` instead gives 0 unless every box holds the same
-  answer as the last ("the same" as the fast path below decides it).
+* Several boxes (style "boxed"): the last one decides (`boxes="last"`, the default), as in
+  verl's DAPO / MATH rewards and math-verify, so rewards here compare with theirs. Long
+  chain-of-thought models (Qwen2.5 included) box intermediate results, and listing guesses
+  cannot game a rule that reads only the last box. `boxes="strict"` instead gives 0 unless
+  every box holds the same answer as the last ("the same" as the fast path below decides it).
+  Style "answer" always reads the last `Answer:` line and that line's last box.
 * Fast path, in this process: normalise both sides (`\\left`/`\\right`, `\\dfrac`/`\\tfrac`,
   `\\text{...}` units, `^\\circ`, `\\$`, `\\%`, `{,}` and thousands commas, a trailing period,
   spaces, a leading `x =`), then compare exactly: equal strings, or equal rational numbers

@@ -90,9 +90,13 @@ def test_math_reward_boxed(response, gold, expected):
 MULTI_BOX_CASES = [
     (r"Try \boxed{3}. That fails, so the answer is \boxed{5}.", "5", 1.0, 0.0),
     (r"Try \boxed{3}. That fails, so the answer is \boxed{5}.", "3", 0.0, 0.0),
-    (r"It is \boxed{1}, \boxed{2} or \boxed{3}.", "3", 1.0, 0.0),
+    (r"It is \boxed{1}, \boxed{2} or \boxed{3}.", "3", 1.0, 0.0),         # listing guesses
+    (r"It is \boxed{1}, \boxed{2} or \boxed{3}.", "2", 0.0, 0.0),
+    (r"We get \boxed{4}. Final answer: \boxed{4}", "4", 1.0, 1.0),          # same answer boxed twice
     (r"We get \boxed{0.5}. Final answer: \boxed{\frac12}", "1/2", 1.0, 1.0),   # one answer, two forms
+    (r"<think>maybe \boxed{3}</think>The answer is \boxed{4}.", "4", 1.0, 1.0),  # thought boxes not graded
     (r"First \boxed{12} and then \boxed{1", "12", 0.0, 0.0),                 # unclosed last box
+    (r"First \boxed{12} and then \boxed{1", "1", 0.0, 0.0),
 ]
 
 
@@ -105,8 +109,20 @@ def test_multi_box_rules(response, gold, last, strict):
 
 
 def test_unknown_box_rule_is_one_clear_error():
-    with pytest.raises(ValueError, match="Unknown box rule 'first'"):
+    assert rewards.BOX_RULES == ("last", "strict")
+    with pytest.raises(ValueError, match="Unknown box rule 'first'; use 'last'.*or 'strict'"):
         math_reward(r"\boxed{1}", "1", boxes="first")
+    with pytest.raises(ValueError, match="Unknown box rule 'Last'"):
+        batch_rewards([r"\boxed{1}"], ["1"], boxes="Last")
+    with pytest.raises(ValueError, match="Unknown box rule 'all'"):
+        extract_answer(r"\boxed{1}", style="answer", boxes="all")
+
+
+def test_box_rule_does_not_change_answer_style():
+    response = "Answer: \\boxed{3} or \\boxed{5}"                    # the last box of the Answer: line
+    for boxes in rewards.BOX_RULES:
+        assert extract_answer(response, style="answer", boxes=boxes) == "5"
+        assert math_reward(response, "5", style="answer", boxes=boxes) == 1.0
 
 
 @pytest.mark.parametrize("response,gold,expected", ANSWER_CASES)
