@@ -11,13 +11,20 @@ Choices and why:
   only folders with the final name and a trainer_state.pt count as checkpoints.
 * SIGINT / SIGTERM do not kill the step in flight: the first signal asks the loop to finish the
   step and write a checkpoint (`Stop`), a second abandons the step at once.
+* Old checkpoints are pruned by renaming them to a hidden name first, so a kill during the
+  deletion leaves nothing that looks like a checkpoint; `clean_leftovers` removes such hidden
+  folders (and half-written ones) when a run starts.
 * Metrics and samples logged after the checkpoint a run resumes from are dropped
-  (`truncate_jsonl`): the resumed run logs those steps again.
+  (`truncate_jsonl`): the resumed run logs those steps again. The file is rewritten beside
+  itself and renamed, and a partial last line (a kill mid-write) is dropped, never fatal.
+* A new run in a folder that holds metrics but no checkpoint (a run killed before its first
+  save) moves the old files aside (`move_aside`) instead of appending to them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -91,6 +98,20 @@ def save_model(out: Path, model, tokenizer) -> None:
     atomic_dir(out, write)
 
 
+def _remove(path: Path) -> None:
+    """Delete a folder by renaming it to a hidden name first: never a half-deleted checkpoint."""
+    doomed = path.with_name(f".del-{path.name}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def clean_leftovers(out: Path) -> None:
+    """Remove what a killed save or prune left behind: .tmp-*, .old-*, .del-* folders."""
+    for pattern in (".tmp-*", ".old-*", ".del-*"):
+        for p in Path(out).glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def save(out: Path, step: int, model, tokenizer, trainer_state: dict, keep_last: int) -> Path:
     """<out>/checkpoint-<step>/: model + tokenizer + trainer_state.pt ({"step", "rng"} added to
     `trainer_state`); keeps the newest keep_last checkpoints. Returns the checkpoint's path."""
@@ -102,7 +123,7 @@ def save(out: Path, step: int, model, tokenizer, trainer_state: dict, keep_last:
     target = out / f"checkpoint-{step}"
     atomic_dir(target, write)
     for _, old in checkpoints(out)[:-keep_last]:
-        shutil.rmtree(old)
+        _remove(old)
     return target
 
 
@@ -111,11 +132,80 @@ def load_trainer_state(path: Path) -> dict:
     return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL log; an unparsable line (a kill mid-write leaves a partial last
+    line) is skipped."""
+    records = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def truncate_jsonl(path: Path, step: int) -> None:
-    """Drop records logged after `step` (a resumed run logs those steps again)."""
+    """Keep the records logged up to `step` (a resumed run logs later steps again). Written to a
+    temporary file and renamed, so a kill at any moment leaves the old or the new file whole."""
     if path.exists():
-        lines = path.read_text().splitlines()
-        path.write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= step))
+        kept = [r for r in read_jsonl(path) if r.get("step", math.inf) <= step]
+        tmp = path.with_name(f".tmp-{path.name}")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
+
+
+LOGS = ("metrics.jsonl", "samples.jsonl", "config.json")
+
+
+def move_aside(out: Path) -> Path | None:
+    """A new run in `out`: logs of an earlier run that wrote no checkpoint go to
+    out/previous-<n>/ (returned), so that the new run does not append to them."""
+    found = [Path(out) / name for name in LOGS if (Path(out) / name).exists()]
+    if not found:
+        return None
+    n = 1
+    while (Path(out) / f"previous-{n}").exists():
+        n += 1
+    aside = Path(out) / f"previous-{n}"
+    aside.mkdir()
+    for p in found:
+        os.replace(p, aside / p.name)
+    return aside
+
+
+def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
+    """Check and tidy the run folder before anything loads; return the checkpoint to resume from
+    (None for a new run). Raises ValueError, saying what to do, for a folder that holds the
+    model itself, one that cannot be written, or a new run over an existing run's checkpoints."""
+    out = Path(out)
+    model_dir = Path(model)
+    if model_dir.is_dir() and (out.resolve() == model_dir.resolve() or out.resolve() in model_dir.resolve().parents):
+        raise ValueError(f"--out {out} holds the model being trained ({model}); writing the run "
+                         f"there would overwrite it. Choose another --out.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to --out {out} ({err.strerror or err}); choose a folder "
+                         f"you can write to, on a disk with free space.") from None
+    clean_leftovers(out)
+    found = latest(out)
+    if found is not None and not resume:
+        raise ValueError(f"{out} already holds a run ({found.name}); pass --resume to continue "
+                         f"it, or choose another --out.")
+    if found is None and not resume and (aside := move_aside(out)) is not None:
+        tqdm.write(f"{out} held the logs of a run that saved no checkpoint; moved them to {aside}")
+    return found
+
+
+def save_error(step: int, err: BaseException, last_saved: int, out: Path) -> str:
+    """The one sentence for a checkpoint that could not be written (a full disk, most often)."""
+    earlier = (f"checkpoint-{last_saved} is intact; free some space, then resume with: "
+               f"{resume_command(out)}" if last_saved else "no earlier checkpoint exists")
+    return (f"error: could not write the checkpoint of step {step} ({type(err).__name__}: {err}); "
+            f"is the disk full? {earlier}")
 
 
 def resume_command(out: Path) -> str:

@@ -192,6 +192,9 @@ def given_flags(argv: list[str] | None) -> dict:
     return vars(build_parser(show_defaults=False).parse_args(argv))
 
 
+INFINITE_OK = ("mu_pos", "dual_clip")   # inf turns these off
+
+
 def validate(cfg: Config) -> None:
     """Reject impossible settings with one clear sentence, before any model or data loads."""
     def need(ok: bool, message: str) -> None:
@@ -199,6 +202,11 @@ def validate(cfg: Config) -> None:
             raise ValueError(message)
 
     need(cfg.method in METHODS, f"unknown --method {cfg.method!r}; choose one of {', '.join(METHODS)}.")
+    for f in fields(cfg):   # inf / nan only where a field says it means "off"
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and f.name not in INFINITE_OK:
+            need(math.isfinite(value), f"--{f.name.replace('_', '-')} must be a finite number, got {value}.")
+    need(cfg.lr <= 1, f"--lr {cfg.lr} is far too large (GRPO uses 1e-6 to 1e-4); choose one below 1.")
     need(cfg.mu is None or cfg.mu > 0, f"--mu must be positive, got {cfg.mu}.")
     need(cfg.mu is not None or not METHODS[cfg.method].takes_mu, f"--method {cfg.method} needs --mu.")
     for name in ("forking_frac", "clip_cov_ratio", "kl_cov_ratio"):

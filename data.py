@@ -135,6 +135,19 @@ def _load_from_hub(name: str, spec: HubDataset, split: str):
             f"{file!r})\", copy the file here and pass it as the data set: --dataset {file}") from error
 
 
+def _check_text_file(path: Path) -> None:
+    """A text data file must be UTF-8 and hold at least one row; say which line is not."""
+    raw = path.read_bytes()
+    for number, line in enumerate(raw.splitlines(), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"Line {number} of {path} is not valid UTF-8 (byte {line[error.start]:#x} "
+                             f"at column {error.start + 1}); save the file as UTF-8.") from None
+    if not raw.strip():
+        raise ValueError(f"Data file {path} is empty; give a file with at least one row.")
+
+
 def _load_local_file(path: Path):
     from datasets import load_dataset
 
@@ -143,6 +156,8 @@ def _load_local_file(path: Path):
         raise ValueError(f"Cannot read {path}: data files must end in {', '.join(LOCAL_FORMATS)}.")
     if not path.is_file():
         raise ValueError(f"Data file {path} does not exist; check the path passed as the data set.")
+    if builder in ("json", "csv"):
+        _check_text_file(path)
     try:  # datasets' own loaders: one code path and one set of dtypes for every format
         return load_dataset(builder, data_files=str(path), split="train")
     except Exception as error:

@@ -130,6 +130,22 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def writable_output(path: Path) -> Path:
+    """The JSON file to write: `path`, or path/eval.json when path is a folder. Checked before the
+    evaluation runs, so that a bad --out fails in a second, not after an hour of sampling."""
+    if path.is_dir():
+        path = path / "eval.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.write-test")
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write the results to {path} ({err.strerror or err}); pass a "
+                         f"writable file as --out.") from None
+    return path
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="avg@n and unbiased pass@k of a model on math "
                                             "benchmarks (one row per data set).")
@@ -154,7 +170,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", choices=policy.DTYPES,
                    help="weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
     p.add_argument("--device", default="auto", help="auto: cuda, then mps, then cpu")
-    p.add_argument("--out", default="out/eval.json", help="JSON file for the results")
+    p.add_argument("--out", default="out/eval.json",
+                   help="JSON file for the results (a folder: FOLDER/eval.json)")
     return p.parse_args(argv)
 
 
@@ -166,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}.")
     pass_ks(args.n)  # a bad --n fails before the model loads
+    out = writable_output(Path(args.out))                              # before any slow work
     sets = {name: data.load_set(name, args.limit) for name in names}  # before the slow model load
     device = policy.pick_device(args.device)
     model, tokenizer = policy.load_policy(args.model, device, policy.compute_dtype(args.dtype, device))
@@ -175,8 +193,6 @@ def main(argv: list[str] | None = None) -> dict:
                               prompt_style=args.prompt_style, boxes=args.box_rule)
                for name, examples in sets.items()}
     print(format_table(results))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "datasets")}
     out.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
     print(f"wrote {out}")

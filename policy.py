@@ -11,6 +11,8 @@ train.py and eval.py load models here, so both follow the same rule:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -41,19 +43,42 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
+def _check_local_folder(path: Path) -> None:
+    """A local --model must be a Hugging Face model folder; say what it is instead."""
+    if (path / "config.json").is_file():
+        return
+    if any(path.glob("checkpoint-*")) or (path / "final").is_dir():
+        raise ValueError(f"{path} is a training run's folder, not a model: pass its final/ (or "
+                         f"one of its checkpoint-N/ folders) as the model.")
+    raise ValueError(f"{path} has no config.json, so it is not a Hugging Face model folder; pass "
+                     f"a folder written by save_pretrained (e.g. a run's final/) or a hub id.")
+
+
 def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.float32,
                 gradient_checkpointing: bool = False):
     """(model, tokenizer) from a local folder or a hub id, weights in `dtype` on `device`,
-    whatever dtype was saved. A name that is neither a folder nor reachable on the hub raises
-    ValueError with what to do."""
+    whatever dtype was saved. Anything that keeps it from loading (not a model folder, damaged
+    weights, an unreachable hub) raises ValueError saying what to do."""
     from transformers import AutoModelForCausalLM, AutoTokenizer   # ~2 s; --help needs none of it
+    local = Path(path).is_dir()
+    if local:
+        _check_local_folder(Path(path))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as err:
+        if local:
+            raise ValueError(f"could not load the model in {path} ({err}); its files are "
+                             f"incomplete or damaged: save it again, or use another checkpoint.") from None
         raise ValueError(f"could not load the model {path!r}: it is not a local model folder and "
                          f"could not be fetched from the Hugging Face hub ({err}). Pass a local "
                          f"folder (--model), or check the id and your network.") from None
+    except Exception as err:   # safetensors' own error for a truncated file, a bad config value
+        if not local:
+            raise
+        raise ValueError(f"could not load the model in {path} ({type(err).__name__}: {err}); its "
+                         f"files are incomplete or damaged: save it again, or use another "
+                         f"checkpoint.") from None
     model.to(device)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -19,14 +19,22 @@ A wrong reward is a wrong sign of A, so the grader is deliberately strict and ne
   spaces, a leading `x =`), then compare exactly: equal strings, or equal rational numbers
   (`0.5 = \\frac{1}{2} = 1/2`, `007 = 7`, but `0.333 != 1/3`). Tuples and intervals are ordered
   and their brackets must agree (`(1,2) != (2,1)`, `[2,5) != [2,5]`); a bare list `-2, 1` and a
-  set `\\{...\\}` are unordered. This decides almost every response of a training step in
-  microseconds, so thousands of responses per step stay cheap.
+  set `\\{...\\}` are unordered, compared as multisets of canonical values (n log n, never
+  pairwise). This decides almost every response of a training step in microseconds, so
+  thousands of responses per step stay cheap.
+* Every path is bounded, whatever a policy under RL learns to write: every pattern here runs in
+  linear time; answers nested deeper than MAX_DEPTH brackets go to the slow path; answers
+  longer than MAX_ANSWER_CHARS score 0 with a warning. `tests/test_rewards.py` feeds the grader
+  generated responses (hypothesis) and holds each to the time bound.
 * Slow path, only when the fast path cannot decide (e.g. `\\frac{\\sqrt3}{2}` vs `\\sqrt{3}/2`):
   symbolic equivalence with math-verify, `verify(gold, pred)` (that order: gold first). It runs
   in a persistent child process ('spawn', safe next to torch and CUDA) with math-verify's own
   SIGALRM timeouts switched off (they fail off the main thread); the parent waits at most
-  `timeout` seconds and otherwise kills and later restarts the child, so an input such as
-  `\\boxed{9^{9^{9^{9}}}}` costs 0 reward and ~2 s, never a hung training run.
+  `timeout` seconds and otherwise kills the child and starts a new one in the background, so an
+  input such as `\\boxed{9^{9^{9^{9}}}}` costs 0 reward and `timeout` (2 s), never a hung
+  training run. What a timeout really costs: those 2 s, plus, for the next answer that needs
+  the slow path, whatever is left of the new child's start (a 'spawn' child imports the main
+  script: ~5 s under train.py, which imports torch; nothing if it comes later).
 * Any exception while grading counts as reward 0 with a logged warning.
 """
 
@@ -36,11 +44,14 @@ import logging
 import multiprocessing
 import re
 import threading
+from collections import Counter
 from fractions import Fraction
 
 logger = logging.getLogger(__name__)
 
 REWARD_STYLES = ("boxed", "answer")
+MAX_ANSWER_CHARS = 20_000   # longer answers score 0 with a warning (no gold answer is this long)
+MAX_DEPTH = 32              # levels of nested brackets the fast path reads
 BOX_RULES = ("last", "strict")
 _WORKER_START_TIMEOUT = 120.0  # seconds; a spawned child re-imports the main script (torch...)
 
@@ -238,10 +249,13 @@ def _has_digit(s: str) -> bool:
     return any(char.isdigit() for char in s)
 
 
-def _fast_equal(pred: str, gold: str) -> bool | None:
-    """Exact comparison of two normalised answers: True, False, or None when it cannot decide."""
+def _fast_equal(pred: str, gold: str, depth: int = 0) -> bool | None:
+    """Exact comparison of two normalised answers: True, False, or None when it cannot decide
+    (also beyond MAX_DEPTH levels of nested brackets, which only a pathological answer has)."""
     if pred == gold:
         return True
+    if depth >= MAX_DEPTH:
+        return None
     pred_number, gold_number = parse_number(pred), parse_number(gold)
     if pred_number is not None and gold_number is not None:
         return pred_number == gold_number
@@ -262,18 +276,29 @@ def _fast_equal(pred: str, gold: str) -> bool | None:
     if pred_kind not in unordered:
         if pred_kind != gold_kind:
             return False  # [2,5) vs [2,5]
-        verdicts = [_fast_equal(p, g) for p, g in zip(pred_items, gold_items)]
+        verdicts = [_fast_equal(p, g, depth + 1) for p, g in zip(pred_items, gold_items)]
         if False in verdicts:
             return False
         return True if all(verdicts) else None
-    unmatched = list(gold_items)
-    for item in pred_items:
-        match = next((g for g in unmatched if _fast_equal(item, g) is True), None)
-        if match is None:
-            every_item_numeric = all(parse_number(x) is not None for x in pred_items + gold_items)
-            return False if every_item_numeric else None
-        unmatched.remove(match)
-    return True
+    if Counter(map(_canonical, pred_items)) == Counter(map(_canonical, gold_items)):
+        return True   # the same multiset of values, found in n log n, never pairwise
+    every_item_numeric = all(parse_number(x) is not None for x in pred_items + gold_items)
+    return False if every_item_numeric else None
+
+
+def _canonical(s: str, depth: int = 0):
+    """A hashable value of a normalised answer such that two answers the fast path proves equal
+    have the same value: the rational number, the items of a tuple in order or of a set / list
+    sorted, or the string itself (beyond MAX_DEPTH levels of brackets: the string)."""
+    number = parse_number(s)
+    if number is not None:
+        return ("number", number)
+    structure = _structure(s) if depth < MAX_DEPTH else None
+    if structure is None:
+        return ("text", s)
+    kind, items = structure
+    values = [_canonical(item, depth + 1) for item in items]
+    return (kind, tuple(sorted(values, key=repr)) if kind in ("set", "list") else tuple(values))
 
 
 def answers_match(pred: str, gold: str) -> bool | None:
@@ -305,25 +330,32 @@ def _worker_main(conn) -> None:
 
 
 class _SymbolicGrader:
-    """One persistent math-verify child process, started lazily, killed and restarted on timeout."""
+    """One persistent math-verify child process, started lazily. On a timeout it is killed and a
+    replacement is started at once, without waiting for it: the start (a 'spawn' child imports
+    the main script, ~5 s when that imports torch) overlaps the rest of the batch, and only an
+    undecided answer that arrives before it is ready waits for the remainder."""
 
     def __init__(self) -> None:
         self._process = None
         self._conn = None
+        self._ready = False
         self._lock = threading.Lock()
 
-    def _start(self) -> None:
+    def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(target=_worker_main, args=(child_conn,), daemon=True,
                                         name="math-verify-grader")
         self._process.start()
         child_conn.close()
+        self._ready = False
+
+    def _wait_ready(self) -> None:
         try:
-            ready = self._conn.poll(_WORKER_START_TIMEOUT) and self._conn.recv() == "ready"
+            self._ready = self._conn.poll(_WORKER_START_TIMEOUT) and self._conn.recv() == "ready"
         except (EOFError, OSError):
-            ready = False
-        if not ready:
+            self._ready = False
+        if not self._ready:
             self.close()
             raise RuntimeError("the math-verify grading process did not start; a script that grades "
                                "must guard its entry point with `if __name__ == '__main__':` ('spawn')")
@@ -334,13 +366,16 @@ class _SymbolicGrader:
             self._process.join()
             self._conn.close()
         self._process = self._conn = None
+        self._ready = False
 
     def equivalent(self, gold: str, pred: str, timeout: float) -> bool:
         """math_verify.verify(gold, pred) decided within `timeout` seconds, else False."""
         with self._lock:
             if self._process is None or not self._process.is_alive():
                 self.close()
-                self._start()
+                self._spawn()
+            if not self._ready:
+                self._wait_ready()
             self._conn.send((gold, pred))
             try:
                 ready = self._conn.poll(timeout)
@@ -349,6 +384,7 @@ class _SymbolicGrader:
                 ready, result = True, None
             if result is None:
                 self.close()
+                self._spawn()    # the replacement starts now, in the background
                 reason = f"took longer than {timeout} s" if not ready else "crashed"
                 logger.warning("math-verify %s on gold %.80r vs answer %.80r; reward 0", reason, gold, pred)
                 return False
@@ -371,6 +407,9 @@ def _gold_answer(gold: str) -> str:
 
 def _grade(pred: str | None, gold: str, timeout: float) -> float:
     if pred is None:
+        return 0.0
+    if len(pred) > MAX_ANSWER_CHARS:
+        logger.warning("an answer of %d characters is too long to grade; reward 0", len(pred))
         return 0.0
     try:
         gold = _gold_answer(str(gold))

@@ -290,10 +290,7 @@ def setup(cfg: Config) -> Run:
     the latest checkpoint (weights, optimiser, scheduler, sampler, RNG) restored. Errors a user
     can cause raise ValueError."""
     out = Path(cfg.out)
-    latest = checkpoint.latest(out)
-    if latest is not None and not cfg.resume:
-        raise ValueError(f"{out} already holds a run ({latest.name}); pass --resume to continue "
-                         f"it, or choose another --out.")
+    latest = checkpoint.prepare_run_folder(out, cfg.model, cfg.resume)
     examples, eval_sets = load_data(cfg)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -310,7 +307,6 @@ def setup(cfg: Config) -> Run:
     run = Run(cfg, out, device, amp, model, tokenizer, ref_model, optimizer, scheduler,
               data.PromptSampler(len(examples), cfg.seed), examples, eval_sets,
               {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0)
-    out.mkdir(parents=True, exist_ok=True)
     if latest is not None:
         state = checkpoint.load_trainer_state(latest)
         optimizer.load_state_dict(state["optimizer"])
@@ -372,11 +368,11 @@ def train(run: Run) -> int:
     previous = {s: signal.signal(s, stop) for s in handled}
     resume = checkpoint.resume_command(out)
     last_saved, step = run.step, run.step
-    if run.step == 0 and cfg.eval_every and run.eval_sets:   # the baseline the run improves on
-        write_json_line(out / "metrics.jsonl", {"step": 0, **run_evaluation(
-            run.model, run.tokenizer, run.eval_sets, cfg, run.amp, 0)})
     bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.method, dynamic_ncols=True)
     try:
+        if run.step == 0 and cfg.eval_every and run.eval_sets:   # the baseline the run improves on
+            write_json_line(out / "metrics.jsonl", {"step": 0, **run_evaluation(
+                run.model, run.tokenizer, run.eval_sets, cfg, run.amp, 0)})
         for step in range(run.step + 1, cfg.steps + 1):
             record, batch, indices = train_step(run, step)
             run.step = step
@@ -389,19 +385,19 @@ def train(run: Run) -> int:
                             masked=f"{record['masked_frac']:.4f}", len=f"{record['response_len']:.0f}",
                             kl=f"{record.get('approx_kl', math.nan):.1e}")
             if run.counters["nonfinite_in_a_row"] >= MAX_NONFINITE_IN_A_ROW:
+                trust = (f"checkpoint-{last_saved} (step {last_saved}) is the last one saved"
+                         if last_saved else "no checkpoint was saved")
                 tqdm.write(f"error: the loss or gradient was not finite in {MAX_NONFINITE_IN_A_ROW} "
-                           f"steps in a row (up to step {step}); those updates were skipped, so "
-                           f"the weights are unharmed, and the run stops. Lower --lr or "
-                           f"--grad-clip, or use --dtype float32.", file=sys.stderr)
+                           f"steps in a row (up to step {step}); those updates were skipped, but "
+                           f"earlier ones may already have harmed the model, and the run stops; "
+                           f"{trust}. Lower --lr or --grad-clip, or use --dtype float32.",
+                           file=sys.stderr)
                 return 1
             if step % cfg.save_every == 0 or step == cfg.steps or stop.signum is not None:
                 try:
                     path = save(run, step)
-                except OSError as err:
-                    earlier = (f"checkpoint-{last_saved} is intact; resume with: {resume}"
-                               if last_saved else "no earlier checkpoint exists")
-                    tqdm.write(f"error: could not write the checkpoint of step {step} ({err}); "
-                               f"{earlier}", file=sys.stderr)
+                except Exception as err:   # OSError, torch's RuntimeError, SafetensorError
+                    tqdm.write(checkpoint.save_error(step, err, last_saved, out), file=sys.stderr)
                     return 1
                 last_saved = step
             if stop.signum is not None:
@@ -415,7 +411,8 @@ def train(run: Run) -> int:
         tqdm.write(f"error: the {run.device.type} device ran out of memory in step {step}. "
                    f"Reduce --micro-batch-size ({cfg.micro_batch_size}) or --max-new-tokens "
                    f"({cfg.max_new_tokens}), add --gradient-checkpointing, or lower --group-size "
-                   f"({cfg.group_size}) or --gen-batch-size ({cfg.gen_batch_size})"
+                   f"({cfg.group_size}), --gen-batch-size ({cfg.gen_batch_size}) or "
+                   f"--eval-batch-size ({cfg.eval_batch_size})"
                    + (f"; then resume with: {resume}" if last_saved else "."), file=sys.stderr)
         return 1
     finally:

@@ -50,3 +50,56 @@ def test_truncate_jsonl_drops_later_steps(tmp_path):
     path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (0, 1, 2, 3)))
     checkpoint.truncate_jsonl(path, 1)
     assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [0, 1]
+
+
+def test_truncate_tolerates_a_partial_last_line_and_a_kill_before_the_rename(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in range(10)) + '{"step": 10, "lo')
+    assert [r["step"] for r in checkpoint.read_jsonl(path)] == list(range(10))
+
+    def killed(*args):
+        raise KeyboardInterrupt            # the process dies between writing and renaming
+    monkeypatch.setattr(checkpoint.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.truncate_jsonl(path, 4)
+    assert [r["step"] for r in checkpoint.read_jsonl(path)] == list(range(10))   # intact
+    monkeypatch.undo()
+    checkpoint.truncate_jsonl(path, 4)
+    assert [r["step"] for r in checkpoint.read_jsonl(path)] == [0, 1, 2, 3, 4]
+
+
+def test_pruning_renames_first_and_leftovers_are_cleaned(tmp_path, monkeypatch):
+    for step in (1, 2):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / checkpoint.STATE_FILE).write_bytes(b"")
+
+    def killed(path, *args, **kwargs):
+        raise KeyboardInterrupt            # killed in the middle of deleting the old checkpoint
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint._remove(tmp_path / "checkpoint-1")
+    monkeypatch.undo()
+    assert [s for s, _ in checkpoint.checkpoints(tmp_path)] == [2]     # no half-deleted checkpoint
+    assert (tmp_path / ".del-checkpoint-1").exists()
+    checkpoint.clean_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
+
+
+def test_a_new_run_moves_the_logs_of_a_run_without_checkpoint_aside(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    (tmp_path / "config.json").write_text("{}")
+    assert checkpoint.prepare_run_folder(tmp_path, "some-model", resume=False) is None
+    assert not (tmp_path / "metrics.jsonl").exists()
+    assert (tmp_path / "previous-1" / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_run_folder_that_holds_the_model_or_cannot_be_written_is_refused(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for out in (model, tmp_path):
+        with pytest.raises(ValueError, match="holds the model being trained"):
+            checkpoint.prepare_run_folder(out, str(model), resume=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="cannot write to --out"):
+        checkpoint.prepare_run_folder(blocker / "run", str(model), resume=False)

@@ -67,6 +67,11 @@ def test_comparison_method_defaults():
     (["--method", "clip-cov", "--clip-cov-lb", "5", "--clip-cov-ub", "1"], "--clip-cov-lb must be below"),
     (["--probe-every", "-1"], "--probe-every must not be negative"),
     (["--dual-clip", "1"], "--dual-clip must be above 1"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--weight-decay", "inf"], "--weight-decay must be a finite number"),
+    (["--lr", "1e38"], "far too large"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--method", "clipv", "--mu", "nan"], "--mu must be a finite number"),
 ])
 def test_impossible_values_are_rejected_before_loading_anything(flags, message, tmp_path, capsys):
     # the model path does not exist: reaching the model would give another message

@@ -217,3 +217,14 @@ def test_sampler_permutes_each_epoch_without_repeats_and_resumes():
     again.load_state_dict({"epoch": 1, "pos": 3})
     assert again.next(3) == epochs[1][3:6]
     assert PromptSampler(n=10, seed=2).next(3) != epochs[0][:3]
+
+
+def test_text_files_that_are_not_utf8_or_empty_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"question": "1+1?", "answer": "2"}\n{"question": "caf\xe9?", "answer": "3"}\n')
+    with pytest.raises(ValueError, match=r"Line 2 of .*bad.jsonl is not valid UTF-8"):
+        load_examples(str(bad))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        load_examples(str(empty))

@@ -156,8 +156,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_end_to_end_on_the_shipped_model(tmp_path):
-    out_file = tmp_path / "eval.json"
-    proc = run_cli("--n", "2", "--limit", "3", "--max-new-tokens", "64", "--out", str(out_file))
+    out_file = tmp_path / "eval.json"          # --out names a folder: the file goes inside it
+    proc = run_cli("--n", "2", "--limit", "3", "--max-new-tokens", "64", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "synthetic" in proc.stdout and "pass@2" in proc.stdout
     saved = json.loads(out_file.read_text())
@@ -181,6 +181,11 @@ def test_cli_user_errors_give_one_clear_message(tmp_path):
     assert "Traceback" not in proc.stderr
     with pytest.raises(ValueError, match="n=0"):  # checked before any loading
         ev.main(["--n", "0"])
+    proc = run_cli("--model", str(tmp_path), "--n", "2", "--limit", "1")    # not a model folder
+    assert "no config.json" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="cannot write the results"):       # before any loading
+        ev.main(["--out", str(tmp_path / "a-file" / "e.json"), "--model", str(tmp_path / "none")])
     with pytest.raises(ValueError, match="Unknown data set 'nope'"):
         ev.main(["--datasets", "synthetic,nope"])
 

@@ -1,5 +1,7 @@
 """Tests for policy.py: the one device / dtype rule and model loading."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -29,3 +31,18 @@ def test_load_policy_in_the_asked_dtype_and_a_clear_error(tiny_path, tmp_path):
     assert next(model.parameters()).dtype == torch.bfloat16 and tokenizer.eos_token_id is not None
     with pytest.raises(ValueError, match="could not load the model"):
         policy.load_policy(str(tmp_path / "missing"), torch.device("cpu"))
+
+
+def test_folders_that_are_not_a_loadable_model_say_what_to_pass(tiny_path, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoint-5").mkdir(parents=True)
+    with pytest.raises(ValueError, match="training run's folder.*final/"):
+        policy.load_policy(str(run), torch.device("cpu"))
+    with pytest.raises(ValueError, match="no config.json"):
+        policy.load_policy(str(tmp_path), torch.device("cpu"))
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_path, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match="incomplete or damaged"):
+        policy.load_policy(str(damaged), torch.device("cpu"))

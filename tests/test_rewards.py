@@ -1,9 +1,12 @@
-"""Tests for rewards.py: extraction, normalisation, exact and symbolic equivalence, the traps, the timeout."""
+"""Tests for rewards.py: extraction, normalisation, exact and symbolic equivalence, the traps, the
+timeout, and the time bound on any response (hand-made worst cases and generated ones)."""
 
 import logging
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rewards
 from rewards import (answers_match, batch_rewards, boxed_answers, extract_answer, math_reward,
@@ -208,3 +211,68 @@ def test_any_grading_exception_is_zero_with_a_warning(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="rewards"):
         assert math_reward(r"\boxed{4}", "4") == 0.0
     assert "boom" in caplog.text
+
+
+# ----- every response is decided within the bound -----
+
+BOUND = 3.0   # seconds: the 2 s timeout and the fast path's share
+
+
+def _warm_symbolic_grader():
+    assert math_reward(r"\boxed{\frac{\sqrt{3}}{2}}", r"\sqrt{3}/2") == 1.0   # needs math-verify
+
+
+def _timed(response, gold, **kwargs):
+    t0 = time.perf_counter()
+    reward = math_reward(response, gold, **kwargs)
+    return reward, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("boxes", ["last", "strict"])
+def test_a_long_list_boxed_twice_in_another_order_is_decided_quickly(boxes):
+    items = [str(i) for i in range(4000)]
+    forward, backward = ",".join(items), ",".join(reversed(items))
+    reward, seconds = _timed(rf"\boxed{{{forward}}} and so \boxed{{{backward}}}", forward, boxes=boxes)
+    assert reward == 1.0 and seconds < BOUND            # an unordered list: the same multiset
+    reward, seconds = _timed(rf"\boxed{{{backward[:-1]}5}}", forward, boxes=boxes)
+    assert reward == 0.0 and seconds < BOUND
+
+
+def test_deeply_nested_answers_are_decided_within_the_bound(caplog):
+    _warm_symbolic_grader()
+    nested = "(" * 60_000 + "1,2" + ")" * 60_000
+    with caplog.at_level(logging.WARNING, logger="rewards"):
+        reward, seconds = _timed(rf"\boxed{{{nested}}} \boxed{{{nested}}}", "(1,2)", boxes="strict")
+    assert reward == 0.0 and seconds < BOUND
+    huge = ",".join(["1"] * 20_000)                       # 40 KB: over MAX_ANSWER_CHARS
+    with caplog.at_level(logging.WARNING, logger="rewards"):
+        reward, seconds = _timed(rf"\boxed{{{huge}}}", "1")
+    assert reward == 0.0 and seconds < 0.5 and "too long to grade" in caplog.text
+
+
+_FRAGMENTS = st.sampled_from([
+    "1", "-3", "0.5", r"\frac{1}{2}", r"\dfrac12", r"\sqrt{2}", "x", "x = 4", "{", "}", "(", ")",
+    "[", "]", r"\{", r"\}", ",", "^", "9^{9^{9^{9}}}", r"\text{ cm}", r"\left(", r"\right)",
+    r"\boxed{", r"\fbox{", "</think>", "<think>", "Answer:", "\n", "é", "∞", "١٢", "\x00", "$", "%",
+])
+_TEXT = st.recursive(
+    st.one_of(_FRAGMENTS, st.integers(-10**60, 10**60).map(str), st.text(max_size=12),
+              st.lists(st.integers(-99, 99), max_size=2000).map(lambda xs: ",".join(map(str, xs)))),
+    lambda inner: st.one_of(st.lists(inner, max_size=6).map("".join),
+                            inner.map(lambda t: r"\boxed{" + t + "}"),
+                            inner.map(lambda t: "(" + t + ")")),
+    max_leaves=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True)
+@given(response=_TEXT, gold=st.one_of(_FRAGMENTS, st.integers(-10**6, 10**6).map(str)),
+       boxes=st.sampled_from(rewards.BOX_RULES), style=st.sampled_from(rewards.REWARD_STYLES))
+def test_generated_responses_are_decided_within_the_bound_and_never_raise(response, gold, boxes, style):
+    restarting = rewards._GRADER._process is not None and not rewards._GRADER._ready
+    t0 = time.perf_counter()
+    reward = batch_rewards([response], [gold], style=style, boxes=boxes, timeout=2.0)
+    seconds = time.perf_counter() - t0
+    assert reward in ([0.0], [1.0])
+    # a restart after an earlier timeout is the one wait the bound excludes (see rewards.py)
+    assert seconds < BOUND + (rewards._WORKER_START_TIMEOUT if restarting else 0.0)

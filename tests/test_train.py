@@ -11,13 +11,17 @@ import dataclasses
 import json
 import math
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 import checkpoint
@@ -188,7 +192,14 @@ def test_loss_options_reference_model_and_warmup(tiny_path, tmp_path):
     assert all("kl_ref" in r and math.isfinite(r["loss"]) for r in records)
 
 
-def test_a_failed_save_leaves_the_previous_checkpoint_loadable(tiny_path, tmp_path, monkeypatch, capsys):
+# what a full disk raises: the OS itself, torch.save, safetensors
+DISK_FULL = [OSError(28, "No space left on device"),
+             RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+             SafetensorError("Error while serializing: IoError(No space left on device)")]
+
+
+@pytest.mark.parametrize("error", DISK_FULL, ids=lambda e: type(e).__name__)
+def test_a_failed_save_leaves_the_previous_checkpoint_loadable(error, tiny_path, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     real_save = PreTrainedModel.save_pretrained
     calls = []
@@ -197,12 +208,15 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(tiny_path, tmp_pa
         calls.append(1)
         if len(calls) == 2:
             real_save(self, *args, **kwargs)          # half written, then the disk fills up
-            raise OSError("No space left on device")
+            raise error
         return real_save(self, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_then_fail)
     assert train.main(small(tiny_path, out, "--steps", "3", "--save-every", "1")) == 1
-    assert "No space left on device" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    (line,) = [l for l in err.splitlines() if "error" in l.lower()]   # tqdm's bars aside
+    assert "is the disk full?" in line and "checkpoint-1 is intact" in line and "--resume" in line
+    assert "Traceback" not in err
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]
     assert not list(out.glob(".tmp-*"))
     AutoModelForCausalLM.from_pretrained(out / "checkpoint-1")
@@ -210,6 +224,40 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(tiny_path, tmp_pa
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", real_save)
     assert train.main(["--out", str(out), "--resume"]) == 0
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_a_new_run_over_logs_without_checkpoint_starts_clean(tiny_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out)) == 0
+    for p in [*out.glob("checkpoint-*"), out / "final"]:   # as if killed before its first save
+        shutil.rmtree(p)
+    assert train.main(small(tiny_path, out)) == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]    # nothing appended
+    assert [r["step"] for r in read_jsonl(out / "previous-1" / "metrics.jsonl")] == [1, 2]
+    assert "moved them to" in capsys.readouterr().out
+
+
+def test_out_equal_to_the_model_folder_is_refused_and_the_model_is_intact(tiny_path, capsys):
+    before = {p.name: p.read_bytes() for p in Path(tiny_path).iterdir()}
+    assert train.main(small(tiny_path, Path(tiny_path))) == 2
+    assert "holds the model being trained" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in Path(tiny_path).iterdir()} == before
+
+
+def test_unwritable_out_fails_before_the_model_loads(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    assert train.main(small(str(tmp_path / "missing-model"), tmp_path / "a-file" / "run")) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to --out" in err and err.count("\n") == 1
+
+
+def test_ctrl_c_during_the_first_evaluation_ends_cleanly(tiny_path, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train.evaluation, "evaluate", interrupted)
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out, "--eval-every", "1", "--eval-limit", "2")) == 130
+    assert "no checkpoint was written" in capsys.readouterr().out
 
 
 def nan_loss(monkeypatch, bad_calls: int):
@@ -239,7 +287,9 @@ def test_three_nonfinite_steps_in_a_row_stop_the_run_with_weights_unharmed(tiny_
     nan_loss(monkeypatch, bad_calls=10**9)
     out = tmp_path / "run"
     assert train.main(small(tiny_path, out, "--steps", "10", "--save-every", "2")) == 1
-    assert "not finite in 3 steps in a row" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not finite in 3 steps in a row" in err and "may already have harmed" in err
+    assert "checkpoint-2 (step 2) is the last one saved" in err
     assert len(read_jsonl(out / "metrics.jsonl")) == 3
     saved = weights(AutoModelForCausalLM.from_pretrained(out / "checkpoint-2"))
     initial = weights(AutoModelForCausalLM.from_pretrained(tiny_path))
@@ -350,3 +400,62 @@ def test_a_short_default_run_reproduces_its_stored_numbers(tmp_path):
     for record, want in zip(read_jsonl(out / "metrics.jsonl"), stored):
         for key, value in want.items():
             assert record[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+# ----- kill anywhere, resume, same run -----
+
+def _train_cli(*args: str, killer: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
+    script = ["tests/kill_run.py", killer[0], str(killer[1]), "--"] if killer else ["train.py"]
+    return subprocess.run([sys.executable, *script, *args], cwd=SHIPPED.parent, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _finish(out: Path) -> None:
+    """Continue a killed run: --resume, or a fresh start when no checkpoint had been written."""
+    proc = _train_cli("--out", str(out), "--resume")
+    if proc.returncode == 2 and "no complete checkpoint" in proc.stderr:
+        proc = _train_cli(*KILL_FLAGS, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+KILL_FLAGS = ["--method", "clipb", "--mu", "1.0", "--device", "cpu", "--steps", "4",
+              "--prompts-per-step", "4", "--group-size", "4", "--max-new-tokens", "16",
+              "--eval-every", "0", "--save-every", "1", "--keep-last", "2", "--sample-every", "1"]
+
+
+@shipped
+def test_a_run_killed_anywhere_resumes_to_the_same_metrics(tmp_path):
+    """SIGKILL inside a checkpoint write, inside the metrics trim of a resume, and at seeded
+    random moments; after --resume every metrics row is there once, equal to the straight run."""
+    assert _train_cli(*KILL_FLAGS, "--out", str(tmp_path / "straight")).returncode == 0
+    want = [without_timing(r) for r in read_jsonl(tmp_path / "straight" / "metrics.jsonl")]
+
+    def same_run(out: Path) -> None:
+        got = [without_timing(r) for r in read_jsonl(out / "metrics.jsonl")]
+        assert got == want
+        assert read_jsonl(out / "samples.jsonl") == read_jsonl(tmp_path / "straight" / "samples.jsonl")
+        assert not list(out.glob(".*-checkpoint-*"))
+
+    out = tmp_path / "in-checkpoint-write"
+    assert _train_cli(*KILL_FLAGS, "--out", str(out), killer=("checkpoint-write", 2)).returncode == -signal.SIGKILL
+    assert (out / ".tmp-checkpoint-2").exists() and checkpoint.latest(out).name == "checkpoint-1"
+    _finish(out)
+    same_run(out)
+
+    out = tmp_path / "in-metrics-trim"
+    assert _train_cli(*KILL_FLAGS, "--out", str(out), killer=("checkpoint-write", 3)).returncode == -signal.SIGKILL
+    assert _train_cli("--out", str(out), "--resume", killer=("metrics-trim", 1)).returncode == -signal.SIGKILL
+    _finish(out)
+    same_run(out)
+
+    rng = random.Random(0)
+    for i in range(2):
+        out = tmp_path / f"random-{i}"
+        proc = subprocess.Popen([sys.executable, "train.py", *KILL_FLAGS, "--out", str(out)],
+                                cwd=SHIPPED.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        time.sleep(rng.uniform(4.0, 9.0))
+        proc.kill()
+        proc.wait()
+        _finish(out)
+        same_run(out)
