@@ -404,8 +404,9 @@ def train(run: Run) -> int:
                 tqdm.write(f"stopped at step {step}; checkpoint {path}. Resume with:\n  {resume}")
                 return 128 + stop.signum
     except KeyboardInterrupt:
-        where = f"the latest checkpoint is step {last_saved}" if last_saved else "no checkpoint was written"
-        tqdm.write(f"abandoned step {step}; {where}. Resume with:\n  {resume}")
+        tqdm.write(f"abandoned step {step}; " + (f"the latest checkpoint is step {last_saved}. Resume "
+                   f"with:\n  {resume}" if last_saved else "no checkpoint was written: run the "
+                   "same command again to start over (the logs move aside)."))
         return 130
     except torch.OutOfMemoryError:
         tqdm.write(f"error: the {run.device.type} device ran out of memory in step {step}. "

@@ -257,7 +257,8 @@ def test_ctrl_c_during_the_first_evaluation_ends_cleanly(tiny_path, tmp_path, mo
     monkeypatch.setattr(train.evaluation, "evaluate", interrupted)
     out = tmp_path / "run"
     assert train.main(small(tiny_path, out, "--eval-every", "1", "--eval-limit", "2")) == 130
-    assert "no checkpoint was written" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "no checkpoint was written: run the same command again" in printed and "--resume" not in printed
 
 
 def nan_loss(monkeypatch, bad_calls: int):
