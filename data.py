@@ -8,7 +8,8 @@ AMC23 and MATH-500; the default run needs no network and uses the synthetic task
   split, question and answer columns as the data sets' cards document them, and a transform
   where the raw column is not the bare answer: gsm8k keeps the text after `####`, DAPO-Math
   prompts lose the DAPO instruction they already contain so that no style doubles it), or a
-  local .jsonl / .json / .parquet / .csv read by datasets' own loaders. Every user error ends
+  local .jsonl / .json / .parquet / .csv read by datasets' own loaders (prepared like the hub
+  sets: the DAPO instruction stripped where present, repeated problems dropped). Every user error ends
   in one ValueError that says what to do (unknown name, missing column, unreachable hub); rows
   without an answer are skipped and counted, not fatal.
 * `load_set`: an evaluation set by "NAME" or "NAME:SPLIT".
@@ -35,7 +36,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Example:
     """One problem: the question shown to the model and its gold answer, both plain strings."""
     question: str
@@ -110,7 +111,10 @@ def load_examples(name: str, split: str | None = None, question_key: str | None 
                                 f"{name} ({spec.hub_id})", spec.question_transform, spec.answer_transform)
     elif Path(name).suffix.lower() in LOCAL_FORMATS or Path(name).exists():
         rows = _load_local_file(Path(name))
-        examples = _to_examples(rows, question_key, answer_key, name)
+        # prepared like the hub sets: a local copy of the original DAPO-Math (its prompts carry
+        # the DAPO instruction, and each appears ~100 times) gives the same problems once each
+        examples = _unique(_to_examples(rows, question_key, answer_key, name,
+                                        question_transform=_strip_dapo_instruction), name)
     else:
         raise ValueError(f"Unknown data set {name!r}: use 'synthetic', one of {', '.join(KNOWN)}, "
                          f"or a local file ending in {', '.join(LOCAL_FORMATS)}.")
@@ -132,7 +136,8 @@ def _load_from_hub(name: str, spec: HubDataset, split: str):
             f"Could not load {name!r} ({spec.hub_id}, split {split!r}) from the Hugging Face hub ({cause}). "
             f"If the hub cannot be reached from here, save the examples on a machine where it can: "
             f"python -c \"import data; data.save_examples(data.load_examples({name!r}, split={split!r}), "
-            f"{file!r})\", copy the file here and pass it as the data set: --dataset {file}") from error
+            f"{file!r})\", copy the file here and pass it as the data set (train.py --dataset "
+            f"{file}, eval.py --datasets {file}).") from error
 
 
 def _check_text_file(path: Path) -> None:
@@ -224,6 +229,15 @@ def _to_examples(rows, question_key: str | None, answer_key: str | None, source:
         raise ValueError(f"{source} has no row with both a question ({question_column!r}) and an answer "
                          f"({answer_column!r}); check the columns or pass --question-key / --answer-key.")
     return examples
+
+
+def _unique(examples: list[Example], source: str) -> list[Example]:
+    """The examples with repeated (question, answer) pairs dropped, first occurrence kept."""
+    unique = list(dict.fromkeys(examples))
+    if len(unique) < len(examples):
+        logger.warning("%s: dropped %d repeated problems (%d remain)", source,
+                       len(examples) - len(unique), len(unique))
+    return unique
 
 
 def save_examples(examples: list[Example], path: str | Path) -> None:

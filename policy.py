@@ -80,6 +80,10 @@ def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.floa
                          f"files are incomplete or damaged: save it again, or use another "
                          f"checkpoint.") from None
     model.to(device)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing:   # transformers >= 5.2x: activation_checkpointing_enable
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer

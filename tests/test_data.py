@@ -120,7 +120,7 @@ def test_unreachable_hub_says_how_to_pass_a_local_file(monkeypatch, tmp_path):
     message = str(error.value)
     assert "openai/gsm8k" in message and "hub" in message
     assert "data.save_examples(data.load_examples('gsm8k', split='test'), 'gsm8k-test.jsonl')" in message
-    assert message.endswith("--dataset gsm8k-test.jsonl")
+    assert message.endswith("(train.py --dataset gsm8k-test.jsonl, eval.py --datasets gsm8k-test.jsonl).")
 
 
 def test_save_examples_round_trip(tmp_path):
@@ -228,3 +228,16 @@ def test_text_files_that_are_not_utf8_or_empty_name_the_file_and_line(tmp_path):
     empty.write_text("\n")
     with pytest.raises(ValueError, match="is empty"):
         load_examples(str(empty))
+
+
+def test_a_local_copy_of_the_original_dapo_set_is_prepared_like_the_hub_set(tmp_path):
+    """The original DAPO-Math-17k (verl parquet): chat-message prompts that carry the DAPO
+    instruction, each problem repeated, the answer under reward_model.ground_truth."""
+    rows = [{"prompt": [{"role": "user", "content": DAPO_TEMPLATE.format(problem=p)}],
+             "reward_model": {"ground_truth": a, "style": "rule"}}
+            for p, a in [("What is 2+3?", "5"), ("What is 7*6?", "42")] * 3]
+    path = tmp_path / "dapo-math-17k.parquet"
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+    examples = load_examples(str(path), answer_key="reward_model.ground_truth")
+    assert examples == [Example("What is 2+3?", "5"), Example("What is 7*6?", "42")]
+    assert format_prompt(None, examples[0].question, "dapo").count("Solve the following") == 1

@@ -46,3 +46,11 @@ def test_folders_that_are_not_a_loadable_model_say_what_to_pass(tiny_path, tmp_p
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ValueError, match="incomplete or damaged"):
         policy.load_policy(str(damaged), torch.device("cpu"))
+
+
+def test_gradient_checkpointing_uses_the_current_api(tiny_path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)     # the deprecated call warns
+        model, _ = policy.load_policy(tiny_path, torch.device("cpu"), gradient_checkpointing=True)
+    assert model.is_gradient_checkpointing

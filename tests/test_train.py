@@ -261,6 +261,16 @@ def test_ctrl_c_during_the_first_evaluation_ends_cleanly(tiny_path, tmp_path, mo
     assert "no checkpoint was written: run the same command again" in printed and "--resume" not in printed
 
 
+def test_out_of_memory_in_the_first_evaluation_names_the_flags(tiny_path, tmp_path, monkeypatch, capsys):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    monkeypatch.setattr(train.evaluation, "evaluate", out_of_memory)
+    assert train.main(small(tiny_path, tmp_path / "run", "--eval-every", "1", "--eval-limit", "2")) == 1
+    err = capsys.readouterr().err
+    (line,) = [l for l in err.splitlines() if l.startswith("error:")]
+    assert "ran out of memory" in line and "--eval-batch-size (64)" in line and "Traceback" not in err
+
+
 def nan_loss(monkeypatch, bad_calls: int):
     """grpo.aggregate whose first bad_calls losses are NaN."""
     real = grpo.aggregate
