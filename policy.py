@@ -57,14 +57,16 @@ def _check_local_folder(path: Path) -> None:
 def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.float32,
                 gradient_checkpointing: bool = False):
     """(model, tokenizer) from a local folder or a hub id, weights in `dtype` on `device`,
-    whatever dtype was saved. Anything that keeps it from loading (not a model folder, damaged
-    weights, an unreachable hub) raises ValueError saying what to do."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer   # ~2 s; --help needs none of it
+    whatever dtype was saved; model.native_dtype is the dtype it was saved in (final/ goes back
+    to it). Anything that keeps it from loading (not a model folder, damaged weights, an
+    unreachable hub) raises ValueError saying what to do."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer   # ~2 s; --help needs none of it
     local = Path(path).is_dir()
     if local:
         _check_local_folder(Path(path))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
+        native = AutoConfig.from_pretrained(path).dtype
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as err:
         if local:
@@ -79,6 +81,7 @@ def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.floa
         raise ValueError(f"could not load the model in {path} ({type(err).__name__}: {err}); its "
                          f"files are incomplete or damaged: save it again, or use another "
                          f"checkpoint.") from None
+    model.native_dtype = native if isinstance(native, torch.dtype) else torch.float32
     model.to(device)
     if gradient_checkpointing:   # transformers >= 5.2x: activation_checkpointing_enable
         enable = getattr(model, "activation_checkpointing_enable", None)

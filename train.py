@@ -313,6 +313,7 @@ def setup(cfg: Config) -> Run:
         scheduler.load_state_dict(state["scheduler"])
         run.sampler.load_state_dict(state["sampler"])
         run.counters, run.step = state["counters"], state["step"]
+        model.native_dtype = getattr(torch, state.get("native_dtype", "float32").removeprefix("torch."))
         checkpoint.set_rng_state(state["rng"])
         for name in ("metrics.jsonl", "samples.jsonl"):
             checkpoint.truncate_jsonl(out / name, run.step)
@@ -355,7 +356,7 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
 def save(run: Run, step: int) -> Path:
     state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
              "sampler": run.sampler.state_dict(), "config": dataclasses.asdict(run.cfg),
-             "counters": run.counters}
+             "counters": run.counters, "native_dtype": str(run.model.native_dtype)}
     return checkpoint.save(run.out, step, run.model, run.tokenizer, state, run.cfg.keep_last)
 
 
@@ -420,7 +421,7 @@ def train(run: Run) -> int:
         bar.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    checkpoint.save_model(out / "final", run.model, run.tokenizer)
+    checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype)
     tqdm.write(f"done: {cfg.steps} steps; final model in {out / 'final'}")
     return 0
 
