@@ -1,7 +1,7 @@
 """Speed and memory benchmarks, measured side by side in one run (README, "Benchmarks").
 
     python bench.py                 # everything; prints a table of ratios, writes bench.json
-    python bench.py --only stats    # one section: stats | step | rollout
+    python bench.py --only stats    # one section: stats | step | rollout | memory
 
 1. Token statistics (logp, H, S*, E[S]; forward and backward through logp) at the Qwen2.5
    vocabulary (V = 151,936, hidden 896), T = 1,024 and 2,048 tokens: the chunked
@@ -16,6 +16,9 @@
    so the difference is the cost of the masks.
 3. Rollout throughput of `rollout.generate` on the shipped model, generated tokens per second,
    at two batch sizes.
+4. The memory arithmetic of memory.py against a measurement: the peak resident memory of one
+   update (gradient checkpointing, AdamW) of a Qwen2.5-0.5B-shaped model with random weights,
+   float32 on the CPU, in a fresh process.
 """
 
 from __future__ import annotations
@@ -198,6 +201,49 @@ def bench_rollout(batch_sizes: list[int], max_new_tokens: int) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------- 4. memory arithmetic
+
+def memory_child(tokens: int, micro_batch: int) -> dict:
+    """Runs in a fresh process: one update (statistics, loss, backward with gradient
+    checkpointing, AdamW step) of a Qwen2.5-0.5B-shaped model with random weights, float32 on
+    the CPU; peak resident memory above the process before the model, against memory.py."""
+    import memory
+    import rollout
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    layers, hidden, heads, kv_heads, mlp, tied = memory.QWEN25_CONFIGS["Qwen2.5-0.5B"]
+    before = _max_rss_gb()
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
+                                         num_attention_heads=heads, num_key_value_heads=kv_heads,
+                                         intermediate_size=mlp, tie_word_embeddings=tied))
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    ids = torch.randint(0, VOCAB, (micro_batch, tokens))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    t0 = time.perf_counter()
+    stats = rollout.response_stats(model, ids[:, :1], mask[:, :1], ids[:, 1:], mask[:, 1:])
+    stats.logp.sum().backward()
+    optimizer.step()
+    seconds = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+    shape = memory.shape_of(model.config, params)
+    parts = memory.gpu_bytes(shape, gen_batch=0, seq_len=tokens, micro_batch=micro_batch,
+                             chunk=entropy.CHUNK_SIZE, gradient_checkpointing=True, bf16=False)
+    return {"params": params, "tokens": micro_batch * tokens, "seconds": seconds,
+            "measured_gb": _max_rss_gb() - before, "arithmetic_gb": parts["total"] / 1e9,
+            "states_gb": parts["weights, gradients, AdamW"] / 1e9}
+
+
+def bench_memory(tokens: int, micro_batch: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", "memory", "--tokens", str(tokens),
+           "--micro-batch", str(micro_batch)]
+    row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    row["ratio"] = row["measured_gb"] / row["arithmetic_gb"]
+    return row
+
+
 # ----------------------------------------------------------------------------- report
 
 def print_tables(results: dict) -> None:
@@ -218,6 +264,12 @@ def print_tables(results: dict) -> None:
             print(f"{r['method']:>6} step {r['step_time_s']:>7.3f} s  ratio vs grpo "
                   f"{r['ratio_vs_grpo']:.3f}  mask {r['mask_time_s'] * 1e3:.2f} ms = "
                   f"{100 * r['mask_share']:.2f}% of the step")
+    if "memory" in results:
+        r = results["memory"]
+        print(f"\nMemory of one update of a Qwen2.5-0.5B-shaped model ({r['params']:,} parameters, "
+              f"{r['tokens']} tokens, float32, CPU): measured {r['measured_gb']:.2f} GB, memory.py "
+              f"{r['arithmetic_gb']:.2f} GB (of which weights, gradients, AdamW {r['states_gb']:.2f}), "
+              f"ratio {r['ratio']:.2f}; {r['seconds']:.0f} s")
     if "rollout" in results:
         print("\nRollout throughput of rollout.generate on the shipped model")
         for r in results["rollout"]:
@@ -228,7 +280,8 @@ def print_tables(results: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--only", choices=["stats", "step", "rollout"], help="run one section")
+    parser.add_argument("--only", choices=["stats", "step", "rollout", "memory"], help="run one section")
+    parser.add_argument("--micro-batch", type=int, default=2, help="rows of the memory section's update")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048],
                         help="sequence lengths of the token-statistics section")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats (the best counts)")
@@ -236,18 +289,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--dump", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child == "memory":
+        print(json.dumps(memory_child(args.tokens[0], args.micro_batch)))
+        return {}
     if args.child:
         print(json.dumps(stats_child(args.child, args.tokens[0], args.repeats, args.dump)))
         return {}
     results = {"machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                            "cuda": torch.cuda.is_available()}}
-    sections = [args.only] if args.only else ["stats", "step", "rollout"]
+    sections = [args.only] if args.only else ["stats", "step", "rollout", "memory"]
     if "stats" in sections:
         results["stats"] = bench_stats(args.tokens, args.repeats, Path(args.out).resolve().parent)
     if "step" in sections:
         results["step"] = bench_step(args.repeats)
     if "rollout" in sections:
         results["rollout"] = bench_rollout([8, 64], max_new_tokens=64)
+    if "memory" in sections:
+        results["memory"] = bench_memory(args.tokens[0] // 4, args.micro_batch)
     print_tables(results)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -125,9 +125,14 @@ class Config:
     out: str | None = _opt(None, "run directory (default: runs/<method>[-mu<mu>]-seed<seed>)")
     save_every: int = _opt(25, "checkpoint every N steps (and at the end, and on SIGINT/SIGTERM)")
     keep_last: int = _opt(2, "checkpoints kept")
+    save_optimizer: bool = _opt(True, "checkpoints hold AdamW's state, 2/3 of their size "
+                                      "(--no-save-optimizer: weights only; --resume then "
+                                      "restarts AdamW's moments)")
     sample_every: int = _opt(10, "write a few decoded responses to samples.jsonl every N steps")
     resume: bool = _opt(False, "continue the latest checkpoint in --out (its saved config, "
                                "overridden by flags given now)")
+    dry_run: bool = _opt(False, "print what the run will generate, its disk and a memory "
+                                "estimate (memory.py), then exit without loading any weights")
     preset: str = _opt("none", "paper: the authors' released configuration (flags given still win)",
                        choices=["none", "paper"])
 

@@ -90,3 +90,19 @@ def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.floa
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer
+
+
+def describe(path: str):
+    """(config, parameter count) of a model without loading its weights (built on the meta
+    device). Raises ValueError like load_policy when the config cannot be read."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    if Path(path).is_dir():
+        _check_local_folder(Path(path))
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as err:
+        raise ValueError(f"could not read the configuration of {path!r} ({err}); pass a local "
+                         f"model folder, or check the id and your network.") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return config, sum(p.numel() for p in model.parameters())

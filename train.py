@@ -49,6 +49,7 @@ import data
 import entropy
 import eval as evaluation
 import grpo
+import memory
 import methods
 import policy
 import rewards
@@ -309,7 +310,8 @@ def setup(cfg: Config) -> Run:
               {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0)
     if latest is not None:
         state = checkpoint.load_trainer_state(latest)
-        optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:      # None: saved with --no-save-optimizer
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         run.sampler.load_state_dict(state["sampler"])
         run.counters, run.step = state["counters"], state["step"]
@@ -318,6 +320,8 @@ def setup(cfg: Config) -> Run:
         for name in ("metrics.jsonl", "samples.jsonl"):
             checkpoint.truncate_jsonl(out / name, run.step)
         tqdm.write(f"resumed from {latest} at step {run.step}")
+    tqdm.write(memory.plan(cfg, model.config, sum(p.numel() for p in model.parameters()),
+                           eval_sets, model.native_dtype))
     record = {**dataclasses.asdict(cfg), "label": methods.label(cfg.method, cfg.mu)}
     (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     return run
@@ -354,7 +358,8 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
 
 
 def save(run: Run, step: int) -> Path:
-    state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+    state = {"optimizer": run.optimizer.state_dict() if run.cfg.save_optimizer else None,
+             "scheduler": run.scheduler.state_dict(),
              "sampler": run.sampler.state_dict(), "config": dataclasses.asdict(run.cfg),
              "counters": run.counters, "native_dtype": str(run.model.native_dtype)}
     return checkpoint.save(run.out, step, run.model, run.tokenizer, state, run.cfg.keep_last)
@@ -430,7 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (2: a bad flag or input, with one
     line saying what to do)."""
     try:
-        run = setup(resolve_config(argv))
+        cfg = resolve_config(argv)
+        if cfg.dry_run:   # no weights: the configuration and a meta-device model
+            print(memory.plan(cfg, *policy.describe(cfg.model), load_data(cfg)[1]))
+            return 0
+        run = setup(cfg)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -271,6 +271,27 @@ def test_out_of_memory_in_the_first_evaluation_names_the_flags(tiny_path, tmp_pa
     assert "ran out of memory" in line and "--eval-batch-size (64)" in line and "Traceback" not in err
 
 
+def test_dry_run_prints_the_plan_without_loading_weights(tiny_path, tmp_path, monkeypatch, capsys):
+    def no_weights(*args, **kwargs):
+        raise AssertionError("--dry-run loaded weights")
+    monkeypatch.setattr(policy, "load_policy", no_weights)
+    assert train.main(small(tiny_path, tmp_path / "run", "--dry-run", "--eval-every", "5",
+                            "--eval-limit", "3", "--eval-n", "2")) == 0
+    printed = capsys.readouterr().out
+    assert "a step generates 4 sequences of up to 6 tokens" in printed
+    assert "an evaluation 6 sequences of up to 6, every 5 steps" in printed
+    assert "disk: a checkpoint" in printed and "memory per device, estimated" in printed
+    assert not (tmp_path / "run").exists()
+
+
+def test_checkpoints_without_the_optimizer_resume(tiny_path, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out, "--no-save-optimizer", "--save-every", "1")) == 0
+    assert checkpoint.load_trainer_state(out / "checkpoint-2")["optimizer"] is None
+    assert train.main(["--out", str(out), "--resume", "--steps", "3"]) == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+
+
 def nan_loss(monkeypatch, bad_calls: int):
     """grpo.aggregate whose first bad_calls losses are NaN."""
     real = grpo.aggregate

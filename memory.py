@@ -1,0 +1,133 @@
+"""What a run costs in memory and disk, by arithmetic: the one place the numbers come from.
+
+`train.py` prints the disk and the generation load of a run at start and, with --dry-run, the
+memory estimate below without loading any weights; the README's tables are this module's output.
+Per GPU (world size W for the sharded states), in bytes:
+
+    weights, gradients, AdamW m and v     16 x params / W      (float32 masters, always)
+    bf16 weight copies                    2 x params           (under bf16 autocast: autocast
+                                          caches a bf16 copy of each weight it casts, for the
+                                          length of each forward pass or generate call)
+    KV cache of one generate call         layers x 2 x kv_heads x head_dim x kv_bytes
+                                          x gen_batch x (prompt + max_new_tokens)
+    statistics' chunk buffers             3 x chunk x vocab x 4 (two (C, V) float32 buffers,
+                                          one transient logits matmul output)
+    activations of one micro-batch        with --gradient-checkpointing: layers x tokens x
+                                          hidden x 2 bytes (the saved layer inputs, bf16) plus one
+                                          layer's recompute, ~ 20 x tokens x hidden x 2 bytes;
+                                          without: ~ 20 x layers x tokens x hidden x 2 bytes
+
+kv_bytes is what the code uses today: 4 (float32) wherever the master weights are float32, bf16
+autocast included (autocast computes in bf16 but the cache is created from float32 weights).
+The activation terms are rough (the factor 20 covers attention, MLP and norms of a Qwen2 layer
+in bf16); they are an estimate to size --micro-batch-size, not a guarantee.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+GB = 1e9
+ADAM_TRAINING_BYTES = 16     # float32 weight + gradient + two AdamW moments per parameter
+ACTIVATION_FACTOR = 20       # bytes per token x hidden of one Qwen2 layer's activations, bf16 ~ x2
+PROMPT_TOKENS = 256          # a typical math prompt with its chat template, for the estimate
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the arithmetic needs to know about a model."""
+    params: int
+    layers: int
+    hidden: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+
+# Qwen2.5 Instruct sizes: (layers, hidden, attention heads, KV heads, MLP size, tied embeddings)
+# as in their config.json; tests/test_memory.py counts the parameters of each on the meta device.
+QWEN25_CONFIGS = {
+    "Qwen2.5-0.5B": (24, 896, 14, 2, 4864, True),
+    "Qwen2.5-1.5B": (28, 1536, 12, 2, 8960, True),
+    "Qwen2.5-3B": (36, 2048, 16, 2, 11008, True),
+    "Qwen2.5-7B": (28, 3584, 28, 4, 18944, False),
+}
+QWEN25 = {
+    "Qwen2.5-0.5B": Shape(494_032_768, 24, 896, 2, 64, 151_936),
+    "Qwen2.5-1.5B": Shape(1_543_714_304, 28, 1536, 2, 128, 151_936),
+    "Qwen2.5-3B": Shape(3_085_938_688, 36, 2048, 2, 128, 151_936),
+    "Qwen2.5-7B": Shape(7_614_699_008, 28, 3584, 4, 128, 151_936),
+}
+
+
+def shape_of(config, params: int) -> Shape:
+    """The Shape of a Hugging Face config with `params` parameters."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return Shape(params, config.num_hidden_layers, config.hidden_size, kv_heads, head_dim,
+                 config.vocab_size)
+
+
+def gpu_bytes(shape: Shape, *, world_size: int = 1, gen_batch: int, seq_len: int,
+              micro_batch: int, chunk: int, gradient_checkpointing: bool,
+              kv_bytes: int = 4, bf16: bool = True) -> dict[str, float]:
+    """Bytes per GPU of each part (module docstring); seq_len = prompt + max_new_tokens.
+    Activations are bf16 under bf16 autocast, float32 otherwise."""
+    tokens = micro_batch * seq_len
+    act = 2 if bf16 else 4
+    if gradient_checkpointing:
+        activations = shape.layers * tokens * shape.hidden * act + ACTIVATION_FACTOR * tokens * shape.hidden * act
+    else:
+        activations = ACTIVATION_FACTOR * shape.layers * tokens * shape.hidden * act
+    parts = {
+        "weights, gradients, AdamW": ADAM_TRAINING_BYTES * shape.params / world_size,
+        "bf16 weight copies": 2 * shape.params if bf16 else 0,
+        "KV cache": shape.layers * 2 * shape.kv_heads * shape.head_dim * kv_bytes * gen_batch * seq_len,
+        "statistics' chunks": 3 * chunk * shape.vocab * 4,
+        "activations": activations,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def disk_bytes(params: int, *, keep_last: int, native_bytes: int = 4,
+               save_optimizer: bool = True) -> dict[str, float]:
+    """Disk of a run: one checkpoint (float32 weights, AdamW moments unless save_optimizer is
+    False), final/ in the model's own dtype, and the most a run holds at once: keep_last
+    checkpoints, one more being written, and final/."""
+    one = params * (4 + (8 if save_optimizer else 0))
+    final = params * native_bytes
+    return {"checkpoint": one, "final": final, "run": (keep_last + 1) * one + final}
+
+
+def table(parts: dict[str, float]) -> str:
+    """One line, GB with one decimal: 'weights, gradients, AdamW 8.0 GB, KV cache ... total 9.1 GB'."""
+    return ", ".join(f"{name} {value / GB:.1f} GB" for name, value in parts.items())
+
+
+def plan(cfg, model_config, params: int, eval_sets: dict, native_dtype=None) -> str:
+    """What a run will do, in three lines: what one step and one evaluation generate, its disk,
+    and (an estimate) its memory per GPU. cfg: config.Config, read only; model_config: the
+    model's Hugging Face config; eval_sets: {name: problems}; native_dtype: the dtype final/ is
+    saved in (default: the config's)."""
+    shape = shape_of(model_config, params)
+    native = native_dtype or getattr(model_config, "dtype", None)
+    native_bytes = torch.finfo(native).bits // 8 if isinstance(native, torch.dtype) else 4
+    eval_problems = sum(len(problems) for problems in eval_sets.values())
+    eval_line = (f"an evaluation {eval_problems * cfg.eval_n} sequences of up to "
+                 f"{cfg.eval_max_new_tokens or cfg.max_new_tokens}, every {cfg.eval_every} steps"
+                 if eval_problems else "no evaluation")
+    disk = disk_bytes(shape.params, keep_last=cfg.keep_last, native_bytes=native_bytes,
+                      save_optimizer=cfg.save_optimizer)
+    parts = gpu_bytes(shape, gen_batch=cfg.gen_batch_size, seq_len=cfg.max_new_tokens + PROMPT_TOKENS,
+                      micro_batch=cfg.micro_batch_size, chunk=cfg.chunk_size,
+                      gradient_checkpointing=cfg.gradient_checkpointing,
+                      bf16=cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_available()))
+    return (f"plan: a step generates {cfg.prompts_per_step * cfg.group_size} sequences of up to "
+            f"{cfg.max_new_tokens} tokens, {eval_line}\n"
+            f"disk: a checkpoint {disk['checkpoint'] / GB:.2f} GB, final/ {disk['final'] / GB:.2f} GB, "
+            f"the run at most {disk['run'] / GB:.2f} GB (--keep-last {cfg.keep_last}, one more "
+            f"being written, final/)\nmemory per device, estimated (memory.py; prompts of "
+            f"{PROMPT_TOKENS} tokens): {table(parts)}")

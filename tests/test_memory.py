@@ -1,0 +1,35 @@
+"""Tests for memory.py: the Qwen2.5 shapes against models built on the meta device, and the
+arithmetic of each part on hand-computed cases."""
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+import memory
+
+
+@pytest.mark.parametrize("name", list(memory.QWEN25))
+def test_qwen25_shapes_match_models_built_from_their_configs(name):
+    layers, hidden, heads, kv_heads, mlp, tied = memory.QWEN25_CONFIGS[name]
+    config = Qwen2Config(vocab_size=151_936, hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         intermediate_size=mlp, tie_word_embeddings=tied)
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(config)
+    params = sum(p.numel() for p in model.parameters())
+    assert memory.shape_of(config, params) == memory.QWEN25[name]
+
+
+def test_parts_by_hand():
+    shape = memory.Shape(params=1000, layers=2, hidden=8, kv_heads=2, head_dim=4, vocab=100)
+    parts = memory.gpu_bytes(shape, world_size=2, gen_batch=3, seq_len=10, micro_batch=1, chunk=5,
+                             gradient_checkpointing=True, kv_bytes=2, bf16=True)
+    assert parts["weights, gradients, AdamW"] == 16 * 1000 / 2
+    assert parts["bf16 weight copies"] == 2 * 1000
+    assert parts["KV cache"] == 2 * 2 * 2 * 4 * 2 * 3 * 10
+    assert parts["statistics' chunks"] == 3 * 5 * 100 * 4
+    assert parts["activations"] == 2 * 10 * 8 * 2 + 20 * 10 * 8 * 2
+    assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
+    disk = memory.disk_bytes(1000, keep_last=2, native_bytes=2)
+    assert disk == {"checkpoint": 12_000, "final": 2000, "run": 3 * 12_000 + 2000}
+    assert memory.disk_bytes(1000, keep_last=1, save_optimizer=False)["checkpoint"] == 4000
