@@ -136,6 +136,7 @@ def bench_step(repeats: int) -> list[dict]:
     import copy
 
     import config
+    import data
     import policy
     import rollout
     import train
@@ -145,7 +146,7 @@ def bench_step(repeats: int) -> list[dict]:
     cpu = torch.device("cpu")
     model, tokenizer = policy.load_policy(cfg.model, cpu)
     amp = policy.autocast(cpu, torch.float32)
-    examples, _ = train.load_data(cfg)
+    examples, _ = data.load_run_sets(cfg)
     batch, _, _ = train.rollout_step(model, tokenizer, examples, list(range(cfg.prompts_per_step)),
                                      cfg, step=1, amp=amp)
     state = copy.deepcopy(model.state_dict())

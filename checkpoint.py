@@ -166,6 +166,11 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
+def append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def truncate_jsonl(path: Path, step: int) -> None:
     """Keep the records logged up to `step` (a resumed run logs later steps again). Written to a
     temporary file and renamed, so a kill at any moment leaves the old or the new file whole."""

@@ -12,7 +12,8 @@ AMC23 and MATH-500; the default run needs no network and uses the synthetic task
   sets: the DAPO instruction stripped where present, repeated problems dropped). Every user error ends
   in one ValueError that says what to do (unknown name, missing column, unreachable hub); rows
   without an answer are skipped and counted, not fatal.
-* `load_set`: an evaluation set by "NAME" or "NAME:SPLIT".
+* `load_set`: an evaluation set by "NAME" or "NAME:SPLIT"; `load_run_sets`: a run's training
+  and evaluation sets from its configuration.
 * `split_holdout`: a seeded validation split such as DAPO500.
 * `PromptSampler`: the training order, a seeded permutation per epoch.
 * `format_prompt`: the Qwen2.5-math style (system "Please reason step by step, and put your
@@ -266,6 +267,31 @@ def load_set(spec: str, limit: int | None) -> list[Example]:
     if name == "synthetic":
         split = split or "test"
     return load_examples(name, split=split or None, limit=limit, seed=0)
+
+
+def load_run_sets(cfg) -> tuple[list[Example], dict[str, list[Example]]]:
+    """(training examples, {evaluation set name: examples}) of a run; cfg: config.Config (read
+    only: dataset, split, question_key, answer_key, holdout, prompts_per_step, eval_every,
+    eval_datasets, eval_limit). The held-out problems are a fixed seeded subset (seed 0, so
+    runs with different --seed evaluate on the same problems)."""
+    examples = load_examples(cfg.dataset, split=cfg.split, question_key=cfg.question_key,
+                                  answer_key=cfg.answer_key, seed=0)
+    examples, heldout = split_holdout(examples, cfg.holdout, seed=0)
+    if len(examples) < cfg.prompts_per_step:
+        raise ValueError(f"--dataset {cfg.dataset} has {len(examples)} training problems (after "
+                         f"--holdout {cfg.holdout}), fewer than --prompts-per-step "
+                         f"{cfg.prompts_per_step}; lower one of them.")
+    names = cfg.eval_datasets if cfg.eval_every else ""
+    if names == "auto":
+        names = ",".join((["synthetic:test"] if cfg.dataset == "synthetic" else [])
+                         + (["heldout"] if cfg.holdout else []))
+    eval_sets = {}
+    for spec in filter(None, (s.strip() for s in names.split(","))):
+        if spec == "heldout" and not heldout:
+            raise ValueError("--eval-datasets names 'heldout' but --holdout is 0; "
+                             "hold some problems out or drop 'heldout'.")
+        eval_sets[spec] = heldout[:cfg.eval_limit] if spec == "heldout" else load_set(spec, cfg.eval_limit)
+    return examples, eval_sets
 
 
 @dataclass

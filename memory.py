@@ -125,9 +125,15 @@ def plan(cfg, model_config, params: int, eval_sets: dict, native_dtype=None) -> 
                       micro_batch=cfg.micro_batch_size, chunk=cfg.chunk_size,
                       gradient_checkpointing=cfg.gradient_checkpointing,
                       bf16=cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_available()))
+    eval_tokens = eval_problems * cfg.eval_n * (cfg.eval_max_new_tokens or cfg.max_new_tokens)
+    train_tokens = cfg.eval_every * cfg.prompts_per_step * cfg.group_size * cfg.max_new_tokens
+    warning = (f"\nwarning: each evaluation generates up to {eval_tokens:,} tokens, more than the "
+               f"{train_tokens:,} of the {cfg.eval_every} training steps between evaluations; "
+               f"lower --eval-limit, --eval-n or raise --eval-every"
+               if cfg.eval_every and eval_tokens > train_tokens else "")
     return (f"plan: a step generates {cfg.prompts_per_step * cfg.group_size} sequences of up to "
             f"{cfg.max_new_tokens} tokens, {eval_line}\n"
             f"disk: a checkpoint {disk['checkpoint'] / GB:.2f} GB, final/ {disk['final'] / GB:.2f} GB, "
             f"the run at most {disk['run'] / GB:.2f} GB (--keep-last {cfg.keep_last}, one more "
             f"being written, final/)\nmemory per device, estimated (memory.py; prompts of "
-            f"{PROMPT_TOKENS} tokens): {table(parts)}")
+            f"{PROMPT_TOKENS} tokens): {table(parts)}{warning}")

@@ -81,6 +81,22 @@ class RolloutBatch:
         return replace(self, rewards=rewards, advantages=advantages, old_logp=stats.logp,
                        entropy=stats.entropy, s_star=stats.s_star, es=stats.es)
 
+    def metrics(self) -> dict[str, float]:
+        """Rewards, statistics and lengths of a scored batch, means over response tokens."""
+        valid = self.response_mask
+        lengths = valid.sum(-1).float()
+        return {
+            "reward": self.rewards.mean().item(),
+            "accuracy": (self.rewards > 0.5).float().mean().item(),
+            "entropy": self.entropy[valid].mean().item(),
+            "s_star": self.s_star[valid].mean().item(),
+            "es": self.es[valid].mean().item(),
+            "response_len": lengths.mean().item(),
+            "response_len_max": int(lengths.max()),
+            "truncated_frac": self.truncated.float().mean().item(),
+            "zero_spread_frac": (self.by_group(self.rewards).std(-1) == 0).float().mean().item(),
+        }
+
     def select(self, idx: Tensor) -> "RolloutBatch":
         """Rows idx (long indices or a bool mask) as a new batch, with the prompt side trimmed of
         all-pad columns and the response side trimmed to the longest kept response."""

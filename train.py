@@ -28,6 +28,7 @@ on shared weights.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -57,6 +58,37 @@ import rollout
 from config import Config, resolve_config
 
 MAX_NONFINITE_IN_A_ROW = 3
+PHASE_FLAGS = {   # the flags that bound each phase's memory, named by an out-of-memory error
+    "generating": ("gen_batch_size", "max_new_tokens", "group_size"),
+    "scoring": ("micro_batch_size", "chunk_size"),
+    "updating": ("micro_batch_size", "chunk_size", "gradient_checkpointing"),
+    "evaluating": ("eval_batch_size", "eval_max_new_tokens", "eval_limit"),
+}
+
+
+class OutOfMemory(Exception):
+    """A device out-of-memory error, with the phase it happened in (PHASE_FLAGS)."""
+    def __init__(self, phase: str):
+        super().__init__(phase)
+        self.phase = phase
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise OutOfMemory(name) from None
+
+
+def oom_advice(cfg: Config, name: str) -> str:
+    """'lower --gen-batch-size (64), --max-new-tokens (48) ...' for the phase's flags."""
+    shown = {"eval_max_new_tokens": cfg.eval_max_new_tokens or cfg.max_new_tokens,
+             "eval_limit": cfg.eval_limit or "all"}
+    flags = [f"--{f.replace('_', '-')} ({shown.get(f, getattr(cfg, f))})" for f in PHASE_FLAGS[name]
+             if not isinstance(getattr(cfg, f), bool)]
+    add = [f"add --{f.replace('_', '-')}" for f in PHASE_FLAGS[name] if getattr(cfg, f) is False]
+    return "lower " + ", ".join(flags) + "".join(f", or {a}" for a in add)
 
 
 # ----------------------------------------------------------------------------- steps 1-4
@@ -71,7 +103,7 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     prompts = [data.format_prompt(tokenizer, examples[i].question, cfg.prompt_style) for i in indices]
     answers = [examples[i].answer for i in indices]
     t0 = time.perf_counter()
-    with amp:
+    with amp, phase("generating"):
         batch = rollout.generate(model, tokenizer, prompts, answers, cfg.group_size,
                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                  cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step)
@@ -81,7 +113,7 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     reward = torch.tensor(scores, dtype=torch.float32, device=batch.response_ids.device)
     advantages = grpo.group_advantages(reward, batch.group_size, scale_std=cfg.adv_std)
     extras = {}
-    with amp:
+    with amp, phase("scoring"):
         stats = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
         if ref_model is not None:
             extras["ref_logp"] = rollout.score(ref_model, batch, cfg.temperature,
@@ -92,25 +124,8 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     extras["keep"], mask_metrics = method.mask(batch, cfg)
     if method.penalty is not None:
         extras["penalised"], mask_metrics = method.penalty(batch, cfg)
-    return batch, extras, {**batch_metrics(batch), **mask_metrics,
+    return batch, extras, {**batch.metrics(), **mask_metrics,
                            "time_generate": t1 - t0, "time_score": t2 - t1}
-
-
-def batch_metrics(batch: rollout.RolloutBatch) -> dict[str, float]:
-    """Rewards, statistics and lengths of a scored rollout batch, means over response tokens."""
-    valid = batch.response_mask
-    lengths = valid.sum(-1).float()
-    return {
-        "reward": batch.rewards.mean().item(),
-        "accuracy": (batch.rewards > 0.5).float().mean().item(),
-        "entropy": batch.entropy[valid].mean().item(),
-        "s_star": batch.s_star[valid].mean().item(),
-        "es": batch.es[valid].mean().item(),
-        "response_len": lengths.mean().item(),
-        "response_len_max": int(lengths.max()),
-        "truncated_frac": batch.truncated.float().mean().item(),
-        "zero_spread_frac": (batch.by_group(batch.rewards).std(-1) == 0).float().mean().item(),
-    }
 
 
 # ----------------------------------------------------------------------------- step 5
@@ -180,7 +195,7 @@ def probe(model, batch, keep: Tensor, cfg: Config, amp) -> dict[str, float]:
     by token, the measured change of H_t with Theorem 2's prediction from the rollout policy
     (entropy.entropy_probe): over all response tokens ("probe/..."), and, when the method
     removed some, over the kept ("probe/kept/...") and removed ("probe/removed/...") ones."""
-    with amp:
+    with amp, phase("scoring"):
         after = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
     predicted = entropy.predicted_entropy_change(batch.s_star, batch.es, batch.advantages)
     measured = after.entropy - batch.entropy
@@ -202,7 +217,7 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
     t0 = time.perf_counter()
     out = {}
     for name, examples in eval_sets.items():
-        with amp:
+        with amp, phase("evaluating"):
             result = evaluation.evaluate(model, tokenizer, examples, n=cfg.eval_n,
                                          temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
                                          max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
@@ -227,11 +242,6 @@ def samples(batch, examples: list, indices: list[int], step: int, k: int = 4) ->
             for g in range(min(k, len(indices)))]
 
 
-def write_json_line(path: Path, record: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 # ----------------------------------------------------------------------------- the run
 
 @dataclass
@@ -253,29 +263,6 @@ class Run:
     step: int                   # steps done
 
 
-def load_data(cfg: Config) -> tuple[list, dict[str, list]]:
-    """(training examples, {evaluation set name: examples}). The held-out problems are a fixed
-    seeded subset (seed 0, so runs with different --seed evaluate on the same problems)."""
-    examples = data.load_examples(cfg.dataset, split=cfg.split, question_key=cfg.question_key,
-                                  answer_key=cfg.answer_key, seed=0)
-    examples, heldout = data.split_holdout(examples, cfg.holdout, seed=0)
-    if len(examples) < cfg.prompts_per_step:
-        raise ValueError(f"--dataset {cfg.dataset} has {len(examples)} training problems (after "
-                         f"--holdout {cfg.holdout}), fewer than --prompts-per-step "
-                         f"{cfg.prompts_per_step}; lower one of them.")
-    names = cfg.eval_datasets if cfg.eval_every else ""
-    if names == "auto":
-        names = ",".join((["synthetic:test"] if cfg.dataset == "synthetic" else [])
-                         + (["heldout"] if cfg.holdout else []))
-    eval_sets = {}
-    for spec in filter(None, (s.strip() for s in names.split(","))):
-        if spec == "heldout" and not heldout:
-            raise ValueError("--eval-datasets names 'heldout' but --holdout is 0; "
-                             "hold some problems out or drop 'heldout'.")
-        eval_sets[spec] = heldout[:cfg.eval_limit] if spec == "heldout" else data.load_set(spec, cfg.eval_limit)
-    return examples, eval_sets
-
-
 def make_optimizer(model, cfg: Config):
     """AdamW on the float32 weights, and a linear warm-up to a constant learning rate (stepped
     once per training step)."""
@@ -292,7 +279,7 @@ def setup(cfg: Config) -> Run:
     can cause raise ValueError."""
     out = Path(cfg.out)
     latest = checkpoint.prepare_run_folder(out, cfg.model, cfg.resume)
-    examples, eval_sets = load_data(cfg)
+    examples, eval_sets = data.load_run_sets(cfg)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -336,7 +323,8 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
                                           step, run.amp, run.ref_model)
     t1 = time.perf_counter()
     lr = run.scheduler.get_last_lr()[0]
-    metrics.update(update_step(run.model, run.optimizer, batch, extras, cfg, run.amp))
+    with phase("updating"):
+        metrics.update(update_step(run.model, run.optimizer, batch, extras, cfg, run.amp))
     run.scheduler.step()
     if run.device.type == "cuda":
         torch.cuda.synchronize()
@@ -377,15 +365,15 @@ def train(run: Run) -> int:
     bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.method, dynamic_ncols=True)
     try:
         if run.step == 0 and cfg.eval_every and run.eval_sets:   # the baseline the run improves on
-            write_json_line(out / "metrics.jsonl", {"step": 0, **run_evaluation(
+            checkpoint.append_jsonl(out / "metrics.jsonl", {"step": 0, **run_evaluation(
                 run.model, run.tokenizer, run.eval_sets, cfg, run.amp, 0)})
         for step in range(run.step + 1, cfg.steps + 1):
             record, batch, indices = train_step(run, step)
             run.step = step
-            write_json_line(out / "metrics.jsonl", record)
+            checkpoint.append_jsonl(out / "metrics.jsonl", record)
             if step % cfg.sample_every == 0:
                 for sample in samples(batch, run.examples, indices, step):
-                    write_json_line(out / "samples.jsonl", sample)
+                    checkpoint.append_jsonl(out / "samples.jsonl", sample)
             bar.update(1)
             bar.set_postfix(reward=f"{record['reward']:.3f}", H=f"{record['entropy']:.3f}",
                             masked=f"{record['masked_frac']:.4f}", len=f"{record['response_len']:.0f}",
@@ -414,12 +402,9 @@ def train(run: Run) -> int:
                    f"with:\n  {resume}" if last_saved else "no checkpoint was written: run the "
                    "same command again to start over (the logs move aside)."))
         return 130
-    except torch.OutOfMemoryError:
-        tqdm.write(f"error: the {run.device.type} device ran out of memory in step {step}. "
-                   f"Reduce --micro-batch-size ({cfg.micro_batch_size}) or --max-new-tokens "
-                   f"({cfg.max_new_tokens}), add --gradient-checkpointing, or lower --group-size "
-                   f"({cfg.group_size}), --gen-batch-size ({cfg.gen_batch_size}) or "
-                   f"--eval-batch-size ({cfg.eval_batch_size})"
+    except OutOfMemory as err:
+        tqdm.write(f"error: the {run.device.type} device ran out of memory while {err.phase} in "
+                   f"step {step}: {oom_advice(cfg, err.phase)}"
                    + (f"; then resume with: {resume}" if last_saved else "."), file=sys.stderr)
         return 1
     finally:
@@ -437,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(argv)
         if cfg.dry_run:   # no weights: the configuration and a meta-device model
-            print(memory.plan(cfg, *policy.describe(cfg.model), load_data(cfg)[1]))
+            print(memory.plan(cfg, *policy.describe(cfg.model), data.load_run_sets(cfg)[1]))
             return 0
         run = setup(cfg)
     except ValueError as err:

@@ -33,3 +33,17 @@ def test_parts_by_hand():
     disk = memory.disk_bytes(1000, keep_last=2, native_bytes=2)
     assert disk == {"checkpoint": 12_000, "final": 2000, "run": 3 * 12_000 + 2000}
     assert memory.disk_bytes(1000, keep_last=1, save_optimizer=False)["checkpoint"] == 4000
+
+
+def test_the_plan_warns_when_evaluation_outweighs_training():
+    import config
+    from transformers import Qwen2Config
+    model_config = Qwen2Config(vocab_size=100, hidden_size=8, num_hidden_layers=2,
+                               num_attention_heads=2, num_key_value_heads=1)
+    cfg = config.parse_args(["--eval-every", "1", "--eval-n", "4"])
+    text = memory.plan(cfg, model_config, 1000, {"test": list(range(300))})
+    assert "a step generates 64 sequences of up to 48 tokens" in text
+    assert "an evaluation 1200 sequences of up to 48, every 1 steps" in text
+    assert "warning: each evaluation generates up to 57,600 tokens" in text
+    cfg = config.parse_args(["--eval-every", "50", "--eval-n", "4"])
+    assert "warning" not in memory.plan(cfg, model_config, 1000, {"test": list(range(300))})

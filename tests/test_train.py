@@ -261,14 +261,24 @@ def test_ctrl_c_during_the_first_evaluation_ends_cleanly(tiny_path, tmp_path, mo
     assert "no checkpoint was written: run the same command again" in printed and "--resume" not in printed
 
 
-def test_out_of_memory_in_the_first_evaluation_names_the_flags(tiny_path, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("where, target, flags", [
+    ("evaluating", (train.evaluation, "evaluate"), ["--eval-batch-size (64)", "--eval-limit (2)",
+                                                    "--eval-max-new-tokens (6)"]),
+    ("generating", (rollout, "generate"), ["--gen-batch-size (64)", "--max-new-tokens (6)"]),
+    ("scoring", (rollout, "score"), ["--micro-batch-size (4)", "--chunk-size (256)"]),
+    ("updating", (grpo, "aggregate"), ["--micro-batch-size (4)", "add --gradient-checkpointing"]),
+])
+def test_out_of_memory_names_the_flags_of_its_phase(where, target, flags, tiny_path, tmp_path,
+                                                    monkeypatch, capsys):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-    monkeypatch.setattr(train.evaluation, "evaluate", out_of_memory)
-    assert train.main(small(tiny_path, tmp_path / "run", "--eval-every", "1", "--eval-limit", "2")) == 1
+    monkeypatch.setattr(*target, out_of_memory)
+    evaluate = ["--eval-every", "1", "--eval-limit", "2"] if where == "evaluating" else []
+    assert train.main(small(tiny_path, tmp_path / "run", *evaluate)) == 1
     err = capsys.readouterr().err
     (line,) = [l for l in err.splitlines() if l.startswith("error:")]
-    assert "ran out of memory" in line and "--eval-batch-size (64)" in line and "Traceback" not in err
+    assert f"ran out of memory while {where}" in line and "Traceback" not in err
+    assert all(flag in line for flag in flags), line
 
 
 def test_dry_run_prints_the_plan_without_loading_weights(tiny_path, tmp_path, monkeypatch, capsys):
