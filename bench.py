@@ -2,6 +2,7 @@
 
     python bench.py                 # everything; prints a table of ratios, writes bench.json
     python bench.py --only stats    # one section: stats | step | rollout | memory
+    python bench.py --only gpu      # on a CUDA machine: the one-GPU acceptance step
 
 1. Token statistics (logp, H, S*, E[S]; forward and backward through logp) at the Qwen2.5
    vocabulary (V = 151,936, hidden 896), T = 1,024 and 2,048 tokens: the chunked
@@ -19,12 +20,16 @@
 4. The memory arithmetic of memory.py against a measurement: the peak resident memory of one
    update (gradient checkpointing, AdamW) of a Qwen2.5-0.5B-shaped model with random weights,
    float32 on the CPU, in a fresh process.
+5. (--only gpu, for a CUDA machine) one full training step and a small evaluation of
+   Qwen2.5-0.5B- and 1.5B-shaped models with random weights, the EOS suppressed so that every
+   response reaches --gpu-tokens: seconds per phase and peak GPU memory against memory.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -245,6 +250,69 @@ def bench_memory(tokens: int, micro_batch: int) -> dict:
     return row
 
 
+# ----------------------------------------------------------------------------- 5. GPU acceptance
+
+def bench_gpu(names: list[str], max_new_tokens: int, prompts: int = 8, group: int = 8,
+              layers: int | None = None) -> list[dict]:
+    """One full training step (generate, score, update) and one small evaluation of
+    Qwen2.5-shaped models with random weights and the EOS suppressed, so every response is
+    max_new_tokens long: seconds per phase and peak device memory against memory.py. Meant for
+    a CUDA machine without hub access; on a CPU it runs too (`layers` shrinks the models for a
+    smoke test)."""
+    import config
+    import data
+    import memory
+    import policy
+    import train
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    device = policy.pick_device("auto")
+    cfg = config.parse_args(["--prompts-per-step", str(prompts), "--group-size", str(group),
+                             "--max-new-tokens", str(max_new_tokens), "--micro-batch-size", "4",
+                             "--gen-batch-size", str(prompts * group), "--gradient-checkpointing",
+                             "--eval-n", "4", "--eval-batch-size", str(prompts * group)])
+    amp = policy.autocast(device, policy.compute_dtype(cfg.dtype, device))
+    _, tokenizer = policy.load_policy(str(REPO / "tiny-qwen2"), torch.device("cpu"))
+    examples = data.synthetic_examples("train", n=prompts)
+    rows = []
+    for name in names:
+        n_layers, hidden, heads, kv_heads, mlp, tied = memory.QWEN25_CONFIGS[name]
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(Qwen2Config(
+            vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers or n_layers,
+            num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=mlp,
+            tie_word_embeddings=tied)).to(device)
+        model.generation_config.suppress_tokens = [tokenizer.eos_token_id]   # full-length responses
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        optimizer, _ = train.make_optimizer(model, cfg)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        batch, extras, metrics = train.rollout_step(model, tokenizer, examples, list(range(prompts)),
+                                                    cfg, 1, amp)
+        t1 = time.perf_counter()
+        train.update_step(model, optimizer, batch, extras, cfg, amp)
+        t2 = time.perf_counter()
+        train.run_evaluation(model, tokenizer, {"probe": examples[:prompts]}, cfg, amp, 1)
+        t3 = time.perf_counter()
+        params = sum(p.numel() for p in model.parameters())
+        shape = memory.shape_of(model.config, params)
+        estimate = memory.gpu_bytes(shape, gen_batch=cfg.gen_batch_size,
+                                    seq_len=batch.prompt_ids.shape[1] + max_new_tokens,
+                                    micro_batch=cfg.micro_batch_size, chunk=cfg.chunk_size,
+                                    gradient_checkpointing=True, bf16=device.type == "cuda")
+        peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else math.nan
+        rows.append({"model": name, "layers": shape.layers, "device": str(device),
+                     "response_tokens": int(batch.response_mask.sum()),
+                     "generate_s": metrics["time_generate"], "score_s": metrics["time_score"],
+                     "update_s": t2 - t1, "evaluate_s": t3 - t2, "step_s": t2 - t0,
+                     "peak_gb": peak / 1e9, "estimate_gb": estimate["total"] / 1e9})
+        del model, optimizer, batch, extras
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
 # ----------------------------------------------------------------------------- report
 
 def print_tables(results: dict) -> None:
@@ -271,6 +339,14 @@ def print_tables(results: dict) -> None:
               f"{r['tokens']} tokens, float32, CPU): measured {r['measured_gb']:.2f} GB, memory.py "
               f"{r['arithmetic_gb']:.2f} GB (of which weights, gradients, AdamW {r['states_gb']:.2f}), "
               f"ratio {r['ratio']:.2f}; {r['seconds']:.0f} s")
+    if "gpu" in results:
+        print("\nOne training step of Qwen2.5-shaped models with random weights, every response "
+              "at the token budget (peak memory against memory.py)")
+        for r in results["gpu"]:
+            print(f"{r['model']} ({r['layers']} layers, {r['device']}): {r['response_tokens']} "
+                  f"response tokens; generate {r['generate_s']:.1f} s, score {r['score_s']:.1f} s, "
+                  f"update {r['update_s']:.1f} s, evaluate {r['evaluate_s']:.1f} s; peak "
+                  f"{r['peak_gb']:.1f} GB, memory.py {r['estimate_gb']:.1f} GB")
     if "rollout" in results:
         print("\nRollout throughput of rollout.generate on the shipped model")
         for r in results["rollout"]:
@@ -281,7 +357,10 @@ def print_tables(results: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--only", choices=["stats", "step", "rollout", "memory"], help="run one section")
+    parser.add_argument("--only", choices=["stats", "step", "rollout", "memory", "gpu"],
+                        help="run one section (gpu: the CUDA acceptance step, not in the default set)")
+    parser.add_argument("--gpu-tokens", type=int, default=4096,
+                        help="response length of the gpu section (every response reaches it)")
     parser.add_argument("--micro-batch", type=int, default=2, help="rows of the memory section's update")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048],
                         help="sequence lengths of the token-statistics section")
@@ -305,6 +384,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["step"] = bench_step(args.repeats)
     if "rollout" in sections:
         results["rollout"] = bench_rollout([8, 64], max_new_tokens=64)
+    if "gpu" in sections:
+        results["gpu"] = bench_gpu(["Qwen2.5-0.5B", "Qwen2.5-1.5B"], args.gpu_tokens)
     if "memory" in sections:
         results["memory"] = bench_memory(args.tokens[0] // 4, args.micro_batch)
     print_tables(results)

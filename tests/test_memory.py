@@ -47,3 +47,10 @@ def test_the_plan_warns_when_evaluation_outweighs_training():
     assert "warning: each evaluation generates up to 57,600 tokens" in text
     cfg = config.parse_args(["--eval-every", "50", "--eval-n", "4"])
     assert "warning" not in memory.plan(cfg, model_config, 1000, {"test": list(range(300))})
+
+
+def test_the_gpu_acceptance_step_runs_on_a_cpu_with_shrunk_models():
+    import bench
+    (row,) = bench.bench_gpu(["Qwen2.5-0.5B"], max_new_tokens=4, prompts=2, group=2, layers=1)
+    assert row["response_tokens"] == 2 * 2 * 4            # the EOS is suppressed: full length
+    assert row["step_s"] > 0 and row["estimate_gb"] > 0 and row["layers"] == 1
