@@ -97,13 +97,18 @@ class Config:
                                  "-c A (verl's clip_ratio_c; inf: off)")
     kl_coef: float = _opt(0.0, "k3 KL penalty to the initial model (0: no reference model)")
     entropy_coef: float = _opt(0.0, "entropy bonus coefficient (entropy-bonus method: 0.001)")
+    tis_cap: float | None = _opt(None, "truncated importance sampling: weight each token's policy "
+                                       "loss by min(pi_old / pi_sampler, C), for a sampler that "
+                                       "differs from the trainer (bf16 sampling; off by default)",
+                                 type=float)
     loss_agg: str = _opt("token-mean", "loss normalisation", choices=list(grpo.LOSS_AGG_MODES))
     adv_std: bool = _opt(True, "divide advantages by the group std (--no-adv-std: Dr. GRPO)")
     mini_batches: int = _opt(1, "optimiser updates per rollout batch (1: strictly on-policy)")
     micro_batch_size: int = _opt(16, "sequences per forward/backward in scoring and updates")
     chunk_size: int = _opt(entropy.CHUNK_SIZE, "tokens per chunk of the vocabulary-wide statistics")
     # hardware
-    dtype: str = _opt("auto", "autocast dtype of forward passes; weights and optimiser stay "
+    dtype: str = _opt("auto", "autocast dtype of forward passes and the dtype rollouts are sampled "
+                              "in (from a copy of the weights); weights and optimiser stay "
                               "float32 (auto: bfloat16 on CUDA, float32 elsewhere)",
                       choices=["auto", "bfloat16", "float32"])
     device: str = _opt("auto", "auto: cuda, then mps, then cpu", choices=["auto", "cuda", "mps", "cpu"])
@@ -220,6 +225,8 @@ def validate(cfg: Config) -> None:
     need(cfg.clip_cov_lb < cfg.clip_cov_ub, f"--clip-cov-lb must be below --clip-cov-ub, got "
                                             f"{cfg.clip_cov_lb} and {cfg.clip_cov_ub}.")
     need(cfg.dual_clip > 1, f"--dual-clip must be above 1 (inf turns it off), got {cfg.dual_clip}.")
+    need(cfg.tis_cap is None or cfg.tis_cap > 0, f"--tis-cap must be positive (leave it out to "
+                                                  f"turn truncated importance sampling off), got {cfg.tis_cap}.")
     need(cfg.mu_pos > 0, f"--mu-pos must be positive (inf turns it off), got {cfg.mu_pos}.")
     need(cfg.clip_max_frac is None or 0 < cfg.clip_max_frac <= 1,
          f"--clip-max-frac must be in (0, 1], got {cfg.clip_max_frac}.")

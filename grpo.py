@@ -45,6 +45,9 @@ Choices:
                    rho - 1 - log rho (verl's low_var_kl with old in the role of the sampler),
   dual_clip_frac = fraction with A < 0 whose loss the dual-clip bound caps (rho > c),
   ratio_mean     = mean rho, and kl_ref = mean k3(ref || current) when ref_logp is given.
+* Sampler and trainer: the rollout records the sampler's own log-probs. `sampler_mismatch`
+  measures the gap to the trainer's old_logp (logged every step) and `tis_weights` corrects for
+  it when --tis-cap is set (off by default, as in verl).
 """
 
 from __future__ import annotations
@@ -187,3 +190,23 @@ def loss_metrics(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tenso
     if ref_logp is not None:
         metrics["kl_ref"] = _masked_mean(k3_kl(logp, ref_logp), mask)
     return metrics
+
+
+def tis_weights(old_logp: Tensor, sampler_logp: Tensor, cap: float) -> Tensor:
+    """Truncated importance sampling (verl's rollout correction, Yao et al. 2025): each token's
+    policy loss is weighted by min(pi_old(a) / pi_sampler(a), cap), detached, which corrects
+    for a sampler that differs from the trainer (bf16 sampling, another engine). (N, T)."""
+    return torch.exp(old_logp - sampler_logp).clamp(max=cap).detach()
+
+
+@torch.no_grad()
+def sampler_mismatch(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> dict[str, float]:
+    """How far the sampler's log-probs are from the trainer's over the response tokens: mean and
+    max |old_logp - sampler_logp| and the k3 estimate of KL(sampler || trainer) from the
+    sampler's own tokens. 0 when they are the same distribution."""
+    mask = mask.bool()
+    gap = (old_logp - sampler_logp)[mask].double()
+    if gap.numel() == 0:
+        return {"mismatch_logp_abs_mean": 0.0, "mismatch_logp_abs_max": 0.0, "mismatch_kl": 0.0}
+    return {"mismatch_logp_abs_mean": gap.abs().mean().item(), "mismatch_logp_abs_max": gap.abs().max().item(),
+            "mismatch_kl": k3_kl(sampler_logp[mask].double(), old_logp[mask].double()).mean().item()}

@@ -5,9 +5,9 @@ memory estimate below without loading any weights; the README's tables are this 
 Per GPU (world size W for the sharded states), in bytes:
 
     weights, gradients, AdamW m and v     16 x params / W      (float32 masters, always)
-    bf16 weight copies                    2 x params           (under bf16 autocast: autocast
-                                          caches a bf16 copy of each weight it casts, for the
-                                          length of each forward pass or generate call)
+    bf16 weight copies                    4 x params           (with bf16: the copy rollouts are
+                                          sampled from, policy.sampling_copy, and the bf16 copy
+                                          of each weight autocast caches during a forward pass)
     KV cache of one generate call         layers x 2 x kv_heads x head_dim x kv_bytes
                                           x gen_batch x (prompt + max_new_tokens)
     statistics' chunk buffers             3 x chunk x vocab x 4 (two (C, V) float32 buffers,
@@ -17,8 +17,7 @@ Per GPU (world size W for the sharded states), in bytes:
                                           layer's recompute, ~ 20 x tokens x hidden x 2 bytes;
                                           without: ~ 20 x layers x tokens x hidden x 2 bytes
 
-kv_bytes is what the code uses today: 4 (float32) wherever the master weights are float32, bf16
-autocast included (autocast computes in bf16 but the cache is created from float32 weights).
+kv_bytes is 2 with bf16 (sampling from the bf16 copy builds a bf16 cache) and 4 in float32.
 The activation terms are rough (the factor 20 covers attention, MLP and norms of a Qwen2 layer
 in bf16); they are an estimate to size --micro-batch-size, not a guarantee.
 """
@@ -72,18 +71,18 @@ def shape_of(config, params: int) -> Shape:
 
 def gpu_bytes(shape: Shape, *, world_size: int = 1, gen_batch: int, seq_len: int,
               micro_batch: int, chunk: int, gradient_checkpointing: bool,
-              kv_bytes: int = 4, bf16: bool = True) -> dict[str, float]:
+              bf16: bool = True) -> dict[str, float]:
     """Bytes per GPU of each part (module docstring); seq_len = prompt + max_new_tokens.
     Activations are bf16 under bf16 autocast, float32 otherwise."""
     tokens = micro_batch * seq_len
-    act = 2 if bf16 else 4
+    act = kv_bytes = 2 if bf16 else 4
     if gradient_checkpointing:
         activations = shape.layers * tokens * shape.hidden * act + ACTIVATION_FACTOR * tokens * shape.hidden * act
     else:
         activations = ACTIVATION_FACTOR * shape.layers * tokens * shape.hidden * act
     parts = {
         "weights, gradients, AdamW": ADAM_TRAINING_BYTES * shape.params / world_size,
-        "bf16 weight copies": 2 * shape.params if bf16 else 0,
+        "bf16 weight copies": 4 * shape.params if bf16 else 0,
         "KV cache": shape.layers * 2 * shape.kv_heads * shape.head_dim * kv_bytes * gen_batch * seq_len,
         "statistics' chunks": 3 * chunk * shape.vocab * 4,
         "activations": activations,

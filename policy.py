@@ -11,6 +11,7 @@ train.py and eval.py load models here, so both follow the same rule:
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -90,6 +91,28 @@ def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.floa
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer
+
+
+def sampling_copy(model, dtype: torch.dtype):
+    """The policy in `dtype` to sample from, or None for float32 (sample from the masters).
+
+    Sampling from a bf16 copy gives a bf16 KV cache (under autocast, generate builds it from the
+    float32 weights in float32: twice the memory) and costs 2 bytes per parameter, what
+    autocast's own weight cache costs during a forward pass. Made without a float32 duplicate:
+    the parameters are cast one by one and the rest of the module deep-copied around them;
+    tied weights stay tied. Keep it current with `refresh` after every optimiser step."""
+    if dtype == torch.float32:
+        return None
+    memo = {id(p): torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
+            for p in model.parameters()}
+    return copy.deepcopy(model, memo).eval()
+
+
+@torch.no_grad()
+def refresh(sampler, model) -> None:
+    """Copy the master weights into the sampling copy (cast to its dtype), in place."""
+    for theirs, ours in zip(sampler.parameters(), model.parameters()):
+        theirs.copy_(ours)
 
 
 def describe(path: str):

@@ -41,6 +41,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from entropy import CHUNK_SIZE, TokenStats, token_stats
 
@@ -62,6 +63,7 @@ class RolloutBatch:
     texts: list[str]         # decoded responses (skip_special_tokens=True)
     answers: list[str]       # gold answer of each response's prompt
     group_size: int          # G, responses per prompt
+    sampler_logp: Tensor | None = None  # (N, R) float32: log pi(a_t) as the sampler drew it
     rewards: Tensor | None = None       # (N,) float32
     advantages: Tensor | None = None    # (N,) float32
     old_logp: Tensor | None = None      # (N, R) float32: score(...).logp of the sampling policy
@@ -169,6 +171,36 @@ def _seeded(seed: int | None, device: torch.device):
         yield
 
 
+class _SamplerLogProbs(LogitsProcessor):
+    """Records log pi_sampler(a_t) of every sampled token from the scores the sampler used (after
+    temperature and top-p), with one (N, V) buffer: generate calls it once per step with the
+    tokens so far, so each call gathers, from the log-softmax kept by the previous call, the
+    token appended since; `finish` gathers the last one. Scores pass through unchanged."""
+
+    def __init__(self):
+        self.previous, self.values = None, []
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if self.previous is not None:
+            self.values.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, last_tokens: Tensor) -> Tensor:
+        """(N, steps) float32: the log-prob of each generated token (garbage after an EOS)."""
+        self.values.append(self.previous.gather(1, last_tokens[:, None]).squeeze(1))
+        return torch.stack(self.values, 1)
+
+
+def _processors(temperature: float, top_p: float, recorder: _SamplerLogProbs) -> LogitsProcessorList:
+    """Temperature and top-p as the sampler's own processors, then the recorder (generate puts
+    processors passed to it before the ones it makes from its options)."""
+    warpers = [] if temperature == 0 else [TemperatureLogitsWarper(float(temperature))]
+    if temperature and top_p < 1:
+        warpers.append(TopPLogitsWarper(float(top_p)))
+    return LogitsProcessorList([*warpers, recorder])
+
+
 def _pad_right(t: Tensor, length: int, value) -> Tensor:
     """(N, r) -> (N, length), filled with value on the right."""
     return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=value)
@@ -221,10 +253,9 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
                    eos_token_id=eos_ids, use_cache=True)
     if temperature == 0:
         options.update(do_sample=False)
-    else:
-        options.update(_NEUTRAL_SAMPLING, do_sample=True, temperature=float(temperature),
-                       top_p=float(top_p))
-    pieces = []
+    else:   # temperature and top-p are our own processors, so the recorder runs after them
+        options.update(_NEUTRAL_SAMPLING, do_sample=True, temperature=1.0, top_p=1.0)
+    pieces, logps = [], []
     was_training = model.training
     model.eval()
     try:
@@ -234,14 +265,18 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
                 mask = prompt_mask[start:start + micro_batch_size]
                 # Drop columns that are padding in every row of this micro-batch.
                 first = ids.shape[1] - int(mask.sum(-1).max())
-                out = model.generate(input_ids=ids[:, first:],
-                                     attention_mask=mask[:, first:].long(), **options)
+                recorder = _SamplerLogProbs()
+                out = model.generate(input_ids=ids[:, first:], attention_mask=mask[:, first:].long(),
+                                     logits_processor=_processors(temperature, top_p, recorder),
+                                     **options)
                 pieces.append(out[:, ids.shape[1] - first:])
+                logps.append(recorder.finish(out[:, -1]))
     finally:
         model.train(was_training)
 
     length = max(p.shape[1] for p in pieces)
     response_ids = torch.cat([_pad_right(p, length, pad_id) for p in pieces])
+    sampler_logp = torch.cat([_pad_right(p, length, 0.0) for p in logps])
     # generate already wrote pad_id after each row's EOS; the mask stops at that EOS.
     response_mask, has_eos = response_mask_from_ids(response_ids, eos_ids)
     lengths = response_mask.sum(-1).tolist()
@@ -252,6 +287,7 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
         response_ids=response_ids, response_mask=response_mask,
         truncated=~has_eos, texts=texts,
         answers=[a for a in answers for _ in range(group_size)], group_size=group_size,
+        sampler_logp=torch.where(response_mask, sampler_logp, 0.0),
     )
 
 

@@ -94,8 +94,9 @@ def oom_advice(cfg: Config, name: str) -> str:
 # ----------------------------------------------------------------------------- steps 1-4
 
 def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int,
-                 amp, ref_model=None) -> tuple[rollout.RolloutBatch, dict[str, Tensor], dict]:
-    """Steps 1-4 for the prompts examples[indices].
+                 amp, ref_model=None, sampler=None) -> tuple[rollout.RolloutBatch, dict[str, Tensor], dict]:
+    """Steps 1-4 for the prompts examples[indices], sampled from `sampler` (the bf16 copy of
+    policy.sampling_copy) when given, else from the model itself.
 
     Returns (the scored batch: rewards, advantages, old_logp, entropy, s_star, es; extras
     {"keep": (N, R) bool, "ref_logp": (N, R) when --kl-coef > 0, "penalised": (N, R) bool for
@@ -104,7 +105,7 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     answers = [examples[i].answer for i in indices]
     t0 = time.perf_counter()
     with amp, phase("generating"):
-        batch = rollout.generate(model, tokenizer, prompts, answers, cfg.group_size,
+        batch = rollout.generate(sampler or model, tokenizer, prompts, answers, cfg.group_size,
                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                  cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step)
     t1 = time.perf_counter()
@@ -124,7 +125,8 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     extras["keep"], mask_metrics = method.mask(batch, cfg)
     if method.penalty is not None:
         extras["penalised"], mask_metrics = method.penalty(batch, cfg)
-    return batch, extras, {**batch.metrics(), **mask_metrics,
+    mismatch = grpo.sampler_mismatch(batch.old_logp, batch.sampler_logp, batch.response_mask)
+    return batch, extras, {**batch.metrics(), **mask_metrics, **mismatch,
                            "time_generate": t1 - t0, "time_score": t2 - t1}
 
 
@@ -135,6 +137,8 @@ def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, ex: dict[str
     """The per-token loss of a micro-batch: the clipped surrogate plus the penalties switched on."""
     surrogate = grpo.clipped_surrogate(stats.logp, mb.old_logp, mb.advantages, cfg.eps_low,
                                        cfg.eps_high, cfg.dual_clip)
+    if cfg.tis_cap is not None:
+        surrogate = surrogate * grpo.tis_weights(mb.old_logp, mb.sampler_logp, cfg.tis_cap)
     terms = grpo.penalty_terms(
         stats.logp, mb.old_logp, kl_coef=cfg.kl_coef, ref_logp=ex.get("ref_logp"),
         kl_cov_coef=cfg.kl_cov_coef if "penalised" in ex else 0.0, kl_cov_mask=ex.get("penalised"),
@@ -254,6 +258,7 @@ class Run:
     model: object
     tokenizer: object
     ref_model: object | None    # frozen initial policy, only when --kl-coef > 0
+    sampling_model: object | None   # bf16 copy rollouts are sampled from (policy.sampling_copy)
     optimizer: torch.optim.Optimizer
     scheduler: object
     sampler: data.PromptSampler
@@ -291,8 +296,10 @@ def setup(cfg: Config) -> Run:
         ref_model, _ = policy.load_policy(cfg.model, device)
         ref_model.requires_grad_(False).eval()
     optimizer, scheduler = make_optimizer(model, cfg)
-    amp = policy.autocast(device, policy.compute_dtype(cfg.dtype, device))
-    run = Run(cfg, out, device, amp, model, tokenizer, ref_model, optimizer, scheduler,
+    dtype = policy.compute_dtype(cfg.dtype, device)
+    amp = policy.autocast(device, dtype)
+    run = Run(cfg, out, device, amp, model, tokenizer, ref_model, policy.sampling_copy(model, dtype),
+              optimizer, scheduler,
               data.PromptSampler(len(examples), cfg.seed), examples, eval_sets,
               {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0)
     if latest is not None:
@@ -320,11 +327,13 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
     t0 = time.perf_counter()
     indices = run.sampler.next(cfg.prompts_per_step)
     batch, extras, metrics = rollout_step(run.model, run.tokenizer, run.examples, indices, cfg,
-                                          step, run.amp, run.ref_model)
+                                          step, run.amp, run.ref_model, run.sampling_model)
     t1 = time.perf_counter()
     lr = run.scheduler.get_last_lr()[0]
     with phase("updating"):
         metrics.update(update_step(run.model, run.optimizer, batch, extras, cfg, run.amp))
+    if run.sampling_model is not None:
+        policy.refresh(run.sampling_model, run.model)
     run.scheduler.step()
     if run.device.type == "cuda":
         torch.cuda.synchronize()
@@ -341,7 +350,8 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
         record.update(probe(run.model, batch, extras["keep"], cfg, run.amp))
         record["time_probe"] = time.perf_counter() - t3
     if cfg.eval_every and run.eval_sets and (step % cfg.eval_every == 0 or step == cfg.steps):
-        record.update(run_evaluation(run.model, run.tokenizer, run.eval_sets, cfg, run.amp, step))
+        record.update(run_evaluation(run.sampling_model or run.model, run.tokenizer, run.eval_sets,
+                                     cfg, run.amp, step))
     return record, batch, indices
 
 
@@ -366,7 +376,7 @@ def train(run: Run) -> int:
     try:
         if run.step == 0 and cfg.eval_every and run.eval_sets:   # the baseline the run improves on
             checkpoint.append_jsonl(out / "metrics.jsonl", {"step": 0, **run_evaluation(
-                run.model, run.tokenizer, run.eval_sets, cfg, run.amp, 0)})
+                run.sampling_model or run.model, run.tokenizer, run.eval_sets, cfg, run.amp, 0)})
         for step in range(run.step + 1, cfg.steps + 1):
             record, batch, indices = train_step(run, step)
             run.step = step

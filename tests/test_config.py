@@ -67,6 +67,7 @@ def test_comparison_method_defaults():
     (["--method", "clip-cov", "--clip-cov-lb", "5", "--clip-cov-ub", "1"], "--clip-cov-lb must be below"),
     (["--probe-every", "-1"], "--probe-every must not be negative"),
     (["--dual-clip", "1"], "--dual-clip must be above 1"),
+    (["--tis-cap", "0"], "--tis-cap must be positive"),
     (["--lr", "inf"], "--lr must be a finite number"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number"),
     (["--lr", "1e38"], "far too large"),

@@ -221,3 +221,18 @@ def test_dual_clip_bounds_the_negative_advantage_loss_by_hand():
     assert off[0, 2].item() == pytest.approx(10.0) and torch.isfinite(off).all()
     m = loss_metrics(logp, old, adv, torch.ones_like(ratio, dtype=torch.bool), 0.2, 0.2, 3.0)
     assert m["dual_clip_frac"] == pytest.approx(1 / 6)
+
+
+def test_truncated_importance_weights_and_the_mismatch_by_hand():
+    from grpo import sampler_mismatch, tis_weights
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.9]]))
+    sampler = torch.log(torch.tensor([[0.25, 0.4, 0.1]]))    # ratios 2, 0.5, 9
+    torch.testing.assert_close(tis_weights(old, sampler, cap=3.0), torch.tensor([[2.0, 0.5, 3.0]]))
+    mask = torch.tensor([[True, True, False]])
+    m = sampler_mismatch(old, sampler, mask)
+    assert m["mismatch_logp_abs_mean"] == pytest.approx(math.log(2))
+    assert m["mismatch_logp_abs_max"] == pytest.approx(math.log(2))
+    k3 = [(2 - 1 - math.log(2)), (0.5 - 1 - math.log(0.5))]     # exp(x) - x - 1, x = old - sampler
+    assert m["mismatch_kl"] == pytest.approx(sum(k3) / 2)
+    assert sampler_mismatch(old, old, mask) == {"mismatch_logp_abs_mean": 0.0,
+                                                "mismatch_logp_abs_max": 0.0, "mismatch_kl": 0.0}

@@ -23,9 +23,9 @@ def test_qwen25_shapes_match_models_built_from_their_configs(name):
 def test_parts_by_hand():
     shape = memory.Shape(params=1000, layers=2, hidden=8, kv_heads=2, head_dim=4, vocab=100)
     parts = memory.gpu_bytes(shape, world_size=2, gen_batch=3, seq_len=10, micro_batch=1, chunk=5,
-                             gradient_checkpointing=True, kv_bytes=2, bf16=True)
+                             gradient_checkpointing=True, bf16=True)
     assert parts["weights, gradients, AdamW"] == 16 * 1000 / 2
-    assert parts["bf16 weight copies"] == 2 * 1000
+    assert parts["bf16 weight copies"] == 4 * 1000
     assert parts["KV cache"] == 2 * 2 * 2 * 4 * 2 * 3 * 10
     assert parts["statistics' chunks"] == 3 * 5 * 100 * 4
     assert parts["activations"] == 2 * 10 * 8 * 2 + 20 * 10 * 8 * 2

@@ -54,3 +54,17 @@ def test_gradient_checkpointing_uses_the_current_api(tiny_path):
         warnings.simplefilter("error", FutureWarning)     # the deprecated call warns
         model, _ = policy.load_policy(tiny_path, torch.device("cpu"), gradient_checkpointing=True)
     assert model.is_gradient_checkpointing
+
+
+def test_sampling_copy_is_bf16_tied_and_refreshed_from_the_masters(tiny_path):
+    model, _ = policy.load_policy(tiny_path, torch.device("cpu"))
+    assert policy.sampling_copy(model, torch.float32) is None
+    sampler = policy.sampling_copy(model, torch.bfloat16)
+    assert sampler.lm_head.weight is sampler.model.embed_tokens.weight or not model.config.tie_word_embeddings
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    policy.refresh(sampler, model)
+    for theirs, ours in zip(sampler.parameters(), model.parameters()):
+        assert theirs.dtype == torch.bfloat16 and torch.equal(theirs, ours.to(torch.bfloat16))
+    assert all(b.dtype == torch.float32 for n, b in sampler.named_buffers() if "inv_freq" in n)

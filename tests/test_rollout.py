@@ -288,3 +288,42 @@ def test_bad_arguments_raise_value_error(model, tokenizer):
                  temperature=-1.0)
     with pytest.raises(ValueError, match="empty"):
         generate(model, tokenizer, [""], ["x"], group_size=2, max_new_tokens=4)
+
+
+# ----- the sampler's own log-probs, and sampling from a bf16 copy -----
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_logp_equals_the_trainers_in_float32(model, tokenizer, temperature):
+    b = generate(model, tokenizer, PROMPTS, ANSWERS, group_size=G, max_new_tokens=MAX_NEW,
+                 temperature=temperature, micro_batch_size=5, seed=1)
+    mask = b.response_mask
+    trainer = score(model, b, temperature=temperature).logp
+    assert b.sampler_logp.shape == mask.shape and (b.sampler_logp[~mask] == 0).all()
+    torch.testing.assert_close(b.sampler_logp[mask], trainer[mask], atol=1e-5, rtol=0)
+
+
+def test_top_p_sampler_logp_is_of_the_truncated_distribution(model, tokenizer):
+    b = generate(model, tokenizer, PROMPTS, ANSWERS, group_size=G, max_new_tokens=MAX_NEW,
+                 top_p=0.3, seed=2)
+    mask = b.response_mask
+    gap = (b.sampler_logp - score(model, b).logp)[mask]
+    assert (gap > -1e-5).all() and gap.max() > 1e-3      # renormalised over the nucleus: likelier
+
+
+def test_sampling_from_a_bf16_copy_uses_a_bf16_cache_and_gives_valid_batches(model, tokenizer):
+    import policy
+    sampler = policy.sampling_copy(model, torch.bfloat16)
+    assert {p.dtype for p in sampler.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}      # masters untouched
+    dtypes = []
+    hook = sampler.model.layers[0].self_attn.k_proj.register_forward_hook(
+        lambda mod, args, out: dtypes.append(out.dtype))                 # what the cache stores
+    try:
+        b = generate(sampler, tokenizer, PROMPTS, ANSWERS, group_size=G, max_new_tokens=MAX_NEW, seed=3)
+    finally:
+        hook.remove()
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    mask, has_eos = response_mask_from_ids(b.response_ids, [EOS])
+    assert torch.equal(mask, b.response_mask) and torch.equal(b.truncated, ~has_eos)
+    gap = (score(model, b).logp - b.sampler_logp)[b.response_mask].abs()
+    assert 0 < gap.max() < 0.5                            # bf16 rounding: a real, small mismatch

@@ -501,3 +501,17 @@ def test_a_run_killed_anywhere_resumes_to_the_same_metrics(tmp_path):
         proc.wait()
         _finish(out)
         same_run(out)
+
+
+@shipped
+def test_bf16_sampling_logs_the_mismatch_and_float32_has_none(tmp_path):
+    fp32, bf16, tis = tmp_path / "fp32", tmp_path / "bf16", tmp_path / "tis"
+    assert train.main(shipped_run(fp32, "--eval-every", "0")) == 0
+    assert train.main(shipped_run(bf16, "--eval-every", "0", "--dtype", "bfloat16")) == 0
+    assert train.main(shipped_run(tis, "--eval-every", "0", "--tis-cap", "2.0")) == 0
+    for r in read_jsonl(fp32 / "metrics.jsonl"):
+        assert r["mismatch_logp_abs_max"] < 1e-5 and r["mismatch_kl"] < 1e-9
+    for r in read_jsonl(bf16 / "metrics.jsonl"):
+        assert r["mismatch_logp_abs_max"] > 1e-3 and r["mismatch_kl"] > 0
+    for a, b in zip(read_jsonl(fp32 / "metrics.jsonl"), read_jsonl(tis / "metrics.jsonl")):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)  # weights 1: nothing to correct
