@@ -6,11 +6,12 @@
 
 One training step, in the order of the functions below:
   1. sample prompts_per_step prompts (data.PromptSampler) and draw group_size responses to
-     each (rollout.generate), seeded by (seed, step);
+     each (rollout.generate; in bf16 from policy.sampling_copy), seeded by (seed, step);
   2. grade them (rewards.batch_rewards) and turn the rewards into group advantages
      A = (r - mean) / (std + 1e-6) (grpo.group_advantages);
-  3. score the responses under the sampling policy (rollout.score): logp, H, S* and E[S] per
-     token, S* = pi(a) (H + log pi(a)) the entropy discriminator;
+  3. score the responses under the policy's float32 weights (rollout.score): logp, H, S* and
+     E[S] per token, S* = pi(a) (H + log pi(a)) the entropy discriminator; the gap to the
+     sampler's own log-probs is logged (and corrected with --tis-cap);
   4. the method's token mask (methods.METHODS): GRPO keeps every token; Clip-B / Clip-V drop
      the tokens whose update Theorem 2, dH ~ -alpha (S* - E[S]), says lowers entropy the most,
      with the statistics of the whole rollout batch;
