@@ -24,6 +24,7 @@ import data
 import entropy
 import grpo
 import rewards
+import rollout
 from methods import METHODS
 
 REPO = Path(__file__).resolve().parent
@@ -84,7 +85,10 @@ class Config:
     max_new_tokens: int = _opt(48, "maximum response length in tokens")
     temperature: float = _opt(1.0, "sampling temperature (statistics and loss use the same)")
     top_p: float = _opt(1.0, "nucleus sampling")
-    gen_batch_size: int = _opt(64, "sequences per generate call")
+    gen_batch_size: int = _opt(64, "sequences per generate call (the generate engine)")
+    rollout_engine: str = _opt("generate", "generate: HF model.generate, padded batches; paged: "
+                                           "transformers' continuous batching (generate_batch)",
+                               choices=list(rollout.ENGINES))
     # optimisation (paper section 2.2)
     lr: float = _opt(1e-4, "AdamW learning rate (for the tiny model; the paper uses 1e-6 "
                                   "for 7B models)")

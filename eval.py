@@ -81,7 +81,7 @@ def aggregate(correct: list[int], n: int) -> dict[str, float]:
 
 def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature: float,
              top_p: float, max_new_tokens: int, batch_size: int, seed: int,
-             prompt_style: str = "qwen-math", boxes: str = "last") -> dict:
+             prompt_style: str = "qwen-math", boxes: str = "last", engine: str = "generate") -> dict:
     """Sample n responses per problem, grade them, and return the benchmark numbers.
 
     Returns {"num_problems", "n", "avg@n", "pass@k" for k in pass_ks(n), "mean_response_len"
@@ -103,7 +103,7 @@ def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature
         batch = rollout.generate(model, tokenizer, prompts, [ex.answer for ex in chunk],
                                  group_size=n, max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_p=top_p,
-                                 micro_batch_size=batch_size, seed=seed + call)
+                                 micro_batch_size=batch_size, seed=seed + call, engine=engine)
         scores = torch.tensor(rewards.batch_rewards(batch.texts, batch.answers, style=style, boxes=boxes))
         correct += batch.by_group(scores > 0.5).sum(-1).tolist()
         lengths += batch.response_mask.sum(-1).tolist()
@@ -165,6 +165,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a fixed seeded subset of N problems of each data set (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt-style", default="qwen-math", choices=data.PROMPT_STYLES)
+    p.add_argument("--rollout-engine", default="generate", choices=rollout.ENGINES,
+                   help="generate: HF model.generate; paged: transformers' continuous batching")
     p.add_argument("--box-rule", default="last", choices=rewards.BOX_RULES,
                    help="with several \\boxed{} answers: the last decides, or strict: all must agree")
     p.add_argument("--dtype", default="auto", choices=policy.DTYPES,
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {name: evaluate(model, tokenizer, examples, n=args.n, temperature=args.temperature,
                               top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                               batch_size=args.batch_size, seed=args.seed,
-                              prompt_style=args.prompt_style, boxes=args.box_rule)
+                              prompt_style=args.prompt_style, boxes=args.box_rule,
+                              engine=args.rollout_engine)
                for name, examples in sets.items()}
     print(format_table(results))
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "datasets")}

@@ -206,17 +206,25 @@ def _pad_right(t: Tensor, length: int, value) -> Tensor:
     return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=value)
 
 
+ENGINES = ("generate", "paged")
+
+
 def generate(model, tokenizer, prompts: list[str], answers: list[str], group_size: int,
              max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-             micro_batch_size: int = 64, seed: int | None = None) -> RolloutBatch:
+             micro_batch_size: int = 64, seed: int | None = None,
+             engine: str = "generate") -> RolloutBatch:
     """group_size sampled responses to each prompt (already templated, e.g. by data.format_prompt).
 
     Prompts are tokenized without added special tokens and left-padded; prompt i's responses are
-    rows i*G .. i*G+G-1 (N = len(prompts) * G). model.generate runs on micro_batch_size rows at a
-    time, with the model in eval mode (its mode is restored). temperature 0 is greedy decoding.
-    Returns a RolloutBatch with prompt_ids / prompt_mask (N, P), response_ids / response_mask
-    (N, R) with R the longest response (<= max_new_tokens), truncated, texts, answers and
-    group_size set; rewards and statistics are added by `with_stats`.
+    rows i*G .. i*G+G-1 (N = len(prompts) * G). temperature 0 is greedy decoding. The model runs
+    in eval mode (its mode is restored). engine "generate": Hugging Face `model.generate` on
+    micro_batch_size rows at a time, padded, every row running until the longest ends; "paged":
+    transformers' continuous batching (`model.generate_batch`, paged attention), which schedules
+    the N requests itself and retires each as it ends (micro_batch_size does not apply). Both
+    seed from `seed`, so a seed gives the same rollouts twice, though not the same rollouts in
+    both engines. Returns a RolloutBatch with prompt_ids / prompt_mask (N, P), response_ids /
+    response_mask / sampler_logp (N, R) with R the longest response (<= max_new_tokens),
+    truncated, texts, answers and group_size set; rewards and statistics come from `with_stats`.
     """
     if len(prompts) != len(answers):
         raise ValueError(f"generate got {len(prompts)} prompts but {len(answers)} answers; "
@@ -231,6 +239,8 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
         raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}.")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown rollout engine {engine!r}; use one of {', '.join(ENGINES)}.")
 
     device = model.device
     eos_ids = eos_token_ids(model, tokenizer)
@@ -249,35 +259,25 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
     prompt_ids = prompt_ids.repeat_interleave(group_size, 0).to(device)
     prompt_mask = prompt_mask.repeat_interleave(group_size, 0).to(device)
 
-    options = dict(_NEUTRAL_ALWAYS, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                   eos_token_id=eos_ids, use_cache=True)
-    if temperature == 0:
-        options.update(do_sample=False)
-    else:   # temperature and top-p are our own processors, so the recorder runs after them
-        options.update(_NEUTRAL_SAMPLING, do_sample=True, temperature=1.0, top_p=1.0)
-    pieces, logps = [], []
     was_training = model.training
     model.eval()
     try:
-        with _seeded(seed, device), torch.no_grad():
-            for start in range(0, len(prompt_ids), micro_batch_size):
-                ids = prompt_ids[start:start + micro_batch_size]
-                mask = prompt_mask[start:start + micro_batch_size]
-                # Drop columns that are padding in every row of this micro-batch.
-                first = ids.shape[1] - int(mask.sum(-1).max())
-                recorder = _SamplerLogProbs()
-                out = model.generate(input_ids=ids[:, first:], attention_mask=mask[:, first:].long(),
-                                     logits_processor=_processors(temperature, top_p, recorder),
-                                     **options)
-                pieces.append(out[:, ids.shape[1] - first:])
-                logps.append(recorder.finish(out[:, -1]))
+        with torch.no_grad():
+            if engine == "generate":
+                pieces, logps = _generate_padded(model, prompt_ids, prompt_mask, max_new_tokens,
+                                                 temperature, top_p, micro_batch_size, seed,
+                                                 eos_ids, pad_id)
+            else:
+                rows = [r for r in token_rows for _ in range(group_size)]
+                pieces, logps = _generate_paged(model, rows, max_new_tokens, temperature, top_p,
+                                                seed, eos_ids, pad_id)
     finally:
         model.train(was_training)
 
     length = max(p.shape[1] for p in pieces)
-    response_ids = torch.cat([_pad_right(p, length, pad_id) for p in pieces])
-    sampler_logp = torch.cat([_pad_right(p, length, 0.0) for p in logps])
-    # generate already wrote pad_id after each row's EOS; the mask stops at that EOS.
+    response_ids = torch.cat([_pad_right(p, length, pad_id) for p in pieces]).to(device)
+    sampler_logp = torch.cat([_pad_right(p, length, 0.0) for p in logps]).to(device)
+    # Rows are padded with pad_id after their EOS; the mask stops at that EOS.
     response_mask, has_eos = response_mask_from_ids(response_ids, eos_ids)
     lengths = response_mask.sum(-1).tolist()
     texts = tokenizer.batch_decode([row[:n].tolist() for row, n in zip(response_ids, lengths)],
@@ -289,6 +289,65 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
         answers=[a for a in answers for _ in range(group_size)], group_size=group_size,
         sampler_logp=torch.where(response_mask, sampler_logp, 0.0),
     )
+
+
+def _generate_padded(model, prompt_ids, prompt_mask, max_new_tokens, temperature, top_p,
+                     micro_batch_size, seed, eos_ids, pad_id) -> tuple[list[Tensor], list[Tensor]]:
+    """The "generate" engine: ([response ids (n, r)], [sampler log-probs (n, r)]) per micro-batch."""
+    options = dict(_NEUTRAL_ALWAYS, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                   eos_token_id=eos_ids, use_cache=True)
+    if temperature == 0:
+        options.update(do_sample=False)
+    else:   # temperature and top-p are our own processors, so the recorder runs after them
+        options.update(_NEUTRAL_SAMPLING, do_sample=True, temperature=1.0, top_p=1.0)
+    pieces, logps = [], []
+    with _seeded(seed, prompt_ids.device):
+        for start in range(0, len(prompt_ids), micro_batch_size):
+            ids = prompt_ids[start:start + micro_batch_size]
+            mask = prompt_mask[start:start + micro_batch_size]
+            # Drop columns that are padding in every row of this micro-batch.
+            first = ids.shape[1] - int(mask.sum(-1).max())
+            recorder = _SamplerLogProbs()
+            out = model.generate(input_ids=ids[:, first:], attention_mask=mask[:, first:].long(),
+                                 logits_processor=_processors(temperature, top_p, recorder),
+                                 **options)
+            pieces.append(out[:, ids.shape[1] - first:])
+            logps.append(recorder.finish(out[:, -1]))
+    return pieces, logps
+
+
+PAGE_SIZE = 64   # tokens per page of the paged engine's cache on a CPU (a GPU sizes it itself)
+
+
+def _generate_paged(model, rows: list[list[int]], max_new_tokens, temperature, top_p, seed,
+                    eos_ids, pad_id) -> tuple[list[Tensor], list[Tensor]]:
+    """The "paged" engine: one (1, r) response and its sampler log-probs per request, in order.
+    The engine reports the log-prob of each token under the distribution it sampled from."""
+    if not hasattr(model, "generate_batch"):
+        raise ValueError("--rollout-engine paged needs transformers' continuous batching "
+                         "(model.generate_batch, transformers >= 5); upgrade transformers or use "
+                         "--rollout-engine generate.")
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+    sampling = dict(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=0,
+                    typical_p=1.0) if temperature else dict(do_sample=False)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
+                              pad_token_id=pad_id, **_NEUTRAL_ALWAYS, **sampling)
+    sizes = {}
+    if model.device.type == "cpu":   # the engine sizes its cache from free GPU memory otherwise
+        pages = sum(-(-(len(r) + max_new_tokens) // PAGE_SIZE) for r in rows) + len(rows)
+        sizes = dict(page_size=PAGE_SIZE, num_blocks=pages, max_batch_tokens=max(1024, max(map(len, rows))))
+    engine = ContinuousBatchingConfig(return_logprobs=True, seed=seed, **sizes)
+    try:
+        outputs = model.generate_batch(inputs=rows, generation_config=config,
+                                       continuous_batching_config=engine, warmup=False)
+    except (NotImplementedError, ValueError, TypeError) as err:
+        raise ValueError(f"--rollout-engine paged does not support this model ({err}); use "
+                         f"--rollout-engine generate.") from None
+    ordered = sorted(outputs.values(), key=lambda o: int(o.request_id.rsplit("_", 1)[-1]))
+    pieces = [torch.tensor([o.generated_tokens], dtype=torch.long) for o in ordered]
+    logps = [torch.tensor([o.logprobs], dtype=torch.float32) for o in ordered]
+    return pieces, logps
 
 
 def response_stats(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids: Tensor,

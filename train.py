@@ -108,7 +108,8 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     with amp, phase("generating"):
         batch = rollout.generate(sampler or model, tokenizer, prompts, answers, cfg.group_size,
                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                                 cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step)
+                                 cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step,
+                                 engine=cfg.rollout_engine)
     t1 = time.perf_counter()
     scores = rewards.batch_rewards(batch.texts, batch.answers, style=data.reward_style(cfg.prompt_style),
                                    boxes=cfg.box_rule)
@@ -227,7 +228,8 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
                                          temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
                                          max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
                                          batch_size=cfg.eval_batch_size, seed=cfg.seed,
-                                         prompt_style=cfg.prompt_style, boxes=cfg.box_rule)
+                                         prompt_style=cfg.prompt_style, boxes=cfg.box_rule,
+                                         engine=cfg.rollout_engine)
         out.update({f"eval/{name}/{k}": v for k, v in result.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
         avg = f"avg@{cfg.eval_n}"

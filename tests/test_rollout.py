@@ -327,3 +327,23 @@ def test_sampling_from_a_bf16_copy_uses_a_bf16_cache_and_gives_valid_batches(mod
     assert torch.equal(mask, b.response_mask) and torch.equal(b.truncated, ~has_eos)
     gap = (score(model, b).logp - b.sampler_logp)[b.response_mask].abs()
     assert 0 < gap.max() < 0.5                            # bf16 rounding: a real, small mismatch
+
+
+# ----- the paged (continuous-batching) engine -----
+
+def test_paged_engine_gives_the_same_greedy_tokens_and_valid_batches(model, tokenizer):
+    a = generate(model, tokenizer, PROMPTS, ANSWERS, group_size=2, max_new_tokens=MAX_NEW, temperature=0.0)
+    b = generate(model, tokenizer, PROMPTS, ANSWERS, group_size=2, max_new_tokens=MAX_NEW,
+                 temperature=0.0, engine="paged")
+    assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.response_mask, b.response_mask)
+    assert torch.equal(a.truncated, b.truncated) and a.texts == b.texts
+    s = generate(model, tokenizer, PROMPTS, ANSWERS, group_size=2, max_new_tokens=MAX_NEW, seed=4,
+                 engine="paged")
+    mask, has_eos = response_mask_from_ids(s.response_ids, [EOS])
+    assert torch.equal(mask, s.response_mask) and torch.equal(s.truncated, ~has_eos)
+    torch.testing.assert_close(s.sampler_logp[mask], score(model, s).logp[mask], atol=1e-4, rtol=0)
+    again = generate(model, tokenizer, PROMPTS, ANSWERS, group_size=2, max_new_tokens=MAX_NEW, seed=4,
+                     engine="paged")
+    assert torch.equal(again.response_ids, s.response_ids)          # seeded
+    with pytest.raises(ValueError, match="unknown rollout engine"):
+        generate(model, tokenizer, PROMPTS, ANSWERS, group_size=2, max_new_tokens=2, engine="vllm")

@@ -515,3 +515,12 @@ def test_bf16_sampling_logs_the_mismatch_and_float32_has_none(tmp_path):
         assert r["mismatch_logp_abs_max"] > 1e-3 and r["mismatch_kl"] > 0
     for a, b in zip(read_jsonl(fp32 / "metrics.jsonl"), read_jsonl(tis / "metrics.jsonl")):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)  # weights 1: nothing to correct
+
+
+@shipped
+def test_a_short_run_with_the_paged_engine(tmp_path):
+    out = tmp_path / "paged"
+    assert train.main(shipped_run(out, "--rollout-engine", "paged", "--method", "clipv", "--mu", "1.0",
+                                  "--eval-limit", "2")) == 0
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2] and records[1]["mismatch_logp_abs_max"] < 1e-3
