@@ -3,6 +3,7 @@
     python bench.py                 # everything; prints a table of ratios, writes bench.json
     python bench.py --only stats    # one section: stats | step | rollout | memory
     python bench.py --only gpu      # on a CUDA machine: the one-GPU acceptance step
+    python bench.py --only engines  # on a CUDA machine: both rollout engines, Qwen2.5-0.5B-shaped
 
 1. Token statistics (logp, H, S*, E[S]; forward and backward through logp) at the Qwen2.5
    vocabulary (V = 151,936, hidden 896), T = 1,024 and 2,048 tokens: the chunked
@@ -15,8 +16,11 @@
 2. One training step (score, mask, update) of the shipped model on one fixed rollout batch, for
    `--method grpo`, `clipb` and `clipv`. Every method computes the statistics (they are logged),
    so the difference is the cost of the masks.
-3. Rollout throughput of `rollout.generate` on the shipped model, generated tokens per second,
-   at two batch sizes.
+3. Rollout throughput of both engines of `rollout.generate` ("generate": padded
+   `model.generate`; "paged": continuous batching) on the shipped model, generated tokens per
+   second at two batch sizes. (--only engines, for a CUDA machine) the same on a
+   Qwen2.5-0.5B-shaped model with random weights in bf16 whose EOS is tuned for long,
+   variable-length responses.
 4. The memory arithmetic of memory.py against a measurement: the peak resident memory of one
    update (gradient checkpointing, AdamW) of a Qwen2.5-0.5B-shaped model with random weights,
    float32 on the CPU, in a fresh process.
@@ -182,28 +186,114 @@ def bench_step(repeats: int) -> list[dict]:
     return rows
 
 
-# ----------------------------------------------------------------------------- 3. rollout throughput
+# ----------------------------------------------------------------------------- 3. rollout engines
+
+def _qwen25_shaped(name: str, layers: int | None = None):
+    """A Qwen2.5-shaped Qwen2ForCausalLM with random weights (memory.QWEN25_CONFIGS)."""
+    import memory
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    n_layers, hidden, heads, kv_heads, mlp, tied = memory.QWEN25_CONFIGS[name]
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers or n_layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=mlp,
+        tie_word_embeddings=tied))
+
+
+@torch.no_grad()
+def long_tailed_eos(model, eos_id: int, mean_tokens: float) -> float:
+    """Random weights almost never sample the EOS (p ~ 1/V). Scale the EOS row of the output
+    embedding by k so that, averaged over the hidden states of random text, p(EOS) per token is
+    1 / mean_tokens. The EOS logit then varies strongly between contexts, so the hazard is
+    uneven and the lengths that result must be measured (bench_engines reports them; on the
+    0.5B shape a target of 256 gave a mean of about 650 with a budget of 1,024), but they
+    spread out as a real policy's do instead of all reaching the budget. With tied embeddings this scales
+    the EOS's input embedding too, so prompts must not contain the EOS. Returns k."""
+    ids = torch.randint(0, VOCAB, (4, 128), device=model.device)
+    ids[ids == eos_id] = 0                   # the EOS row is shared with the input embedding
+    hidden = model.model(input_ids=ids).last_hidden_state.flatten(0, 1).float()      # (n, d)
+    weight = model.get_output_embeddings().weight
+    logits = hidden @ weight.float().T                                               # (n, V)
+    eos_dot = logits[:, eos_id].clone()
+    logits[:, eos_id] = -math.inf
+    rest = torch.logsumexp(logits, -1)                                               # (n,)
+    lo, hi = 0.0, 1e3
+    for _ in range(60):                      # p(EOS) grows with k (for the hidden states that matter)
+        k = (lo + hi) / 2
+        p = torch.sigmoid(k * eos_dot - rest).mean().item()
+        lo, hi = (k, hi) if p < 1 / mean_tokens else (lo, k)
+    weight[eos_id] *= k
+    return k
+
+
+def bench_engines(model, tokenizer, batch_sizes: list[int], max_new_tokens: int,
+                  template: bool = True) -> list[dict]:
+    """Generated tokens per second of both rollout engines (`rollout.ENGINES`) on the same
+    synthetic questions (in the chat template, or raw), at each batch size (rows generated
+    together by "generate"; requests handed at once to "paged"), sampling at temperature 1; plus
+    the spread of response lengths, which decides how much of padded generation is spent on
+    finished rows."""
+    import data
+    import rollout
+
+    examples = data.synthetic_examples("test", n=max(batch_sizes))
+    prompts = [data.format_prompt(tokenizer, e.question) if template else e.question for e in examples]
+    answers = [e.answer for e in examples]
+    rows = []
+    for engine in rollout.ENGINES:
+        rollout.generate(model, tokenizer, prompts[:2], answers[:2], 1, 4, seed=0, engine=engine)   # warm-up
+        for bs in batch_sizes:
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            batch = rollout.generate(model, tokenizer, prompts[:bs], answers[:bs], 1, max_new_tokens,
+                                     micro_batch_size=bs, seed=0, engine=engine)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            lengths = batch.response_mask.sum(-1).float()
+            rows.append({"engine": engine, "batch_size": bs, "tokens": int(lengths.sum()),
+                         "seconds": seconds, "tokens_per_s": float(lengths.sum()) / seconds,
+                         "mean_len": float(lengths.mean()), "max_len": int(lengths.max()),
+                         "truncated": int(batch.truncated.sum()),
+                         "peak_gb": torch.cuda.max_memory_allocated() / 1e9
+                         if model.device.type == "cuda" else math.nan})
+            print(json.dumps(rows[-1]), flush=True)   # a long section shows each row as it ends
+    for r in rows:
+        base = next(b for b in rows if b["engine"] == "generate" and b["batch_size"] == r["batch_size"])
+        r["ratio_vs_generate"] = r["tokens_per_s"] / base["tokens_per_s"]
+    return rows
+
 
 def bench_rollout(batch_sizes: list[int], max_new_tokens: int) -> list[dict]:
+    """Both engines on the shipped model, float32 on the CPU (as the default run samples)."""
     import config
-    import data
     import policy
-    import rollout
 
     cfg = config.parse_args([])
     model, tokenizer = policy.load_policy(cfg.model, torch.device("cpu"))
-    examples = data.load_examples("synthetic", split="test")
-    rows = []
-    for bs in batch_sizes:
-        prompts = [data.format_prompt(tokenizer, e.question) for e in examples[:bs]]
-        rollout.generate(model, tokenizer, prompts[:2], ["0"] * 2, 1, 4, seed=0)   # warm-up
-        t0 = time.perf_counter()
-        batch = rollout.generate(model, tokenizer, prompts, [e.answer for e in examples[:bs]], 1,
-                                 max_new_tokens, micro_batch_size=bs, seed=0)
-        seconds = time.perf_counter() - t0
-        tokens = int(batch.response_mask.sum())
-        rows.append({"batch_size": bs, "tokens": tokens, "seconds": seconds,
-                     "tokens_per_s": tokens / seconds})
+    return bench_engines(model, tokenizer, batch_sizes, max_new_tokens)
+
+
+def bench_engines_gpu(name: str, batch_sizes: list[int], max_new_tokens: int, mean_tokens: float,
+                      layers: int | None = None) -> list[dict]:
+    """Both engines on a Qwen2.5-shaped model with random weights in bf16 (as rollouts sample on
+    CUDA), the EOS made likely enough for long, variable-length responses (long_tailed_eos)."""
+    import config
+    import policy
+    import rollout
+
+    device = policy.pick_device("auto")
+    _, tokenizer = policy.load_policy(config.parse_args([]).model, torch.device("cpu"))
+    model = _qwen25_shaped(name, layers).to(device)
+    scale = long_tailed_eos(model, rollout.eos_token_ids(model, tokenizer)[0], mean_tokens)
+    model = model.to(policy.compute_dtype("auto", device))
+    rows = bench_engines(model, tokenizer, batch_sizes, max_new_tokens, template=False)
+    for r in rows:
+        r.update(model=name, device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                 dtype=str(model.dtype).removeprefix("torch."), eos_scale=scale)
     return rows
 
 
@@ -214,16 +304,12 @@ def memory_child(tokens: int, micro_batch: int) -> dict:
     checkpointing, AdamW step) of a Qwen2.5-0.5B-shaped model with random weights, float32 on
     the CPU; peak resident memory above the process before the model, against memory.py."""
     import memory
+    import policy
     import rollout
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    layers, hidden, heads, kv_heads, mlp, tied = memory.QWEN25_CONFIGS["Qwen2.5-0.5B"]
     before = _max_rss_gb()
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
-                                         num_attention_heads=heads, num_key_value_heads=kv_heads,
-                                         intermediate_size=mlp, tie_word_embeddings=tied))
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model = _qwen25_shaped("Qwen2.5-0.5B")
+    policy.enable_checkpointing(model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     ids = torch.randint(0, VOCAB, (micro_batch, tokens))
@@ -264,7 +350,6 @@ def bench_gpu(names: list[str], max_new_tokens: int, prompts: int = 8, group: in
     import memory
     import policy
     import train
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     device = policy.pick_device("auto")
     cfg = config.parse_args(["--prompts-per-step", str(prompts), "--group-size", str(group),
@@ -276,14 +361,9 @@ def bench_gpu(names: list[str], max_new_tokens: int, prompts: int = 8, group: in
     examples = data.synthetic_examples("train", n=prompts)
     rows = []
     for name in names:
-        n_layers, hidden, heads, kv_heads, mlp, tied = memory.QWEN25_CONFIGS[name]
-        torch.manual_seed(0)
-        model = Qwen2ForCausalLM(Qwen2Config(
-            vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers or n_layers,
-            num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=mlp,
-            tie_word_embeddings=tied)).to(device)
+        model = _qwen25_shaped(name, layers).to(device)
         model.generation_config.suppress_tokens = [tokenizer.eos_token_id]   # full-length responses
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        policy.enable_checkpointing(model)
         optimizer, _ = train.make_optimizer(model, cfg)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -347,20 +427,33 @@ def print_tables(results: dict) -> None:
                   f"response tokens; generate {r['generate_s']:.1f} s, score {r['score_s']:.1f} s, "
                   f"update {r['update_s']:.1f} s, evaluate {r['evaluate_s']:.1f} s; peak "
                   f"{r['peak_gb']:.1f} GB, memory.py {r['estimate_gb']:.1f} GB")
-    if "rollout" in results:
-        print("\nRollout throughput of rollout.generate on the shipped model")
-        for r in results["rollout"]:
-            print(f"batch {r['batch_size']:>4}: {r['tokens_per_s']:>8.0f} generated tokens/s "
-                  f"({r['tokens']} tokens in {r['seconds']:.2f} s)")
+    for key, title in (("rollout", "the shipped model, float32, CPU"),
+                       ("engines", "a Qwen2.5-shaped model with random weights, long-tailed lengths")):
+        if key not in results:
+            continue
+        print(f"\nRollout engines on {title}: generated tokens/s side by side")
+        for r in results[key]:
+            where = f" [{r['model']}, {r['dtype']}, {r['device']}]" if "model" in r else ""
+            print(f"{r['engine']:>8} batch {r['batch_size']:>4}: {r['tokens_per_s']:>8.0f} tokens/s, "
+                  f"ratio vs generate {r['ratio_vs_generate']:.2f} ({r['tokens']} tokens in "
+                  f"{r['seconds']:.1f} s; length mean {r['mean_len']:.0f}, max {r['max_len']}, "
+                  f"{r['truncated']} at the budget; peak {r['peak_gb']:.1f} GB){where}")
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--only", choices=["stats", "step", "rollout", "memory", "gpu"],
-                        help="run one section (gpu: the CUDA acceptance step, not in the default set)")
+    parser.add_argument("--only", choices=["stats", "step", "rollout", "memory", "gpu", "engines"],
+                        help="run one section (gpu, engines: for a CUDA machine, not in the default set)")
     parser.add_argument("--gpu-tokens", type=int, default=4096,
-                        help="response length of the gpu section (every response reaches it)")
+                        help="response budget of the gpu and engines sections")
+    parser.add_argument("--gpu-models", nargs="+", default=["Qwen2.5-0.5B", "Qwen2.5-1.5B"],
+                        help="models of the gpu section (engines: the first)")
+    parser.add_argument("--engine-batch-sizes", type=int, nargs=2, default=[64, 256],
+                        help="batch sizes of the engines section")
+    parser.add_argument("--mean-tokens", type=float, default=1024,
+                        help="engines section: mean response length the EOS is tuned to")
+    parser.add_argument("--layers", type=int, help="shrink the gpu / engines models (a CPU smoke test)")
     parser.add_argument("--micro-batch", type=int, default=2, help="rows of the memory section's update")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048],
                         help="sequence lengths of the token-statistics section")
@@ -385,7 +478,10 @@ def main(argv: list[str] | None = None) -> dict:
     if "rollout" in sections:
         results["rollout"] = bench_rollout([8, 64], max_new_tokens=64)
     if "gpu" in sections:
-        results["gpu"] = bench_gpu(["Qwen2.5-0.5B", "Qwen2.5-1.5B"], args.gpu_tokens)
+        results["gpu"] = bench_gpu(args.gpu_models, args.gpu_tokens, layers=args.layers)
+    if "engines" in sections:
+        results["engines"] = bench_engines_gpu(args.gpu_models[0], args.engine_batch_sizes,
+                                               args.gpu_tokens, args.mean_tokens, args.layers)
     if "memory" in sections:
         results["memory"] = bench_memory(args.tokens[0] // 4, args.micro_batch)
     print_tables(results)

@@ -84,13 +84,20 @@ def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.floa
                          f"checkpoint.") from None
     model.native_dtype = native if isinstance(native, torch.dtype) else torch.float32
     model.to(device)
-    if gradient_checkpointing:   # transformers >= 5.2x: activation_checkpointing_enable
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing:
+        enable_checkpointing(model)
     return model, tokenizer
+
+
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing, non-reentrant: `activation_checkpointing_enable` where
+    transformers has it (it deprecates the old name), `gradient_checkpointing_enable` before
+    (transformers 5.17, for one, has only the old name)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def sampling_copy(model, dtype: torch.dtype):
