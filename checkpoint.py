@@ -5,6 +5,12 @@ them, and trainer_state.pt: the optimiser, the scheduler, every RNG state (Pytho
 CUDA), the prompt sampler's position, the configuration and the run's counters. Rollouts are
 seeded from (seed, step), so a resumed run on CPU repeats a straight run bit for bit.
 
+Under torchrun (distributed.py) the optimiser state stays sharded: every process writes its
+shards with torch.distributed.checkpoint into optimizer/ (no process gathers it), rank 0 writes
+the gathered weights and trainer_state.pt, and the folder appears under its name only when every
+process has written its part. DCP reshards on load, so such a checkpoint resumes on any number
+of processes, one included.
+
 Choices and why:
 * A checkpoint is written into a temporary folder and renamed, so an interrupted save never
   leaves a half-written folder under a checkpoint's name, and never damages the previous one;
@@ -38,8 +44,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import distributed
+from distributed import World
+
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.pt"
+OPTIMIZER_DIR = "optimizer"   # the sharded optimiser state of a multi-process checkpoint
 
 
 def rng_state() -> dict:
@@ -89,16 +99,32 @@ def atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_model(out: Path, model, tokenizer, dtype: torch.dtype = torch.float32) -> None:
+def save_model(out: Path, model, tokenizer, dtype: torch.dtype = torch.float32,
+               world: World = World()) -> None:
     """A Hugging Face folder (safetensors + tokenizer) at `out`, written atomically, its weights
-    in `dtype` (the model's own, e.g. bf16 for Qwen2.5: half the size of the float32 masters)."""
+    in `dtype` (the model's own, e.g. bf16 for Qwen2.5: half the size of the float32 masters).
+    Sharded weights are gathered to rank 0, which writes; every rank must call it."""
+    weights = distributed.full_state_dict(model, world)
+
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         if dtype != torch.float32:
             _cast_saved(tmp, dtype)
 
-    atomic_dir(out, write)
+    _on_main(world, lambda: atomic_dir(out, write))
+
+
+def _on_main(world: World, write: Callable[[], None]) -> None:
+    """write() on rank 0; every rank returns when it is done, or raises if it failed there."""
+    error = None
+    if world.main:
+        try:
+            write()
+        except Exception as err:   # every rank must learn of it, or the others would wait forever
+            error = err
+    if distributed.any_rank(error is not None, world):
+        raise error or RuntimeError("rank 0 could not write the checkpoint")
 
 
 def _cast_saved(folder: Path, dtype: torch.dtype) -> None:
@@ -134,19 +160,55 @@ def clean_leftovers(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def save(out: Path, step: int, model, tokenizer, trainer_state: dict, keep_last: int) -> Path:
-    """<out>/checkpoint-<step>/: model + tokenizer + trainer_state.pt ({"step", "rng"} added to
-    `trainer_state`); keeps the newest keep_last checkpoints. Returns the checkpoint's path."""
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
-
+def save(out: Path, step: int, model, tokenizer, optimizer, trainer_state: dict, keep_last: int,
+         world: World = World()) -> Path:
+    """<out>/checkpoint-<step>/: model + tokenizer + trainer_state.pt ({"step", "rng",
+    "optimizer"} added to `trainer_state`; optimizer None: not saved); keeps the newest
+    keep_last checkpoints. Returns the checkpoint's path. Several processes: see the top."""
     target = out / f"checkpoint-{step}"
-    atomic_dir(target, write)
-    for _, old in checkpoints(out)[:-keep_last]:
-        _remove(old)
+    sharded = out / f".tmp-{OPTIMIZER_DIR}-{step}"
+    if world.size > 1 and optimizer is not None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+        dcp.save(get_optimizer_state_dict(model, optimizer), checkpoint_id=sharded)
+    optim = (None if optimizer is None else OPTIMIZER_DIR if world.size > 1 else optimizer.state_dict())
+    weights = distributed.full_state_dict(model, world)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, state_dict=weights)
+        tokenizer.save_pretrained(tmp)
+        if optim == OPTIMIZER_DIR:
+            os.replace(sharded, tmp / OPTIMIZER_DIR)
+        torch.save({**trainer_state, "optimizer": optim, "step": step, "rng": rng_state(),
+                    "world_size": world.size}, tmp / STATE_FILE)
+
+    def write_and_prune() -> None:
+        atomic_dir(target, write)
+        for _, old in checkpoints(out)[:-keep_last]:
+            _remove(old)
+
+    _on_main(world, write_and_prune)
     return target
+
+
+def load_optimizer(path: Path, state: dict, model, optimizer, world: World = World()) -> None:
+    """The optimiser state of checkpoint `path` (its trainer_state `state`) into `optimizer`:
+    a single-process state dict, or the sharded one of a multi-process run, resharded by DCP
+    for this number of processes. None (saved with --no-save-optimizer) leaves it fresh."""
+    saved = state["optimizer"]
+    if saved is None:
+        return
+    if saved != OPTIMIZER_DIR:
+        if world.size > 1:
+            raise ValueError(f"{path} was written by one process; its optimiser state resumes in "
+                             f"one process (python train.py ... --resume), not under torchrun.")
+        optimizer.load_state_dict(saved)
+        return
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+    target = get_optimizer_state_dict(model, optimizer)
+    dcp.load(target, checkpoint_id=path / OPTIMIZER_DIR)
+    set_optimizer_state_dict(model, optimizer, target)
 
 
 def load_trainer_state(path: Path) -> dict:
@@ -235,8 +297,9 @@ def save_error(step: int, err: BaseException, last_saved: int, out: Path) -> str
             f"is the disk full? {earlier}")
 
 
-def resume_command(out: Path) -> str:
-    return shlex.join(["python", "train.py", "--out", str(out), "--resume"])
+def resume_command(out: Path, world: World = World()) -> str:
+    start = ["torchrun", f"--nproc-per-node={world.size}"] if world.size > 1 else ["python"]
+    return shlex.join([*start, "train.py", "--out", str(out), "--resume"])
 
 
 class Stop:

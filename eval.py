@@ -79,6 +79,18 @@ def aggregate(correct: list[int], n: int) -> dict[str, float]:
     return out
 
 
+def merge(results: list[dict], n: int) -> dict:
+    """One result from evaluate's results on disjoint shares of the problems (one per process):
+    the counts pooled, the means weighted by the problems behind them."""
+    results = [r for r in results if r is not None]
+    correct = [c for r in results for c in r["correct"]]
+    weight = [r["num_problems"] / len(correct) for r in results]
+    return {"num_problems": len(correct), "n": n, **aggregate(correct, n),
+            **{key: sum(w * r[key] for w, r in zip(weight, results))
+               for key in ("mean_response_len", "truncated_frac")},
+            "correct": correct}
+
+
 def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature: float,
              top_p: float, max_new_tokens: int, batch_size: int, seed: int,
              prompt_style: str = "qwen-math", boxes: str = "last", engine: str = "generate") -> dict:

@@ -82,7 +82,9 @@ def gpu_bytes(shape: Shape, *, world_size: int = 1, gen_batch: int, seq_len: int
         activations = ACTIVATION_FACTOR * shape.layers * tokens * shape.hidden * act
     parts = {
         "weights, gradients, AdamW": ADAM_TRAINING_BYTES * shape.params / world_size,
-        "bf16 weight copies": 4 * shape.params if bf16 else 0,
+        # one process: autocast's cast of the weights + the sampling copy; under FSDP2 the bf16
+        # all-gather holds one layer at a time, so only the sampling copy (distributed.py)
+        "bf16 weight copies": (4 if world_size == 1 else 2) * shape.params if bf16 else 0,
         "KV cache": shape.layers * 2 * shape.kv_heads * shape.head_dim * kv_bytes * gen_batch * seq_len,
         "statistics' chunks": 3 * chunk * shape.vocab * 4,
         "activations": activations,
@@ -106,11 +108,12 @@ def table(parts: dict[str, float]) -> str:
     return ", ".join(f"{name} {value / GB:.1f} GB" for name, value in parts.items())
 
 
-def plan(cfg, model_config, params: int, eval_sets: dict, native_dtype=None) -> str:
+def plan(cfg, model_config, params: int, eval_sets: dict, native_dtype=None,
+         world_size: int = 1) -> str:
     """What a run will do, in three lines: what one step and one evaluation generate, its disk,
     and (an estimate) its memory per GPU. cfg: config.Config, read only; model_config: the
     model's Hugging Face config; eval_sets: {name: problems}; native_dtype: the dtype final/ is
-    saved in (default: the config's)."""
+    saved in (default: the config's); world_size: processes (each generates its share)."""
     shape = shape_of(model_config, params)
     native = native_dtype or getattr(model_config, "dtype", None)
     native_bytes = torch.finfo(native).bits // 8 if isinstance(native, torch.dtype) else 4
@@ -120,7 +123,10 @@ def plan(cfg, model_config, params: int, eval_sets: dict, native_dtype=None) -> 
                  if eval_problems else "no evaluation")
     disk = disk_bytes(shape.params, keep_last=cfg.keep_last, native_bytes=native_bytes,
                       save_optimizer=cfg.save_optimizer)
-    parts = gpu_bytes(shape, gen_batch=cfg.gen_batch_size, seq_len=cfg.max_new_tokens + PROMPT_TOKENS,
+    local_rows = cfg.prompts_per_step * cfg.group_size // world_size   # each process generates its share
+    parts = gpu_bytes(shape, world_size=world_size,
+                      gen_batch=cfg.gen_batch_size if world_size == 1 else min(cfg.gen_batch_size, local_rows),
+                      seq_len=cfg.max_new_tokens + PROMPT_TOKENS,
                       micro_batch=cfg.micro_batch_size, chunk=cfg.chunk_size,
                       gradient_checkpointing=cfg.gradient_checkpointing,
                       bf16=cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_available()))

@@ -100,26 +100,28 @@ def enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def sampling_copy(model, dtype: torch.dtype):
-    """The policy in `dtype` to sample from, or None for float32 (sample from the masters).
+def sampling_copy(model, dtype: torch.dtype, always: bool = False):
+    """The policy in `dtype` to sample from, or None for float32 (sample from the masters)
+    unless `always` (several processes sample from an unsharded copy: distributed.py).
 
     Sampling from a bf16 copy gives a bf16 KV cache (under autocast, generate builds it from the
     float32 weights in float32: twice the memory) and costs 2 bytes per parameter, what
     autocast's own weight cache costs during a forward pass. Made without a float32 duplicate:
     the parameters are cast one by one and the rest of the module deep-copied around them;
     tied weights stay tied. Keep it current with `refresh` after every optimiser step."""
-    if dtype == torch.float32:
+    if dtype == torch.float32 and not always:
         return None
-    memo = {id(p): torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
+    memo = {id(p): torch.nn.Parameter(p.detach().to(dtype, copy=True), requires_grad=False)
             for p in model.parameters()}
     return copy.deepcopy(model, memo).eval()
 
 
 @torch.no_grad()
 def refresh(sampler, model) -> None:
-    """Copy the master weights into the sampling copy (cast to its dtype), in place."""
+    """Copy the master weights into the sampling copy (cast to its dtype), in place. Sharded
+    (FSDP2) masters are gathered one parameter at a time: every rank must call it."""
     for theirs, ours in zip(sampler.parameters(), model.parameters()):
-        theirs.copy_(ours)
+        theirs.copy_(ours.full_tensor() if hasattr(ours, "full_tensor") else ours)
 
 
 def describe(path: str):

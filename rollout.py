@@ -365,12 +365,26 @@ def response_stats(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids:
     attention_mask = torch.cat([prompt_mask, response_mask], 1).long()
     # Same positions as generate: the first real token is 0 whatever the left padding.
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    start = prompt_ids.shape[1] - 1   # hidden at P-1+j predicts response token j
+    args = (input_ids, attention_mask, position_ids, start, response_ids, temperature, chunk_size)
+    sharded = getattr(model, STATISTICS_METHOD, None)
+    return TokenStats(*(sharded(*args) if sharded is not None else statistics(model, *args)))
+
+
+STATISTICS_METHOD = "response_statistics"   # set on a sharded model by distributed.shard
+
+
+def statistics(model, input_ids, attention_mask, position_ids, start: int, response_ids,
+               temperature: float, chunk_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The body of response_stats, as a tuple (logp, entropy, s_star, es). Under FSDP2 it runs
+    as a method of the model registered with register_fsdp_forward_method, so the root's
+    weights (embeddings, head) are gathered for it and its backward like for a forward."""
     hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
                                  position_ids=position_ids, use_cache=False).last_hidden_state
-    start = prompt_ids.shape[1] - 1   # hidden at P-1+j predicts response token j
     hidden = hidden[:, start:start + response_ids.shape[1]]
-    return token_stats(hidden, model.get_output_embeddings().weight, response_ids,
-                       temperature, chunk_size)
+    stats = token_stats(hidden, model.get_output_embeddings().weight, response_ids,
+                        temperature, chunk_size)
+    return stats.logp, stats.entropy, stats.s_star, stats.es
 
 
 def score(model, batch: RolloutBatch, temperature: float = 1.0, micro_batch_size: int = 16,

@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 import checkpoint
 import data
+import distributed
 import entropy
 import eval as evaluation
 import grpo
@@ -57,6 +58,7 @@ import policy
 import rewards
 import rollout
 from config import Config, resolve_config
+from distributed import World
 
 MAX_NONFINITE_IN_A_ROW = 3
 PHASE_FLAGS = {   # the flags that bound each phase's memory, named by an out-of-memory error
@@ -95,20 +97,24 @@ def oom_advice(cfg: Config, name: str) -> str:
 # ----------------------------------------------------------------------------- steps 1-4
 
 def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int,
-                 amp, ref_model=None, sampler=None) -> tuple[rollout.RolloutBatch, dict[str, Tensor], dict]:
+                 amp, ref_model=None, sampler=None,
+                 world: World = World()) -> tuple[rollout.RolloutBatch, dict[str, Tensor], dict]:
     """Steps 1-4 for the prompts examples[indices], sampled from `sampler` (the bf16 copy of
-    policy.sampling_copy) when given, else from the model itself.
+    policy.sampling_copy) when given, else from the model itself. Under torchrun each rank
+    generates, grades and scores its groups (distributed.rank_groups of indices) and the batch
+    is then assembled whole on every rank, so the masks and metrics see the whole batch.
 
-    Returns (the scored batch: rewards, advantages, old_logp, entropy, s_star, es; extras
+    Returns (the whole scored batch: rewards, advantages, old_logp, entropy, s_star, es; extras
     {"keep": (N, R) bool, "ref_logp": (N, R) when --kl-coef > 0, "penalised": (N, R) bool for
     KL-Cov}; metrics)."""
-    prompts = [data.format_prompt(tokenizer, examples[i].question, cfg.prompt_style) for i in indices]
-    answers = [examples[i].answer for i in indices]
+    mine = [indices[g] for g in distributed.rank_groups(len(indices), cfg.mini_batches, world)]
+    prompts = [data.format_prompt(tokenizer, examples[i].question, cfg.prompt_style) for i in mine]
+    answers = [examples[i].answer for i in mine]
     t0 = time.perf_counter()
     with amp, phase("generating"):
         batch = rollout.generate(sampler or model, tokenizer, prompts, answers, cfg.group_size,
                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                                 cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step,
+                                 cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step + 7919 * world.rank,
                                  engine=cfg.rollout_engine)
     t1 = time.perf_counter()
     scores = rewards.batch_rewards(batch.texts, batch.answers, style=data.reward_style(cfg.prompt_style),
@@ -119,9 +125,11 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     with amp, phase("scoring"):
         stats = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
         if ref_model is not None:
-            extras["ref_logp"] = rollout.score(ref_model, batch, cfg.temperature,
-                                               cfg.micro_batch_size, cfg.chunk_size).logp
-    batch = batch.with_stats(stats, reward, advantages)
+            extras["ref_logp"] = distributed.gather_rows(rollout.score(
+                ref_model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size).logp,
+                cfg.group_size, cfg.mini_batches, world)
+    distributed.reshard(model)
+    batch = distributed.gather_batch(batch.with_stats(stats, reward, advantages), cfg.mini_batches, world)
     t2 = time.perf_counter()
     method = methods.METHODS[cfg.method]
     extras["keep"], mask_metrics = method.mask(batch, cfg)
@@ -148,18 +156,22 @@ def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, ex: dict[str
     return surrogate + sum(terms.values())
 
 
-def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config, amp) -> dict:
-    """Step 5: cfg.mini_batches optimiser updates over contiguous slices of the batch.
+def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config, amp,
+                world: World = World()) -> dict:
+    """Step 5: cfg.mini_batches optimiser updates over contiguous slices of the (whole) batch.
 
     Each mini-batch is processed micro_batch_size rows at a time; every micro-batch loss is
     normalised by the kept-token (and sequence) count of its whole mini-batch, so the
-    accumulated gradient equals that of one pass over the mini-batch. A non-finite loss or
-    gradient norm skips that update (the gradient is discarded) and is reported.
+    accumulated gradient equals that of one pass over the mini-batch. Under torchrun each rank
+    processes its own rows of each mini-batch, and its loss is scaled by the world size because
+    FSDP averages gradients over ranks (distributed.py). A non-finite loss or gradient norm
+    skips that update (the gradient is discarded) and is reported.
     Returns metrics: loss, grad_norm (means over updates), grpo.loss_metrics (means over kept
     tokens), nonfinite (updates skipped)."""
     params = [p for p in model.parameters() if p.requires_grad]
     totals: dict[str, float] = {}
     weight, losses, norms, skipped = 0, [], [], 0
+    mine = distributed.local_rows(len(batch) // batch.group_size, batch.group_size, cfg.mini_batches, world)
     model.train()
     for mini in torch.arange(len(batch)).chunk(cfg.mini_batches):
         keep = extras["keep"][mini]
@@ -167,14 +179,14 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
                       max_len=cfg.max_new_tokens)
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
-        for micro in mini.split(cfg.micro_batch_size):
+        for micro in mini[torch.isin(mini, mine)].split(cfg.micro_batch_size):
             mb = batch.select(micro)
             ex = {k: v[micro, :mb.response_ids.shape[1]] for k, v in extras.items()}
             with amp:
                 stats = rollout.response_stats(model, mb.prompt_ids, mb.prompt_mask, mb.response_ids,
                                                mb.response_mask, cfg.temperature, cfg.chunk_size)
             loss = grpo.aggregate(token_loss(stats, mb, ex, cfg), ex["keep"], cfg.loss_agg, **counts)
-            loss.backward()
+            (loss * world.size).backward()
             loss_sum += loss.item()
             n = int(ex["keep"].sum())
             m = grpo.loss_metrics(stats.logp, mb.old_logp, mb.advantages, ex["keep"], cfg.eps_low,
@@ -183,6 +195,8 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
                 totals[k] = totals.get(k, 0.0) + v * n
             weight += n
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm      # FSDP2: a DTensor
+        loss_sum = distributed.sum_all({"loss": loss_sum}, world)["loss"]
         if math.isfinite(loss_sum) and torch.isfinite(norm):
             optimizer.step()
             losses.append(loss_sum)
@@ -190,21 +204,27 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
         else:
             skipped += 1
         optimizer.zero_grad(set_to_none=True)
+    totals = distributed.sum_all({**totals, "weight": weight}, world)
+    weight = totals.pop("weight")
     metrics = {k: v / max(weight, 1) for k, v in totals.items()}
     metrics.update(loss=float(np.mean(losses)) if losses else math.nan,
                    grad_norm=float(np.mean(norms)) if norms else math.nan, nonfinite=skipped)
     return metrics
 
 
-def probe(model, batch, keep: Tensor, cfg: Config, amp) -> dict[str, float]:
+def probe(model, batch, keep: Tensor, cfg: Config, amp, world: World = World()) -> dict[str, float]:
     """The entropy probe: score the step's batch again under the updated model and compare, token
     by token, the measured change of H_t with Theorem 2's prediction from the rollout policy
     (entropy.entropy_probe): over all response tokens ("probe/..."), and, when the method
     removed some, over the kept ("probe/kept/...") and removed ("probe/removed/...") ones."""
+    G = batch.group_size
+    mine = batch.select(distributed.local_rows(len(batch) // G, G, cfg.mini_batches, world))
     with amp, phase("scoring"):
-        after = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
+        after = rollout.score(model, mine, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
+    distributed.reshard(model)
+    after_entropy = distributed.gather_rows(after.entropy, G, cfg.mini_batches, world)
     predicted = entropy.predicted_entropy_change(batch.s_star, batch.es, batch.advantages)
-    measured = after.entropy - batch.entropy
+    measured = after_entropy[:, :batch.entropy.shape[1]] - batch.entropy
     valid = batch.response_mask
     out = entropy.entropy_probe(predicted, measured, valid)
     kept, removed = valid & keep, valid & ~keep
@@ -217,24 +237,29 @@ def probe(model, batch, keep: Tensor, cfg: Config, amp) -> dict[str, float]:
 # ----------------------------------------------------------------------------- step 6
 
 def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, amp,
-                   step: int) -> dict[str, float]:
+                   step: int, world: World = World()) -> dict[str, float]:
     """eval.evaluate on each set; its numbers as {"eval/<set>/<key>": value, "time_eval": s},
-    and one printed line per set with its avg@n."""
+    and one printed line per set with its avg@n. Under torchrun each rank evaluates every
+    world-size-th problem and the results are pooled (eval.merge)."""
     t0 = time.perf_counter()
     out = {}
     for name, examples in eval_sets.items():
-        with amp, phase("evaluating"):
-            result = evaluation.evaluate(model, tokenizer, examples, n=cfg.eval_n,
-                                         temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
-                                         max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
-                                         batch_size=cfg.eval_batch_size, seed=cfg.seed,
-                                         prompt_style=cfg.prompt_style, boxes=cfg.box_rule,
-                                         engine=cfg.rollout_engine)
+        share, result = examples[world.rank::world.size], None
+        if share:
+            with amp, phase("evaluating"):
+                result = evaluation.evaluate(
+                    model, tokenizer, share, n=cfg.eval_n, temperature=cfg.eval_temperature,
+                    top_p=cfg.eval_top_p, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
+                    batch_size=cfg.eval_batch_size, seed=cfg.seed, prompt_style=cfg.prompt_style,
+                    boxes=cfg.box_rule, engine=cfg.rollout_engine)
+        if world.size > 1:
+            result = evaluation.merge(distributed.gather_objects(result, world), cfg.eval_n)
         out.update({f"eval/{name}/{k}": v for k, v in result.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
         avg = f"avg@{cfg.eval_n}"
-        tqdm.write(f"step {step}: {name} {avg} {result[avg]:.3f} over {len(examples)} problems "
-                   f"(T={cfg.eval_temperature:g})")
+        if world.main:
+                tqdm.write(f"step {step}: {name} {avg} {result[avg]:.3f} over {len(examples)} problems "
+                       f"(T={cfg.eval_temperature:g})")
     out["time_eval"] = time.perf_counter() - t0
     return out
 
@@ -269,6 +294,7 @@ class Run:
     eval_sets: dict[str, list]
     counters: dict              # nonfinite_total, nonfinite_in_a_row
     step: int                   # steps done
+    world: World = World()      # this process among those torchrun started (distributed.py)
 
 
 def make_optimizer(model, cfg: Config):
@@ -286,41 +312,49 @@ def setup(cfg: Config) -> Run:
     the latest checkpoint (weights, optimiser, scheduler, sampler, RNG) restored. Errors a user
     can cause raise ValueError."""
     out = Path(cfg.out)
-    latest = checkpoint.prepare_run_folder(out, cfg.model, cfg.resume)
+    device = policy.pick_device(cfg.device)
+    world = distributed.init(device)
+    device = distributed.local_device(device, world)
+    distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, world)
+    latest = distributed.on_main(lambda: checkpoint.prepare_run_folder(out, cfg.model, cfg.resume), world)
     examples, eval_sets = data.load_run_sets(cfg)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    device = policy.pick_device(cfg.device)
     model, tokenizer = policy.load_policy(str(latest or cfg.model), device,
                                           gradient_checkpointing=cfg.gradient_checkpointing)
     ref_model = None
     if cfg.kl_coef > 0:
         ref_model, _ = policy.load_policy(cfg.model, device)
         ref_model.requires_grad_(False).eval()
-    optimizer, scheduler = make_optimizer(model, cfg)
     dtype = policy.compute_dtype(cfg.dtype, device)
-    amp = policy.autocast(device, dtype)
-    run = Run(cfg, out, device, amp, model, tokenizer, ref_model, policy.sampling_copy(model, dtype),
+    sampling_model = policy.sampling_copy(model, dtype, always=world.size > 1)
+    if world.size > 1:
+        distributed.shard(model, device, {rollout.STATISTICS_METHOD: rollout.statistics})
+    optimizer, scheduler = make_optimizer(model, cfg)
+    amp = policy.autocast(device, dtype if world.size == 1 else torch.float32)   # FSDP2 casts itself
+    run = Run(cfg, out, device, amp, model, tokenizer, ref_model, sampling_model,
               optimizer, scheduler,
               data.PromptSampler(len(examples), cfg.seed), examples, eval_sets,
-              {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0)
+              {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0, world)
     if latest is not None:
         state = checkpoint.load_trainer_state(latest)
-        if state["optimizer"] is not None:      # None: saved with --no-save-optimizer
-            optimizer.load_state_dict(state["optimizer"])
+        checkpoint.load_optimizer(latest, state, model, optimizer, world)
         scheduler.load_state_dict(state["scheduler"])
         run.sampler.load_state_dict(state["sampler"])
         run.counters, run.step = state["counters"], state["step"]
         model.native_dtype = getattr(torch, state.get("native_dtype", "float32").removeprefix("torch."))
         checkpoint.set_rng_state(state["rng"])
-        for name in ("metrics.jsonl", "samples.jsonl"):
-            checkpoint.truncate_jsonl(out / name, run.step)
-        tqdm.write(f"resumed from {latest} at step {run.step}")
-    tqdm.write(memory.plan(cfg, model.config, sum(p.numel() for p in model.parameters()),
-                           eval_sets, model.native_dtype))
-    record = {**dataclasses.asdict(cfg), "label": methods.label(cfg.method, cfg.mu)}
-    (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+        if world.main:
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                checkpoint.truncate_jsonl(out / name, run.step)
+            tqdm.write(f"resumed from {latest} at step {run.step}")
+    if world.main:
+        tqdm.write(memory.plan(cfg, model.config, sum(p.numel() for p in model.parameters()),
+                               eval_sets, model.native_dtype, world.size))
+        record = {**dataclasses.asdict(cfg), "label": methods.label(cfg.method, cfg.mu),
+                  "world_size": world.size}
+        (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     return run
 
 
@@ -330,11 +364,11 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
     t0 = time.perf_counter()
     indices = run.sampler.next(cfg.prompts_per_step)
     batch, extras, metrics = rollout_step(run.model, run.tokenizer, run.examples, indices, cfg,
-                                          step, run.amp, run.ref_model, run.sampling_model)
+                                          step, run.amp, run.ref_model, run.sampling_model, run.world)
     t1 = time.perf_counter()
     lr = run.scheduler.get_last_lr()[0]
     with phase("updating"):
-        metrics.update(update_step(run.model, run.optimizer, batch, extras, cfg, run.amp))
+        metrics.update(update_step(run.model, run.optimizer, batch, extras, cfg, run.amp, run.world))
     if run.sampling_model is not None:
         policy.refresh(run.sampling_model, run.model)
     run.scheduler.step()
@@ -350,43 +384,46 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
               "nonfinite_total": run.counters["nonfinite_total"], "prompts": indices}
     if cfg.probe_every and step % cfg.probe_every == 0:
         t3 = time.perf_counter()
-        record.update(probe(run.model, batch, extras["keep"], cfg, run.amp))
+        record.update(probe(run.model, batch, extras["keep"], cfg, run.amp, run.world))
         record["time_probe"] = time.perf_counter() - t3
     if cfg.eval_every and run.eval_sets and (step % cfg.eval_every == 0 or step == cfg.steps):
         record.update(run_evaluation(run.sampling_model or run.model, run.tokenizer, run.eval_sets,
-                                     cfg, run.amp, step))
+                                     cfg, run.amp, step, run.world))
     return record, batch, indices
 
 
 def save(run: Run, step: int) -> Path:
-    state = {"optimizer": run.optimizer.state_dict() if run.cfg.save_optimizer else None,
-             "scheduler": run.scheduler.state_dict(),
+    state = {"scheduler": run.scheduler.state_dict(),
              "sampler": run.sampler.state_dict(), "config": dataclasses.asdict(run.cfg),
              "counters": run.counters, "native_dtype": str(run.model.native_dtype)}
-    return checkpoint.save(run.out, step, run.model, run.tokenizer, state, run.cfg.keep_last)
+    return checkpoint.save(run.out, step, run.model, run.tokenizer,
+                           run.optimizer if run.cfg.save_optimizer else None, state,
+                           run.cfg.keep_last, run.world)
 
 
 def train(run: Run) -> int:
     """The main loop from run.step to cfg.steps, with metrics, samples, checkpoints, the signal
     handler and the failure guards. Returns the exit status."""
-    cfg, out = run.cfg, run.out
+    cfg, out, world = run.cfg, run.out, run.world
+    log = checkpoint.append_jsonl if world.main else (lambda path, record: None)
     stop = checkpoint.Stop()
     handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {s: signal.signal(s, stop) for s in handled}
-    resume = checkpoint.resume_command(out)
+    resume = checkpoint.resume_command(out, world)
     last_saved, step = run.step, run.step
-    bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.method, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.method, dynamic_ncols=True,
+               disable=not world.main)
     try:
         if run.step == 0 and cfg.eval_every and run.eval_sets:   # the baseline the run improves on
-            checkpoint.append_jsonl(out / "metrics.jsonl", {"step": 0, **run_evaluation(
-                run.sampling_model or run.model, run.tokenizer, run.eval_sets, cfg, run.amp, 0)})
+            log(out / "metrics.jsonl", {"step": 0, **run_evaluation(
+                run.sampling_model or run.model, run.tokenizer, run.eval_sets, cfg, run.amp, 0, world)})
         for step in range(run.step + 1, cfg.steps + 1):
             record, batch, indices = train_step(run, step)
             run.step = step
-            checkpoint.append_jsonl(out / "metrics.jsonl", record)
+            log(out / "metrics.jsonl", record)
             if step % cfg.sample_every == 0:
                 for sample in samples(batch, run.examples, indices, step):
-                    checkpoint.append_jsonl(out / "samples.jsonl", sample)
+                    log(out / "samples.jsonl", sample)
             bar.update(1)
             bar.set_postfix(reward=f"{record['reward']:.3f}", H=f"{record['entropy']:.3f}",
                             masked=f"{record['masked_frac']:.4f}", len=f"{record['response_len']:.0f}",
@@ -400,16 +437,18 @@ def train(run: Run) -> int:
                            f"{trust}. Lower --lr or --grad-clip, or use --dtype float32.",
                            file=sys.stderr)
                 return 1
-            if step % cfg.save_every == 0 or step == cfg.steps or stop.signum is not None:
+            stopping = distributed.any_rank(stop.signum is not None, world)   # all ranks agree
+            if step % cfg.save_every == 0 or step == cfg.steps or stopping:
                 try:
                     path = save(run, step)
                 except Exception as err:   # OSError, torch's RuntimeError, SafetensorError
                     tqdm.write(checkpoint.save_error(step, err, last_saved, out), file=sys.stderr)
                     return 1
                 last_saved = step
-            if stop.signum is not None:
-                tqdm.write(f"stopped at step {step}; checkpoint {path}. Resume with:\n  {resume}")
-                return 128 + stop.signum
+            if stopping:
+                if world.main:
+                    tqdm.write(f"stopped at step {step}; checkpoint {path}. Resume with:\n  {resume}")
+                return 128 + (stop.signum or signal.SIGTERM)
     except KeyboardInterrupt:
         tqdm.write(f"abandoned step {step}; " + (f"the latest checkpoint is step {last_saved}. Resume "
                    f"with:\n  {resume}" if last_saved else "no checkpoint was written: run the "
@@ -424,8 +463,9 @@ def train(run: Run) -> int:
         bar.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype)
-    tqdm.write(f"done: {cfg.steps} steps; final model in {out / 'final'}")
+    checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype, world)
+    if world.main:
+        tqdm.write(f"done: {cfg.steps} steps; final model in {out / 'final'}")
     return 0
 
 

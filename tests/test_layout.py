@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 LAYERS = [
-    {"data", "rewards", "entropy", "policy", "memory"},   # problems, grading, maths, loading, costs
+    {"data", "rewards", "entropy", "policy", "memory", "distributed"},   # ..., loading, costs, processes
     {"rollout", "clipping", "grpo"},               # batches, masks, the loss (read entropy.py)
     {"methods", "eval", "checkpoint"},             # the method table, evaluation, checkpoints
     {"config"},                                    # flags, presets, validation

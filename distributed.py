@@ -1,0 +1,224 @@
+"""Several processes: torchrun, FSDP2, and the rollout batch seen whole by every rank.
+
+    python train.py ...                                   # one process (World() below)
+    torchrun --nproc-per-node 8 train.py --preset paper   # 8 processes, one per GPU
+
+The authors' release (verl) computes the Clip-B / Clip-V statistics once over the whole rollout
+batch, on its driver, before the batch is split across GPUs. This file keeps that model:
+
+* Each rank takes whole prompt groups (`rank_groups`), generates, grades and scores them.
+* `gather_batch` assembles the whole rollout batch on every rank, in the order one process would
+  have it. Every mask (Clip-B's mean and sigma of S*, Clip-V's sigma of d, the cap's top-k, the
+  forking / Clip-Cov / KL-Cov selections) and every logged metric is computed from it by the
+  same code as in one process, so the result cannot differ; each rank then keeps its own rows.
+* Mini-batch i of the whole batch is the union of every rank's local mini-batch i: rank r holds
+  the r-th part of each mini-batch. The token-mean / sequence-mean denominators are those of the
+  whole mini-batch, and each rank's loss is multiplied by the world size, because FSDP2 averages
+  gradients over ranks: the summed gradient equals one process's.
+* Parameters, gradients and AdamW state are sharded by FSDP2 (`fully_shard` on every decoder
+  layer and the root; tied embeddings live in the root). On CUDA the forward runs in bf16
+  through FSDP2's mixed-precision policy and gradients are reduced in float32.
+* Rollouts are sampled from an unsharded copy of the weights on every rank (bf16 on CUDA),
+  refreshed after each update by gathering each parameter once (`refresh`): generation then
+  needs no collective, so ranks whose responses end early do not wait for the others inside
+  `generate`. It costs 2 bytes per parameter per GPU (15 GB for 7B).
+
+Gathering uses all_gather_object (pickled CPU tensors): (N, R) tensors of a rollout batch are
+small beside the model. Backend: NCCL on CUDA, gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+TIMEOUT_S = 1800   # a collective that waits longer ends the run instead of hanging
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's rank and the number of processes; World() is one process."""
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device: torch.device) -> World:
+    """The process group when started by torchrun (WORLD_SIZE > 1), else World()."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=timedelta(seconds=TIMEOUT_S))
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def local_device(device: torch.device, world: World) -> torch.device:
+    """cuda:<LOCAL_RANK> for a CUDA run under torchrun, the device itself otherwise."""
+    if device.type != "cuda" or world.size == 1:
+        return device
+    index = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def check_split(prompts_per_step: int, mini_batches: int, world: World) -> None:
+    """Every rank must hold whole groups of every mini-batch: raise ValueError otherwise."""
+    if world.size > 1 and prompts_per_step % (mini_batches * world.size):
+        raise ValueError(f"--prompts-per-step ({prompts_per_step}) must be divisible by "
+                         f"--mini-batches x processes ({mini_batches} x {world.size}), so that every "
+                         f"process holds whole prompt groups of every mini-batch; change one of them.")
+
+
+def rank_groups(num_groups: int, mini_batches: int, world: World) -> list[int]:
+    """The groups (prompt positions in the step) this rank generates: the rank-th part of each
+    mini-batch. One process: all of them, in order."""
+    per_mini = num_groups // mini_batches
+    part = per_mini // world.size
+    return [i * per_mini + world.rank * part + j for i in range(mini_batches) for j in range(part)]
+
+
+def local_rows(num_groups: int, group_size: int, mini_batches: int, world: World) -> Tensor:
+    """This rank's rows of the whole batch (its `rank_groups`), in the order of its local batch."""
+    groups = rank_groups(num_groups, mini_batches, world)
+    return torch.tensor([g * group_size + k for g in groups for k in range(group_size)], dtype=torch.long)
+
+
+def _assemble(parts: list, group_size: int, mini_batches: int, world: World, left: bool = False):
+    """Each rank's rows (tensors (n, ...) or lists) -> the whole batch's, in one process's row
+    order; 2-D tensors padded to the widest with zeros (on the left for the prompt side)."""
+    n = len(parts[0])
+    num_groups = n * world.size // group_size
+    order = torch.cat([local_rows(num_groups, group_size, mini_batches, World(r, world.size))
+                       for r in range(world.size)])
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order))   # whole-batch row -> row of the concatenation
+    if isinstance(parts[0], list):
+        flat = [x for part in parts for x in part]
+        return [flat[i] for i in position.tolist()]
+    if parts[0].dim() == 2:
+        width = max(t.shape[1] for t in parts)
+        pad = [torch.zeros((t.shape[0], width - t.shape[1]), dtype=t.dtype) for t in parts]
+        parts = [torch.cat([z, t] if left else [t, z], 1) for t, z in zip(parts, pad)]
+    return torch.cat(parts)[position]
+
+
+def gather_rows(t: Tensor, group_size: int, mini_batches: int, world: World) -> Tensor:
+    """A per-row tensor (n_local, ...) of each rank -> (N, ...) of the whole batch on every rank
+    (response-side padding on the right). One process: t itself."""
+    if world.size == 1:
+        return t
+    return _assemble(gather_objects(t.cpu(), world), group_size, mini_batches, world).to(t.device)
+
+
+def gather_batch(batch, mini_batches: int, world: World):
+    """The whole rollout batch (rollout.RolloutBatch) on every rank, rows in one process's order,
+    from each rank's local batch (its `rank_groups`). Padding added to align widths is masked
+    out (prompt side on the left, response side on the right). One process: `batch` itself."""
+    if world.size == 1:
+        return batch
+    local = {f.name: getattr(batch, f.name) for f in fields(batch)}
+    parts = gather_objects({k: v.cpu() if isinstance(v, Tensor) else v for k, v in local.items()}, world)
+    merged = {}
+    for name, value in local.items():
+        if value is None or isinstance(value, int):
+            merged[name] = value
+            continue
+        whole = _assemble([p[name] for p in parts], batch.group_size, mini_batches, world,
+                          left=name.startswith("prompt_"))
+        merged[name] = whole if isinstance(value, list) else whole.to(value.device)
+    return type(batch)(**merged)
+
+
+def sum_all(values: dict[str, float], world: World) -> dict[str, float]:
+    """Each value summed over the ranks (one all-reduce)."""
+    if world.size == 1 or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64)
+    dist.all_reduce(t)
+    return dict(zip(values, t.tolist()))
+
+
+def any_rank(flag: bool, world: World) -> bool:
+    """True on every rank when it is True on some rank (a collective decision, e.g. to stop)."""
+    return bool(sum_all({"flag": float(flag)}, world)["flag"]) if world.size > 1 else flag
+
+
+def gather_objects(obj, world: World) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank (picklable objects)."""
+    if world.size == 1:
+        return [obj]
+    parts = [None] * world.size
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
+def on_main(fn, world: World):
+    """fn() on rank 0, its result (or its ValueError, raised again) on every rank."""
+    if world.size == 1:
+        return fn()
+    outcome = None
+    if world.main:
+        try:
+            outcome = ("ok", fn())
+        except ValueError as err:
+            outcome = ("error", str(err))
+    kind, value = gather_objects(outcome, world)[0]
+    if kind == "error":
+        raise ValueError(value)
+    return value
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()
+
+
+def shard(model, device: torch.device, methods: dict | None = None) -> None:
+    """FSDP2 in place: every decoder layer, then the root (embeddings, tied or not, final norm,
+    head). On CUDA, parameters are all-gathered in bf16 and gradients reduced in float32; the
+    sharded masters and AdamW state stay float32. methods {name: fn(model, ...)}: functions that
+    use the model other than through its forward (rollout.statistics reads the head's weight
+    directly), attached as methods and registered so that FSDP2 gathers the root's weights for
+    them as for a forward."""
+    from types import MethodType
+
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+              if device.type == "cuda" else MixedPrecisionPolicy())
+    for layer in model.model.layers:
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    for name, fn in (methods or {}).items():
+        setattr(model, name, MethodType(fn, model))
+        register_fsdp_forward_method(model, name)
+
+
+def reshard(model) -> None:
+    """After a forward with no backward (scoring): FSDP2 keeps the root's weights gathered after
+    its forward for the backward that normally follows; left so, the next forward under autograd
+    skips their gather and their gradients are never reduced (measured: the embedding gradient
+    missing, the gradient norm 5 times too small). No-op for an unsharded model."""
+    if hasattr(model, "reshard"):
+        model.reshard()
+
+
+def full_state_dict(model, world: World) -> dict[str, Tensor] | None:
+    """The model's weights whole, on the CPU, on rank 0 (None elsewhere); every rank must call
+    it. The optimiser state is never gathered."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    if world.size == 1:
+        return None
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return state if world.main else None

@@ -1,0 +1,175 @@
+"""Two processes under torchrun (gloo, CPU) against one: the same masks, metrics and gradients
+on a fixed batch (tests/dist_equivalence.py), and a 2-process training run that logs once,
+checkpoints, stops on SIGTERM, resumes (in 2 processes and in 1) and writes a final/ that
+eval.py loads."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import distributed
+from distributed import World
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def torchrun(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(TORCHRUN + args, cwd=REPO, env=ENV, capture_output=True, text=True, **kwargs)
+
+
+def test_rank_groups_split_every_mini_batch_evenly():
+    # 8 groups, 2 mini-batches (groups 0-3 and 4-7), 2 ranks: each rank half of each mini-batch
+    assert distributed.rank_groups(8, 2, World(0, 2)) == [0, 1, 4, 5]
+    assert distributed.rank_groups(8, 2, World(1, 2)) == [2, 3, 6, 7]
+    assert distributed.rank_groups(8, 2, World()) == list(range(8))
+    assert distributed.local_rows(4, 2, 1, World(1, 2)).tolist() == [4, 5, 6, 7]
+    with pytest.raises(ValueError, match="divisible by --mini-batches x processes"):
+        distributed.check_split(6, 2, World(0, 2))
+
+
+@pytest.fixture(scope="module")
+def equivalence(tmp_path_factory):
+    out = tmp_path_factory.mktemp("equivalence")
+    one = subprocess.run([sys.executable, "tests/dist_equivalence.py", str(out / "one.pt")],
+                         cwd=REPO, env=ENV, capture_output=True, text=True)
+    two = torchrun(["tests/dist_equivalence.py", str(out / "two.pt")])
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    return (torch.load(out / "one.pt", weights_only=False), torch.load(out / "two.pt", weights_only=False))
+
+
+def _differences(a: dict, b: dict) -> dict[str, float]:
+    """Largest relative differences of the metrics and of each parameter's update."""
+    metrics = max(abs(a["metrics"][k] - b["metrics"][k]) / max(abs(a["metrics"][k]), 1e-12)
+                  for k in a["metrics"] if isinstance(a["metrics"][k], float))
+    update = max(float((a["update"][k] - b["update"][k]).abs().max() / a["update"][k].abs().max().clamp_min(1e-30))
+                 for k in a["update"])
+    return {"metrics": metrics, "update": update}
+
+
+def test_two_processes_compute_what_one_does(equivalence):
+    one, two = equivalence
+    assert set(one) == set(two) and len(one) == 9
+    for name in one:
+        a, b = one[name], two[name]
+        assert torch.equal(a["keep"], b["keep"]), name
+        assert (a["penalised"] is None) == (b["penalised"] is None)
+        if a["penalised"] is not None:
+            assert torch.equal(a["penalised"], b["penalised"]), name
+        assert a["metrics"].keys() == b["metrics"].keys()
+        diff = _differences(a, b)
+        assert diff["metrics"] < 1e-9 and diff["update"] < 1e-9, (name, diff)   # float64
+    # the masks did something, so the comparison could fail
+    assert one["clipb"]["metrics"]["masked_frac_neg"] > 0
+    assert one["clipv-cap"]["metrics"]["masked_frac"] != one["clipv"]["metrics"]["masked_frac"]
+    assert one["kl-cov"]["penalised"].any()
+
+
+def test_statistics_of_each_rank_alone_would_differ(tmp_path):
+    """The equivalence can fail: masks from each rank's own rows (a local statistic) are not
+    those of the whole batch."""
+    out = tmp_path / "local.pt"
+    run = torchrun(["tests/dist_equivalence.py", str(out), "--configs", "clipb", "forking",
+                    "--local-statistics"])
+    assert run.returncode == 0, run.stderr[-3000:]
+    local = torch.load(out, weights_only=False)
+    one = subprocess.run([sys.executable, "tests/dist_equivalence.py", str(tmp_path / "one.pt"),
+                          "--configs", "clipb", "forking"], cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    whole = torch.load(tmp_path / "one.pt", weights_only=False)
+    rows = distributed.local_rows(8, 4, 2, World(0, 2))      # rank 0's rows, what it saved
+    differs = {name: not torch.equal(local[name]["keep"], whole[name]["keep"][rows, :local[name]["keep"].shape[1]])
+               for name in ("clipb", "forking")}
+    assert differs["forking"], differs      # its top 20% by entropy is a batch-wide choice
+
+
+TRAIN = ["train.py", "--steps", "4", "--save-every", "2", "--eval-every", "4", "--eval-limit", "8",
+         "--eval-n", "2", "--prompts-per-step", "4", "--group-size", "4", "--method", "clipb",
+         "--mu", "1.0", "--mini-batches", "2"]
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same(a: list[dict], b: list[dict]) -> None:
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for k, v in ra.items():
+            if not k.startswith("time") and k != "tokens_per_s":
+                assert rb[k] == pytest.approx(v, rel=1e-6, abs=1e-9), (ra["step"], k)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    run = torchrun(TRAIN + ["--out", str(out)])
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+def test_two_process_run_logs_once_checkpoints_and_writes_a_loadable_final(straight):
+    records = _metrics(straight)
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]               # rank 0 alone logs
+    assert "eval/synthetic:test/avg@2" in records[-1]
+    assert records[-1]["eval/synthetic:test/num_problems"] == 8          # both halves pooled
+    state = torch.load(straight / "checkpoint-4" / "trainer_state.pt", weights_only=False)
+    assert state["world_size"] == 2 and state["optimizer"] == "optimizer"
+    assert (straight / "checkpoint-4" / "optimizer" / ".metadata").is_file()
+    ev = subprocess.run([sys.executable, "eval.py", "--model", str(straight / "final"), "--limit", "4",
+                         "--n", "2", "--out", str(straight / "eval")], cwd=REPO, env=ENV,
+                        capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+
+
+def test_sigterm_then_resume_continues_exactly(straight, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(TORCHRUN + TRAIN + ["--out", str(out)], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "checkpoint-2").is_dir():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)      # torchrun forwards it to both ranks
+    log = proc.communicate(timeout=300)[0]
+    assert (out / "checkpoint-2").is_dir(), log[-3000:]
+    resumed = torchrun(TRAIN + ["--out", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _same(_metrics(straight), _metrics(out))
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(straight, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("checkpoint-2", "config.json"):
+        src = straight / name
+        subprocess.run(["cp", "-r", str(src), str(out / name)], check=True)
+    lines = [r for r in _metrics(straight) if r["step"] <= 2]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    run = subprocess.run([sys.executable] + TRAIN + ["--out", str(out), "--resume"], cwd=REPO,
+                         env=ENV, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = _metrics(out)
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records[1:])
+
+
+def test_a_world_size_that_does_not_divide_the_groups_is_one_sentence(tmp_path):
+    run = torchrun(TRAIN + ["--prompts-per-step", "2", "--out", str(tmp_path / "x")])
+    assert run.returncode != 0
+    assert "must be divisible by --mini-batches x processes (2 x 2)" in run.stderr
+
+
+def test_a_rank_that_dies_ends_the_run_instead_of_hanging(tmp_path):
+    start = time.time()
+    run = torchrun(["tests/dist_equivalence.py", str(tmp_path / "x.pt"), "--die-on-rank", "1"], timeout=300)
+    assert run.returncode != 0 and time.time() - start < 120
+    assert "rank 1 dies on purpose" in run.stderr and "rank      : 1" in run.stderr   # torchrun names it
