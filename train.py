@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -475,7 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(argv)
         if cfg.dry_run:   # no weights: the configuration and a meta-device model
-            print(memory.plan(cfg, *policy.describe(cfg.model), data.load_run_sets(cfg)[1]))
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))   # under torchrun, per GPU
+            if os.environ.get("RANK", "0") == "0":
+                print(memory.plan(cfg, *policy.describe(cfg.model), data.load_run_sets(cfg)[1],
+                                  world_size=world_size))
             return 0
         run = setup(cfg)
     except ValueError as err:

@@ -25,7 +25,11 @@ def test_parts_by_hand():
     parts = memory.gpu_bytes(shape, world_size=2, gen_batch=3, seq_len=10, micro_batch=1, chunk=5,
                              gradient_checkpointing=True, bf16=True)
     assert parts["weights, gradients, AdamW"] == 16 * 1000 / 2
-    assert parts["bf16 weight copies"] == 4 * 1000
+    assert parts["bf16 weight copies"] == 2 * 1000     # FSDP2: the sampling copy only
+    one = memory.gpu_bytes(shape, world_size=1, gen_batch=3, seq_len=10, micro_batch=1, chunk=5,
+                           gradient_checkpointing=True, bf16=True)
+    assert one["bf16 weight copies"] == 4 * 1000        # + autocast's cast of the weights
+    assert one["weights, gradients, AdamW"] == 16 * 1000
     assert parts["KV cache"] == 2 * 2 * 2 * 4 * 2 * 3 * 10
     assert parts["statistics' chunks"] == 3 * 5 * 100 * 4
     assert parts["activations"] == 2 * 10 * 8 * 2 + 20 * 10 * 8 * 2
