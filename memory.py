@@ -7,7 +7,8 @@ Per GPU (world size W for the sharded states), in bytes:
     weights, gradients, AdamW m and v     16 x params / W      (float32 masters, always)
     bf16 weight copies                    4 x params           (with bf16: the copy rollouts are
                                           sampled from, policy.sampling_copy, and the bf16 copy
-                                          of each weight autocast caches during a forward pass)
+                                          of each weight autocast caches during a forward pass;
+                                          2 x params for W > 1: FSDP2 gathers a layer at a time)
     KV cache of one generate call         layers x 2 x kv_heads x head_dim x kv_bytes
                                           x gen_batch x (prompt + max_new_tokens)
     statistics' chunk buffers             3 x chunk x vocab x 4 (two (C, V) float32 buffers,
@@ -19,11 +20,13 @@ Per GPU (world size W for the sharded states), in bytes:
 
 kv_bytes is 2 with bf16 (sampling from the bf16 copy builds a bf16 cache) and 4 in float32.
 The activation terms are rough (the factor 20 covers attention, MLP and norms of a Qwen2 layer
-in bf16); they are an estimate to size --micro-batch-size, not a guarantee.
+in bf16); they are an estimate to size --micro-batch-size, not a guarantee. When the device runs
+out of memory anyway, `phase` names the phase and `oom_advice` the flags that bound it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -142,3 +145,38 @@ def plan(cfg, model_config, params: int, eval_sets: dict, native_dtype=None,
             f"the run at most {disk['run'] / GB:.2f} GB (--keep-last {cfg.keep_last}, one more "
             f"being written, final/)\nmemory per device, estimated (memory.py; prompts of "
             f"{PROMPT_TOKENS} tokens): {table(parts)}{warning}")
+
+
+# ----------------------------------------------------------------------------- out of memory
+
+PHASE_FLAGS = {   # the flags that bound each phase's memory, named by an out-of-memory error
+    "generating": ("gen_batch_size", "max_new_tokens", "group_size"),
+    "scoring": ("micro_batch_size", "chunk_size"),
+    "updating": ("micro_batch_size", "chunk_size", "gradient_checkpointing"),
+    "evaluating": ("eval_batch_size", "eval_max_new_tokens", "eval_limit"),
+}
+
+
+class OutOfMemory(Exception):
+    """A device out-of-memory error, with the phase it happened in (PHASE_FLAGS)."""
+    def __init__(self, phase: str):
+        super().__init__(phase)
+        self.phase = phase
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise OutOfMemory(name) from None
+
+
+def oom_advice(cfg, name: str) -> str:
+    """'lower --gen-batch-size (64), --max-new-tokens (48) ...' for the phase's flags."""
+    shown = {"eval_max_new_tokens": cfg.eval_max_new_tokens or cfg.max_new_tokens,
+             "eval_limit": cfg.eval_limit or "all"}
+    flags = [f"--{f.replace('_', '-')} ({shown.get(f, getattr(cfg, f))})" for f in PHASE_FLAGS[name]
+             if not isinstance(getattr(cfg, f), bool)]
+    add = [f"add --{f.replace('_', '-')}" for f in PHASE_FLAGS[name] if getattr(cfg, f) is False]
+    return "lower " + ", ".join(flags) + "".join(f", or {a}" for a in add)

@@ -29,7 +29,6 @@ on shared weights.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -62,39 +61,6 @@ from config import Config, resolve_config
 from distributed import World
 
 MAX_NONFINITE_IN_A_ROW = 3
-PHASE_FLAGS = {   # the flags that bound each phase's memory, named by an out-of-memory error
-    "generating": ("gen_batch_size", "max_new_tokens", "group_size"),
-    "scoring": ("micro_batch_size", "chunk_size"),
-    "updating": ("micro_batch_size", "chunk_size", "gradient_checkpointing"),
-    "evaluating": ("eval_batch_size", "eval_max_new_tokens", "eval_limit"),
-}
-
-
-class OutOfMemory(Exception):
-    """A device out-of-memory error, with the phase it happened in (PHASE_FLAGS)."""
-    def __init__(self, phase: str):
-        super().__init__(phase)
-        self.phase = phase
-
-
-@contextlib.contextmanager
-def phase(name: str):
-    try:
-        yield
-    except torch.OutOfMemoryError:
-        raise OutOfMemory(name) from None
-
-
-def oom_advice(cfg: Config, name: str) -> str:
-    """'lower --gen-batch-size (64), --max-new-tokens (48) ...' for the phase's flags."""
-    shown = {"eval_max_new_tokens": cfg.eval_max_new_tokens or cfg.max_new_tokens,
-             "eval_limit": cfg.eval_limit or "all"}
-    flags = [f"--{f.replace('_', '-')} ({shown.get(f, getattr(cfg, f))})" for f in PHASE_FLAGS[name]
-             if not isinstance(getattr(cfg, f), bool)]
-    add = [f"add --{f.replace('_', '-')}" for f in PHASE_FLAGS[name] if getattr(cfg, f) is False]
-    return "lower " + ", ".join(flags) + "".join(f", or {a}" for a in add)
-
-
 # ----------------------------------------------------------------------------- steps 1-4
 
 def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int,
@@ -112,7 +78,7 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     prompts = [data.format_prompt(tokenizer, examples[i].question, cfg.prompt_style) for i in mine]
     answers = [examples[i].answer for i in mine]
     t0 = time.perf_counter()
-    with amp, phase("generating"):
+    with amp, memory.phase("generating"):
         batch = rollout.generate(sampler or model, tokenizer, prompts, answers, cfg.group_size,
                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                                  cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step + 7919 * world.rank,
@@ -123,7 +89,7 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     reward = torch.tensor(scores, dtype=torch.float32, device=batch.response_ids.device)
     advantages = grpo.group_advantages(reward, batch.group_size, scale_std=cfg.adv_std)
     extras = {}
-    with amp, phase("scoring"):
+    with amp, memory.phase("scoring"):
         stats = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
         if ref_model is not None:
             extras["ref_logp"] = distributed.gather_rows(rollout.score(
@@ -220,7 +186,7 @@ def probe(model, batch, keep: Tensor, cfg: Config, amp, world: World = World()) 
     removed some, over the kept ("probe/kept/...") and removed ("probe/removed/...") ones."""
     G = batch.group_size
     mine = batch.select(distributed.local_rows(len(batch) // G, G, cfg.mini_batches, world))
-    with amp, phase("scoring"):
+    with amp, memory.phase("scoring"):
         after = rollout.score(model, mine, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
     distributed.reshard(model)
     after_entropy = distributed.gather_rows(after.entropy, G, cfg.mini_batches, world)
@@ -247,7 +213,7 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
     for name, examples in eval_sets.items():
         share, result = examples[world.rank::world.size], None
         if share:
-            with amp, phase("evaluating"):
+            with amp, memory.phase("evaluating"):
                 result = evaluation.evaluate(
                     model, tokenizer, share, n=cfg.eval_n, temperature=cfg.eval_temperature,
                     top_p=cfg.eval_top_p, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
@@ -368,7 +334,7 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
                                           step, run.amp, run.ref_model, run.sampling_model, run.world)
     t1 = time.perf_counter()
     lr = run.scheduler.get_last_lr()[0]
-    with phase("updating"):
+    with memory.phase("updating"):
         metrics.update(update_step(run.model, run.optimizer, batch, extras, cfg, run.amp, run.world))
     if run.sampling_model is not None:
         policy.refresh(run.sampling_model, run.model)
@@ -455,9 +421,9 @@ def train(run: Run) -> int:
                    f"with:\n  {resume}" if last_saved else "no checkpoint was written: run the "
                    "same command again to start over (the logs move aside)."))
         return 130
-    except OutOfMemory as err:
+    except memory.OutOfMemory as err:
         tqdm.write(f"error: the {run.device.type} device ran out of memory while {err.phase} in "
-                   f"step {step}: {oom_advice(cfg, err.phase)}"
+                   f"step {step}: {memory.oom_advice(cfg, err.phase)}"
                    + (f"; then resume with: {resume}" if last_saved else "."), file=sys.stderr)
         return 1
     finally:
