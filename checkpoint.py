@@ -191,7 +191,23 @@ def save(out: Path, step: int, model, tokenizer, optimizer, trainer_state: dict,
     return target
 
 
-def load_optimizer(path: Path, state: dict, model, optimizer, world: World = World()) -> None:
+def restore(path: Path, model, optimizer, scheduler, sampler, world: World = World()) -> dict:
+    """Resume from checkpoint `path` (its weights are already loaded): the optimiser, scheduler,
+    prompt sampler, native dtype and RNG state; metrics.jsonl and samples.jsonl cut back to its
+    step. Returns the trainer state (its "step" and "counters")."""
+    state = load_trainer_state(path)
+    _load_optimizer(path, state, model, optimizer, world)
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.load_state_dict(state["sampler"])
+    model.native_dtype = getattr(torch, state.get("native_dtype", "float32").removeprefix("torch."))
+    set_rng_state(state["rng"])
+    if world.main:
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            truncate_jsonl(path.parent / name, state["step"])
+    return state
+
+
+def _load_optimizer(path: Path, state: dict, model, optimizer, world: World = World()) -> None:
     """The optimiser state of checkpoint `path` (its trainer_state `state`) into `optimizer`:
     a single-process state dict, or the sharded one of a multi-process run, resharded by DCP
     for this number of processes. None (saved with --no-save-optimizer) leaves it fresh."""

@@ -41,7 +41,7 @@ for seed in $SEEDS; do
     [ "${flags[2]:-}" = "--mu" ] && name="$name-mu${flags[3]}"
     out="runs/$experiment/$name-seed$seed"
     [ -f "$out/final/config.json" ] && continue          # finished earlier
-    resume=""; [ -d "$out" ] && resume="--resume"       # interrupted earlier
+    resume=""; compgen -G "$out/checkpoint-*" > /dev/null && resume="--resume"   # interrupted
     echo "OMP_NUM_THREADS=1 python train.py $config $common --probe-every 10 --seed $seed --out $out $resume > $out.log 2>&1 && echo done: $out" >> "$jobs_file"
   done
 done

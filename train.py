@@ -33,7 +33,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import signal
 import sys
 import threading
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from torch import Tensor
 from tqdm import tqdm
 
@@ -61,6 +61,8 @@ from config import Config, resolve_config
 from distributed import World
 
 MAX_NONFINITE_IN_A_ROW = 3
+
+
 # ----------------------------------------------------------------------------- steps 1-4
 
 def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int,
@@ -225,7 +227,7 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
         avg = f"avg@{cfg.eval_n}"
         if world.main:
-                tqdm.write(f"step {step}: {name} {avg} {result[avg]:.3f} over {len(examples)} problems "
+            tqdm.write(f"step {step}: {name} {avg} {result[avg]:.3f} over {len(examples)} problems "
                        f"(T={cfg.eval_temperature:g})")
     out["time_eval"] = time.perf_counter() - t0
     return out
@@ -265,8 +267,7 @@ class Run:
 
 
 def make_optimizer(model, cfg: Config):
-    """AdamW on the float32 weights, and a linear warm-up to a constant learning rate (stepped
-    once per training step)."""
+    """AdamW on the float32 weights; a linear warm-up to a constant rate, stepped once a step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = cfg.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -285,9 +286,7 @@ def setup(cfg: Config) -> Run:
     distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, world)
     latest = distributed.on_main(lambda: checkpoint.prepare_run_folder(out, cfg.model, cfg.resume), world)
     examples, eval_sets = data.load_run_sets(cfg)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    transformers.set_seed(cfg.seed)   # python, numpy and torch
     model, tokenizer = policy.load_policy(str(latest or cfg.model), device,
                                           gradient_checkpointing=cfg.gradient_checkpointing)
     ref_model = None
@@ -305,16 +304,9 @@ def setup(cfg: Config) -> Run:
               data.PromptSampler(len(examples), cfg.seed), examples, eval_sets,
               {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0, world)
     if latest is not None:
-        state = checkpoint.load_trainer_state(latest)
-        checkpoint.load_optimizer(latest, state, model, optimizer, world)
-        scheduler.load_state_dict(state["scheduler"])
-        run.sampler.load_state_dict(state["sampler"])
+        state = checkpoint.restore(latest, model, optimizer, scheduler, run.sampler, world)
         run.counters, run.step = state["counters"], state["step"]
-        model.native_dtype = getattr(torch, state.get("native_dtype", "float32").removeprefix("torch."))
-        checkpoint.set_rng_state(state["rng"])
         if world.main:
-            for name in ("metrics.jsonl", "samples.jsonl"):
-                checkpoint.truncate_jsonl(out / name, run.step)
             tqdm.write(f"resumed from {latest} at step {run.step}")
     if world.main:
         tqdm.write(memory.plan(cfg, model.config, sum(p.numel() for p in model.parameters()),
