@@ -204,12 +204,18 @@ def shard(model, device: torch.device, methods: dict | None = None) -> None:
         register_fsdp_forward_method(model, name)
 
 
+def is_sharded(model) -> bool:
+    """True for a model sharded by `shard` (FSDP2)."""
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+
 def reshard(model) -> None:
     """After a forward with no backward (scoring): FSDP2 keeps the root's weights gathered after
     its forward for the backward that normally follows; left so, the next forward under autograd
     skips their gather and their gradients are never reduced (measured: the embedding gradient
     missing, the gradient norm 5 times too small). No-op for an unsharded model."""
-    if hasattr(model, "reshard"):
+    if is_sharded(model):
         model.reshard()
 
 

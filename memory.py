@@ -96,6 +96,21 @@ def gpu_bytes(shape: Shape, *, world_size: int = 1, gen_batch: int, seq_len: int
     return parts
 
 
+def sampling_bytes(params: int, root_params: int, layer_params: int, world_size: int,
+                   decode_forwards: int) -> dict[str, dict[str, float]]:
+    """Per GPU, the two ways FSDP2-sharded ranks can sample their rollouts (README, "Many GPUs"),
+    in bf16: "copy" gathers the weights once per step into an unsharded copy and generates from
+    it (policy.sampling_copy, what train.py does); "sharded" generates through the sharded model,
+    which gathers the root (embeddings, head) and a layer at a time, the next one prefetched, in
+    every forward, i.e. once per decoding step (decode_forwards per training step).
+    Returns {way: {"held": bytes whole at once, "received": bytes all-gathered per step}}."""
+    gather = 2 * params * (world_size - 1) / world_size
+    whole_layers = min(2, round((params - root_params) / layer_params))
+    return {"copy": {"held": 2 * params, "received": gather},
+            "sharded": {"held": 2 * (root_params + whole_layers * layer_params),
+                        "received": gather * decode_forwards}}
+
+
 def disk_bytes(params: int, *, keep_last: int, native_bytes: int = 4,
                save_optimizer: bool = True) -> dict[str, float]:
     """Disk of a run: one checkpoint (float32 weights, AdamW moments unless save_optimizer is

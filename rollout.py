@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
+import distributed
 from entropy import CHUNK_SIZE, TokenStats, token_stats
 
 # Options that would move the distribution away from softmax(z / T), set to neutral values because
@@ -294,8 +295,10 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
 def _generate_padded(model, prompt_ids, prompt_mask, max_new_tokens, temperature, top_p,
                      micro_batch_size, seed, eos_ids, pad_id) -> tuple[list[Tensor], list[Tensor]]:
     """The "generate" engine: ([response ids (n, r)], [sampler log-probs (n, r)]) per micro-batch."""
+    # A sharded model gathers its weights in every forward, a collective: every rank must run
+    # as many decoding steps as the slowest (synced_gpus), or the ranks would wait on each other.
     options = dict(_NEUTRAL_ALWAYS, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                   eos_token_id=eos_ids, use_cache=True)
+                   eos_token_id=eos_ids, use_cache=True, synced_gpus=distributed.is_sharded(model))
     if temperature == 0:
         options.update(do_sample=False)
     else:   # temperature and top-p are our own processors, so the recorder runs after them

@@ -173,3 +173,20 @@ def test_a_rank_that_dies_ends_the_run_instead_of_hanging(tmp_path):
     run = torchrun(["tests/dist_equivalence.py", str(tmp_path / "x.pt"), "--die-on-rank", "1"], timeout=300)
     assert run.returncode != 0 and time.time() - start < 120
     assert "rank 1 dies on purpose" in run.stderr and "rank      : 1" in run.stderr   # torchrun names it
+
+
+def test_generating_through_the_sharded_model_gives_the_copys_tokens(tmp_path):
+    # bench_dist.py's two ways of sampling under FSDP2: ranks stop at different steps, so the
+    # sharded model needs synced_gpus (rollout.generate) or the per-layer all-gathers would hang
+    out = tmp_path / "bench_dist.json"
+    # (without it this run hangs; measured). A one-layer Qwen2.5-0.5B shape with random weights
+    # and a likely EOS gives responses of very different lengths.
+    result = torchrun(["bench_dist.py", "--model", "Qwen2.5-0.5B", "--layers", "1", "--eos-mean", "8",
+                       "--prompts", "3", "--tokens", "24", "--out", str(out)], timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured, arithmetic = json.loads(out.read_text())
+    assert len(set(measured["longest_per_rank"])) == 2, "the ranks should stop at different steps"
+    assert measured["same_tokens"]
+    assert arithmetic["sharded_held_gb"] < arithmetic["copy_held_gb"] / 4   # 3.1 against 15.2 GB
+    assert arithmetic["decode_forwards"] == 7168      # --preset paper: 128 rows a rank, one call
+    assert 15.2 < arithmetic["copy_held_gb"] < 15.3   # 2 bytes x 7.6 B parameters

@@ -19,6 +19,7 @@ LAYERS = [
     {"config"},                                    # flags, presets, validation
     {"train"},                                     # the loop
     {"bench", "plot", "build_tiny_model"},         # scripts around it
+    {"bench_dist"},                                # bench.py's models, under torchrun
 ]
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 FILES = sorted(p.stem for p in REPO.glob("*.py"))

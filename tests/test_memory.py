@@ -89,3 +89,11 @@ def test_long_tailed_eos_sets_the_mean_eos_probability_on_its_sample():
         after = model(input_ids=ids).logits.softmax(-1)[..., eos].mean().item()
     assert before < 1e-4 and scale > 1      # random weights: about 1 / V
     assert after == pytest.approx(1 / 20, rel=1e-3)
+
+
+def test_sampling_bytes_of_both_ways_by_hand():
+    # 10 parameters: a root of 4 and 2 layers of 3; 2 processes; 5 decoding forwards per step
+    costs = memory.sampling_bytes(10, 4, 3, world_size=2, decode_forwards=5)
+    assert costs["copy"] == {"held": 20, "received": 10}          # bf16 copy; half arrives by all-gather
+    assert costs["sharded"] == {"held": 20, "received": 50}       # root + 2 layers whole; every forward
+    assert memory.sampling_bytes(40, 4, 3, 2, 5)["sharded"]["held"] == 2 * (4 + 2 * 3)   # 12 layers: 2 whole
