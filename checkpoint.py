@@ -9,7 +9,7 @@ Under torchrun (distributed.py) the optimiser state stays sharded: every process
 shards with torch.distributed.checkpoint into optimizer/ (no process gathers it), rank 0 writes
 the gathered weights and trainer_state.pt, and the folder appears under its name only when every
 process has written its part. DCP reshards on load, so such a checkpoint resumes on any number
-of processes, one included.
+of processes, one included; a single-process checkpoint resumes under torchrun too (`by_name`).
 
 Choices and why:
 * A checkpoint is written into a temporary folder and renamed, so an interrupted save never
@@ -209,22 +209,34 @@ def restore(path: Path, model, optimizer, scheduler, sampler, world: World = Wor
 
 def _load_optimizer(path: Path, state: dict, model, optimizer, world: World = World()) -> None:
     """The optimiser state of checkpoint `path` (its trainer_state `state`) into `optimizer`:
-    a single-process state dict, or the sharded one of a multi-process run, resharded by DCP
-    for this number of processes. None (saved with --no-save-optimizer) leaves it fresh."""
+    the sharded state of a multi-process run, resharded by DCP for this number of processes, or
+    a single-process state dict, which under torchrun every process reads whole and keeps its
+    shards of. None (saved with --no-save-optimizer) leaves it fresh."""
     saved = state["optimizer"]
     if saved is None:
         return
-    if saved != OPTIMIZER_DIR:
-        if world.size > 1:
-            raise ValueError(f"{path} was written by one process; its optimiser state resumes in "
-                             f"one process (python train.py ... --resume), not under torchrun.")
+    if saved != OPTIMIZER_DIR and world.size == 1:
         optimizer.load_state_dict(saved)
         return
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
+                                                         set_optimizer_state_dict)
+    if saved != OPTIMIZER_DIR:
+        set_optimizer_state_dict(model, optimizer, by_name(saved, model),
+                                 options=StateDictOptions(full_state_dict=True))
+        return
     target = get_optimizer_state_dict(model, optimizer)
     dcp.load(target, checkpoint_id=path / OPTIMIZER_DIR)
     set_optimizer_state_dict(model, optimizer, target)
+
+
+def by_name(saved: dict, model) -> dict:
+    """A single-process optimiser state dict (parameters numbered in model.parameters() order,
+    as train.make_optimizer hands them over) keyed by parameter names instead, the form
+    torch.distributed.checkpoint.state_dict reads."""
+    names = [name for name, _ in model.named_parameters()]
+    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in saved["param_groups"]]
+    return {"state": {names[i]: v for i, v in saved["state"].items()}, "param_groups": groups}
 
 
 def load_trainer_state(path: Path) -> dict:

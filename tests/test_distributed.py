@@ -1,7 +1,7 @@
 """Two processes under torchrun (gloo, CPU) against one: the same masks, metrics and gradients
 on a fixed batch (tests/dist_equivalence.py), and a 2-process training run that logs once,
-checkpoints, stops on SIGTERM, resumes (in 2 processes and in 1) and writes a final/ that
-eval.py loads."""
+checkpoints, stops on SIGTERM, resumes (in 2 processes and in 1; a 1-process checkpoint in 2)
+and writes a final/ that eval.py loads; both ways of sampling under FSDP2 (bench_dist.py)."""
 
 import json
 import os
@@ -22,8 +22,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
-def torchrun(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(TORCHRUN + args, cwd=REPO, env=ENV, capture_output=True, text=True, **kwargs)
+def torchrun(args: list[str], env: dict = ENV, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(TORCHRUN + args, cwd=REPO, env=env, capture_output=True, text=True, **kwargs)
 
 
 def test_rank_groups_split_every_mini_batch_evenly():
@@ -190,3 +190,41 @@ def test_generating_through_the_sharded_model_gives_the_copys_tokens(tmp_path):
     assert arithmetic["sharded_held_gb"] < arithmetic["copy_held_gb"] / 4   # 3.1 against 15.2 GB
     assert arithmetic["decode_forwards"] == 7168      # --preset paper: 128 rows a rank, one call
     assert 15.2 < arithmetic["copy_held_gb"] < 15.3   # 2 bytes x 7.6 B parameters
+
+
+LOAD_CHECK = """
+import sys
+import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+import checkpoint, config, distributed, policy, train
+path = checkpoint.Path(sys.argv[1])
+world = distributed.init(torch.device("cpu"))
+model, _ = policy.load_policy(str(path), torch.device("cpu"))
+distributed.shard(model, torch.device("cpu"))
+optimizer, _ = train.make_optimizer(model, config.parse_args([]))
+saved = checkpoint.load_trainer_state(path)
+checkpoint.restore(path, model, optimizer, train.torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                   train.data.PromptSampler(4, 0), world)
+whole = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
+expected = checkpoint.by_name(saved["optimizer"], model)
+for name, moments in expected["state"].items():
+    for key, value in moments.items():
+        assert torch.equal(whole["state"][name][key], value), (name, key)
+assert world.size == 2 and len(whole["state"]) == len(expected["state"]) > 10
+print("restored exactly on rank", world.rank)
+"""
+
+
+def test_a_one_process_checkpoint_resumes_under_torchrun(tmp_path):
+    out = tmp_path / "run"
+    one = subprocess.run([sys.executable] + TRAIN + ["--out", str(out), "--steps", "2"], cwd=REPO,
+                         env=ENV, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    # every rank holds exactly its shards of the saved AdamW moments (gathered back: equal)
+    (tmp_path / "load_check.py").write_text(LOAD_CHECK)
+    check = torchrun([str(tmp_path / "load_check.py"), str(out / "checkpoint-2")],
+                     env={**ENV, "PYTHONPATH": str(REPO)})
+    assert check.returncode == 0 and check.stdout.count("restored exactly") == 2, check.stderr[-3000:]
+    resumed = torchrun(TRAIN + ["--out", str(out), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["step"] for r in _metrics(out)] == [0, 1, 2, 3, 4]
