@@ -33,7 +33,7 @@ import distributed
 import memory
 import policy
 import rollout
-from bench import _qwen25_shaped, long_tailed_eos
+from bench_gpu import long_tailed_eos, qwen25_shaped
 
 
 def unit_params(model) -> tuple[int, int, int]:
@@ -47,7 +47,7 @@ def paper_7b_row() -> dict:
     """memory.sampling_bytes for Qwen2.5-7B on 8 GPUs under --preset paper --method clipb."""
     cfg = config.parse_args(["--preset", "paper", "--method", "clipb"])
     with torch.device("meta"):
-        model = _qwen25_shaped("Qwen2.5-7B")
+        model = qwen25_shaped("Qwen2.5-7B")
     world_size = 8
     rows = cfg.prompts_per_step * cfg.group_size // world_size
     forwards = math.ceil(rows / cfg.gen_batch_size) * cfg.max_new_tokens
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "size of memory.QWEN25_CONFIGS, built with random weights")
     parser.add_argument("--layers", type=int, default=None, help="decoder layers of a Qwen2.5 shape")
     parser.add_argument("--eos-mean", type=float, default=None, help="a Qwen2.5 shape's EOS made "
-                        "likely enough for responses of about this many tokens (bench.long_tailed_eos), "
+                        "likely enough for responses of about this many tokens (bench_gpu.long_tailed_eos), "
                         "so that ranks stop at different steps; default: no EOS, every response full")
     parser.add_argument("--prompts", type=int, default=16, help="prompts per rank")
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per response")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     world = distributed.init(device)
     model, tokenizer = policy.load_policy(config.parse_args([]).model, device)
     if args.model != "tiny":
-        model = _qwen25_shaped(args.model, args.layers)
+        model = qwen25_shaped(args.model, args.layers)
         if args.eos_mean:
             long_tailed_eos(model, rollout.eos_token_ids(model, tokenizer)[0], args.eos_mean)
     counts = unit_params(model)

@@ -18,8 +18,8 @@ LAYERS = [
     {"methods", "eval", "checkpoint"},             # the method table, evaluation, checkpoints
     {"config"},                                    # flags, presets, validation
     {"train"},                                     # the loop
-    {"bench", "plot", "build_tiny_model"},         # scripts around it
-    {"bench_dist"},                                # bench.py's models, under torchrun
+    {"bench_gpu", "plot", "build_tiny_model"},     # scripts around it
+    {"bench", "bench_dist"},                       # benchmarks that use bench_gpu's models
 ]
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 FILES = sorted(p.stem for p in REPO.glob("*.py"))

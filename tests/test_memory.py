@@ -54,18 +54,18 @@ def test_the_plan_warns_when_evaluation_outweighs_training():
 
 
 def test_the_gpu_acceptance_step_runs_on_a_cpu_with_shrunk_models():
-    import bench
-    (row,) = bench.bench_gpu(["Qwen2.5-0.5B"], max_new_tokens=4, prompts=2, group=2, layers=1)
+    import bench_gpu
+    (row,) = bench_gpu.bench_gpu(["Qwen2.5-0.5B"], max_new_tokens=4, prompts=2, group=2, layers=1)
     assert row["response_tokens"] == 2 * 2 * 4            # the EOS is suppressed: full length
     assert row["step_s"] > 0 and row["estimate_gb"] > 0 and row["layers"] == 1
 
 
 def test_engine_rows_give_both_engines_side_by_side():
-    import bench
+    import bench_gpu
     import config
     import policy
     model, tokenizer = policy.load_policy(config.parse_args([]).model, torch.device("cpu"))
-    rows = bench.bench_engines(model, tokenizer, [2, 3], max_new_tokens=6)
+    rows = bench_gpu.bench_engines(model, tokenizer, [2, 3], max_new_tokens=6)
     assert [(r["engine"], r["batch_size"]) for r in rows] == [
         ("generate", 2), ("generate", 3), ("paged", 2), ("paged", 3)]
     for r in rows:
@@ -75,16 +75,16 @@ def test_engine_rows_give_both_engines_side_by_side():
 
 
 def test_long_tailed_eos_sets_the_mean_eos_probability_on_its_sample():
-    import bench
-    model = bench._qwen25_shaped("Qwen2.5-0.5B", layers=1)
+    import bench_gpu
+    model = bench_gpu.qwen25_shaped("Qwen2.5-0.5B", layers=1)
     eos = 7
     torch.manual_seed(1)
-    ids = torch.randint(0, bench.VOCAB, (4, 128))          # what long_tailed_eos draws
+    ids = torch.randint(0, bench_gpu.VOCAB, (4, 128))          # what long_tailed_eos draws
     ids[ids == eos] = 0
     with torch.no_grad():
         before = model(input_ids=ids).logits.softmax(-1)[..., eos].mean().item()
     torch.manual_seed(1)
-    scale = bench.long_tailed_eos(model, eos, mean_tokens=20)
+    scale = bench_gpu.long_tailed_eos(model, eos, mean_tokens=20)
     with torch.no_grad():
         after = model(input_ids=ids).logits.softmax(-1)[..., eos].mean().item()
     assert before < 1e-4 and scale > 1      # random weights: about 1 / V
