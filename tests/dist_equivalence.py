@@ -40,7 +40,9 @@ CONFIGS = {   # name: flags; 8 prompts x 4 samples, 2 mini-batches, micro-batche
     "kl-cov": ["--method", "kl-cov", "--kl-cov-ratio", "0.02"],
     "entropy-up": ["--method", "entropy-up"],
     "seq-mean": ["--method", "clipb", "--mu", "0.5", "--loss-agg", "seq-mean-token-mean"],
+    "untied": ["--method", "clipb", "--mu", "0.5"],   # its own output head, as Qwen2.5-7B
 }
+UNTIED = {"untied"}
 GENERATE = rollout.generate   # the real one: one_step replaces rollout.generate
 COMMON = ["--prompts-per-step", "8", "--group-size", "4", "--mini-batches", "2",
           "--micro-batch-size", "3", "--temperature", "1.0"]
@@ -54,7 +56,13 @@ def fixed_batch(cfg, tokenizer, examples):
                             cfg.group_size, cfg.max_new_tokens, cfg.temperature, seed=123)
 
 
-def one_step(flags: list[str], world, local_statistics: bool) -> dict:
+def untie(model) -> None:
+    """Give the model an output head of its own (a copy of the embedding), as the 7B has."""
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
+
+
+def one_step(flags: list[str], world, local_statistics: bool, untied: bool = False) -> dict:
     cfg = config.parse_args(COMMON + flags)
     _, tokenizer = policy.load_policy(cfg.model, torch.device("cpu"))
     examples = data.synthetic_examples("train", n=cfg.prompts_per_step)
@@ -66,6 +74,8 @@ def one_step(flags: list[str], world, local_statistics: bool) -> dict:
 
     torch.manual_seed(0)
     model, _ = policy.load_policy(cfg.model, torch.device("cpu"), torch.float64)
+    if untied:
+        untie(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     if world.size > 1:
         distributed.shard(model, torch.device("cpu"), {rollout.STATISTICS_METHOD: rollout.statistics})
@@ -90,7 +100,8 @@ def main() -> None:
     world = distributed.init(torch.device("cpu"))
     if args.die_on_rank == world.rank:
         sys.exit(f"rank {world.rank} dies on purpose")
-    results = {name: one_step(CONFIGS[name], world, args.local_statistics) for name in args.configs}
+    results = {name: one_step(CONFIGS[name], world, args.local_statistics, name in UNTIED)
+               for name in args.configs}
     if world.main:
         torch.save(results, args.out)
     if world.size > 1:

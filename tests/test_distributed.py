@@ -58,7 +58,7 @@ def _differences(a: dict, b: dict) -> dict[str, float]:
 
 def test_two_processes_compute_what_one_does(equivalence):
     one, two = equivalence
-    assert set(one) == set(two) and len(one) == 9
+    assert set(one) == set(two) and len(one) == 10
     for name in one:
         a, b = one[name], two[name]
         assert torch.equal(a["keep"], b["keep"]), name
@@ -72,6 +72,8 @@ def test_two_processes_compute_what_one_does(equivalence):
     assert one["clipb"]["metrics"]["masked_frac_neg"] > 0
     assert one["clipv-cap"]["metrics"]["masked_frac"] != one["clipv"]["metrics"]["masked_frac"]
     assert one["kl-cov"]["penalised"].any()
+    head, embedding = (one["untied"]["update"][k] for k in ("lm_head.weight", "model.embed_tokens.weight"))
+    assert not torch.equal(head, embedding) and head.abs().max() > 0    # the untied head trains apart
 
 
 def test_statistics_of_each_rank_alone_would_differ(tmp_path):
