@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             long_tailed_eos(model, rollout.eos_token_ids(model, tokenizer)[0], args.eos_mean)
     counts = unit_params(model)
     sampler = policy.sampling_copy(model, torch.float32, always=True)
-    distributed.shard(model, device)
+    distributed.shard(model)
     examples = data.synthetic_examples("test", n=args.prompts * world.size)[world.rank::world.size]
     prompts = [data.format_prompt(tokenizer, e.question) for e in examples]
     answers = [e.answer for e in examples]

@@ -183,10 +183,12 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def shard(model, device: torch.device, methods: dict | None = None) -> None:
+def shard(model, dtype: torch.dtype = torch.float32, methods: dict | None = None) -> None:
     """FSDP2 in place: every decoder layer, then the root (embeddings, tied or not, final norm,
-    head). On CUDA, parameters are all-gathered in bf16 and gradients reduced in float32; the
-    sharded masters and AdamW state stay float32. methods {name: fn(model, ...)}: functions that
+    head). With a compute dtype other than float32 (bf16: on CUDA, or --dtype bfloat16),
+    parameters are all-gathered and used in it and gradients reduced in float32 (FSDP2's
+    mixed-precision policy, in place of autocast; the statistics, float32 arithmetic, then read
+    a bf16-rounded head); the sharded masters and AdamW state stay float32. methods {name: fn(model, ...)}: functions that
     use the model other than through its forward (rollout.statistics reads the head's weight
     directly), attached as methods and registered so that FSDP2 gathers the root's weights for
     them as for a forward."""
@@ -194,8 +196,8 @@ def shard(model, device: torch.device, methods: dict | None = None) -> None:
 
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-              if device.type == "cuda" else MixedPrecisionPolicy())
+    policy = (MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+              if dtype != torch.float32 else MixedPrecisionPolicy())
     for layer in model.model.layers:
         fully_shard(layer, mp_policy=policy)
     fully_shard(model, mp_policy=policy)

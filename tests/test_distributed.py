@@ -4,6 +4,7 @@ checkpoints, stops on SIGTERM, resumes (in 2 processes and in 1; a 1-process che
 and writes a final/ that eval.py loads; both ways of sampling under FSDP2 (bench_dist.py)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -202,7 +203,7 @@ import checkpoint, config, distributed, policy, train
 path = checkpoint.Path(sys.argv[1])
 world = distributed.init(torch.device("cpu"))
 model, _ = policy.load_policy(str(path), torch.device("cpu"))
-distributed.shard(model, torch.device("cpu"))
+distributed.shard(model)
 optimizer, _ = train.make_optimizer(model, config.parse_args([]))
 saved = checkpoint.load_trainer_state(path)
 checkpoint.restore(path, model, optimizer, train.torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
@@ -230,3 +231,30 @@ def test_a_one_process_checkpoint_resumes_under_torchrun(tmp_path):
     resumed = torchrun(TRAIN + ["--out", str(out), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [r["step"] for r in _metrics(out)] == [0, 1, 2, 3, 4]
+
+
+BF16_CHECK = """
+import torch
+import config, distributed, policy
+world = distributed.init(torch.device("cpu"))
+model, tokenizer = policy.load_policy(config.parse_args([]).model, torch.device("cpu"))
+distributed.shard(model, torch.bfloat16)
+ids = torch.randint(0, 200, (2, 9))
+logits = model(input_ids=ids).logits
+assert logits.dtype == torch.bfloat16, logits.dtype            # computed in bf16 ...
+logits.float().logsumexp(-1).sum().backward()
+for name, p in model.named_parameters():                       # ... masters and gradients float32
+    assert p.dtype == torch.float32 and p.grad.dtype == torch.float32, name
+print("bf16 compute, float32 masters on rank", world.rank)
+"""
+
+
+def test_bf16_compute_under_fsdp2_keeps_float32_masters(tmp_path):
+    # the mixed-precision policy that CUDA runs use, here on gloo: --dtype bfloat16
+    (tmp_path / "bf16_check.py").write_text(BF16_CHECK)
+    check = torchrun([str(tmp_path / "bf16_check.py")], env={**ENV, "PYTHONPATH": str(REPO)})
+    assert check.returncode == 0 and check.stdout.count("float32 masters") == 2, check.stderr[-3000:]
+    run = torchrun(TRAIN + ["--steps", "2", "--dtype", "bfloat16", "--out", str(tmp_path / "run")])
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = _metrics(tmp_path / "run")
+    assert all(math.isfinite(r["loss"]) and r["mismatch_logp_abs_mean"] > 0 for r in records[1:])
