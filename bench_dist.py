@@ -87,9 +87,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--model", default="tiny", help="tiny (the shipped model) or a Qwen2.5 "
                         "size of memory.QWEN25_CONFIGS, built with random weights")
     parser.add_argument("--layers", type=int, default=None, help="decoder layers of a Qwen2.5 shape")
-    parser.add_argument("--eos-mean", type=float, default=None, help="a Qwen2.5 shape's EOS made "
-                        "likely enough for responses of about this many tokens (bench_gpu.long_tailed_eos), "
-                        "so that ranks stop at different steps; default: no EOS, every response full")
+    parser.add_argument("--eos-mean", type=float, default=None, help="the EOS made likely enough "
+                        "for responses of about this many tokens (bench_gpu.long_tailed_eos), so that "
+                        "ranks stop at different steps (default: as the model is; random weights "
+                        "almost never end a response)")
     parser.add_argument("--prompts", type=int, default=16, help="prompts per rank")
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per response")
     parser.add_argument("--out", default="bench_dist.json")
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     model, tokenizer = policy.load_policy(config.parse_args([]).model, device)
     if args.model != "tiny":
         model = qwen25_shaped(args.model, args.layers)
-        if args.eos_mean:
-            long_tailed_eos(model, rollout.eos_token_ids(model, tokenizer)[0], args.eos_mean)
+    if args.eos_mean:
+        long_tailed_eos(model, rollout.eos_token_ids(model, tokenizer)[0], args.eos_mean)
     counts = unit_params(model)
     sampler = policy.sampling_copy(model, torch.float32, always=True)
     distributed.shard(model)

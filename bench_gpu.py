@@ -47,7 +47,7 @@ def long_tailed_eos(model, eos_id: int, mean_tokens: float) -> float:
     0.5B shape a target of 256 gave a mean of about 650 with a budget of 1,024), but they
     spread out as a real policy's do instead of all reaching the budget. With tied embeddings this scales
     the EOS's input embedding too, so prompts must not contain the EOS. Returns k."""
-    ids = torch.randint(0, VOCAB, (4, 128), device=model.device)
+    ids = torch.randint(0, model.config.vocab_size, (4, 128), device=model.device)
     ids[ids == eos_id] = 0                   # the EOS row is shared with the input embedding
     hidden = model.model(input_ids=ids).last_hidden_state.flatten(0, 1).float()      # (n, d)
     weight = model.get_output_embeddings().weight
