@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for row in rows:
             print(json.dumps(row))
         Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+    distributed.close()
     return rows
 
 

@@ -62,6 +62,13 @@ def init(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+def close() -> None:
+    """Tear the process group down at the end of a process (a process that exits with it alive
+    can abort in gloo's threads: "terminate called without an active exception", seen in CI)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def local_device(device: torch.device, world: World) -> torch.device:
     """cuda:<LOCAL_RANK> for a CUDA run under torchrun, the device itself otherwise."""
     if device.type != "cuda" or world.size == 1:

@@ -434,16 +434,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(argv)
         if cfg.dry_run:   # no weights: the configuration and a meta-device model
-            world_size = int(os.environ.get("WORLD_SIZE", "1"))   # under torchrun, per GPU
-            if os.environ.get("RANK", "0") == "0":
+            if os.environ.get("RANK", "0") == "0":   # under torchrun: per GPU, printed once
                 print(memory.plan(cfg, *policy.describe(cfg.model), data.load_run_sets(cfg)[1],
-                                  world_size=world_size))
+                                  world_size=int(os.environ.get("WORLD_SIZE", "1"))))
             return 0
-        run = setup(cfg)
+        return train(setup(cfg))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return train(run)
+    finally:
+        distributed.close()
 
 
 if __name__ == "__main__":

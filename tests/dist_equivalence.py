@@ -104,8 +104,7 @@ def main() -> None:
                for name in args.configs}
     if world.main:
         torch.save(results, args.out)
-    if world.size > 1:
-        torch.distributed.destroy_process_group()
+    distributed.close()
 
 
 if __name__ == "__main__":
