@@ -62,11 +62,11 @@ def untie(model) -> None:
     model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
 
 
-def one_step(flags: list[str], world, local_statistics: bool, untied: bool = False) -> dict:
+def one_step(flags: list[str], world, whole, local_statistics: bool, untied: bool = False) -> dict:
+    """The step for one configuration on `whole`, the fixed batch of every configuration."""
     cfg = config.parse_args(COMMON + flags)
     _, tokenizer = policy.load_policy(cfg.model, torch.device("cpu"))
     examples = data.synthetic_examples("train", n=cfg.prompts_per_step)
-    whole = fixed_batch(cfg, tokenizer, examples)
     mine = distributed.local_rows(cfg.prompts_per_step, cfg.group_size, cfg.mini_batches, world)
     rollout.generate = lambda *args, **kwargs: whole.select(mine)
     if local_statistics:   # the mistake the test must catch: statistics of this rank's rows only
@@ -100,7 +100,10 @@ def main() -> None:
     world = distributed.init(torch.device("cpu"))
     if args.die_on_rank == world.rank:
         sys.exit(f"rank {world.rank} dies on purpose")
-    results = {name: one_step(CONFIGS[name], world, args.local_statistics, name in UNTIED)
+    cfg = config.parse_args(COMMON)          # the flags that shape the batch are all in COMMON
+    _, tokenizer = policy.load_policy(cfg.model, torch.device("cpu"))
+    whole = fixed_batch(cfg, tokenizer, data.synthetic_examples("train", n=cfg.prompts_per_step))
+    results = {name: one_step(CONFIGS[name], world, whole, args.local_statistics, name in UNTIED)
                for name in args.configs}
     if world.main:
         torch.save(results, args.out)

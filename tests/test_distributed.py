@@ -40,10 +40,12 @@ def test_rank_groups_split_every_mini_batch_evenly():
 @pytest.fixture(scope="module")
 def equivalence(tmp_path_factory):
     out = tmp_path_factory.mktemp("equivalence")
-    one = subprocess.run([sys.executable, "tests/dist_equivalence.py", str(out / "one.pt")],
-                         cwd=REPO, env=ENV, capture_output=True, text=True)
-    two = torchrun(["tests/dist_equivalence.py", str(out / "two.pt")])
-    assert one.returncode == 0, one.stderr[-3000:]
+    with open(out / "one.log", "w") as log:                                         # beside the two
+        one = subprocess.Popen([sys.executable, "tests/dist_equivalence.py", str(out / "one.pt")],
+                               cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        two = torchrun(["tests/dist_equivalence.py", str(out / "two.pt")])
+        one.wait(timeout=600)
+    assert one.returncode == 0, (out / "one.log").read_text()[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
     return (torch.load(out / "one.pt", weights_only=False), torch.load(out / "two.pt", weights_only=False))
 
