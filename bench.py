@@ -16,9 +16,9 @@
 2. One training step (score, mask, update) of the shipped model on one fixed rollout batch, for
    `--method grpo`, `clipb` and `clipv`. Every method computes the statistics (they are logged),
    so the difference is the cost of the masks.
-3. Rollout throughput of both engines of `rollout.generate` (bench_gpu.bench_engines) ("generate": padded
-   `model.generate`; "paged": continuous batching) on the shipped model, generated tokens per
-   second at two batch sizes. (--only engines, for a CUDA machine) the same on a
+3. Rollout throughput of both engines of `rollout.generate` ("generate": padded
+   `model.generate`; "paged": continuous batching; bench_gpu.bench_engines) on the shipped
+   model, generated tokens per second at two batch sizes. (--only engines, for a CUDA machine) the same on a
    Qwen2.5-0.5B-shaped model with random weights in bf16 whose EOS is tuned for long,
    variable-length responses.
 4. The memory arithmetic of memory.py against a measurement: the peak resident memory of one

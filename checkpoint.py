@@ -212,22 +212,21 @@ def _load_optimizer(path: Path, state: dict, model, optimizer, world: World = Wo
     the sharded state of a multi-process run, resharded by DCP for this number of processes, or
     a single-process state dict, which under torchrun every process reads whole and keeps its
     shards of. None (saved with --no-save-optimizer) leaves it fresh."""
-    saved = state["optimizer"]
-    if saved is None:
-        return
-    if saved != OPTIMIZER_DIR and world.size == 1:
-        optimizer.load_state_dict(saved)
-        return
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
                                                          set_optimizer_state_dict)
-    if saved != OPTIMIZER_DIR:
+    saved = state["optimizer"]
+    if saved is None:
+        return
+    if saved == OPTIMIZER_DIR:                   # sharded by a multi-process run
+        target = get_optimizer_state_dict(model, optimizer)
+        dcp.load(target, checkpoint_id=path / OPTIMIZER_DIR)
+        set_optimizer_state_dict(model, optimizer, target)
+    elif world.size == 1:                        # one process, read by one process
+        optimizer.load_state_dict(saved)
+    else:                                        # one process, read whole by every rank
         set_optimizer_state_dict(model, optimizer, by_name(saved, model),
                                  options=StateDictOptions(full_state_dict=True))
-        return
-    target = get_optimizer_state_dict(model, optimizer)
-    dcp.load(target, checkpoint_id=path / OPTIMIZER_DIR)
-    set_optimizer_state_dict(model, optimizer, target)
 
 
 def by_name(saved: dict, model) -> dict:

@@ -16,8 +16,9 @@ batch, on its driver, before the batch is split across GPUs. This file keeps tha
   whole mini-batch, and each rank's loss is multiplied by the world size, because FSDP2 averages
   gradients over ranks: the summed gradient equals one process's.
 * Parameters, gradients and AdamW state are sharded by FSDP2 (`fully_shard` on every decoder
-  layer and the root; tied embeddings live in the root). On CUDA the forward runs in bf16
-  through FSDP2's mixed-precision policy and gradients are reduced in float32.
+  layer and the root; tied embeddings live in the root). With bf16 compute (on CUDA, or
+  --dtype bfloat16) the forward runs in bf16 through FSDP2's mixed-precision policy and
+  gradients are reduced in float32.
 * Rollouts are sampled from an unsharded copy of the weights on every rank (bf16 on CUDA),
   refreshed after each update by gathering each parameter once (`refresh`): generation then
   needs no collective, so ranks whose responses end early do not wait for the others inside
@@ -63,8 +64,8 @@ def init(device: torch.device) -> World:
 
 
 def close() -> None:
-    """Tear the process group down at the end of a process (a process that exits with it alive
-    can abort in gloo's threads: "terminate called without an active exception", seen in CI)."""
+    """Tear the process group down at the end of a process, as PyTorch asks of every process
+    that created one (one process: nothing to do)."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -98,6 +99,11 @@ def local_rows(num_groups: int, group_size: int, mini_batches: int, world: World
     """This rank's rows of the whole batch (its `rank_groups`), in the order of its local batch."""
     groups = rank_groups(num_groups, mini_batches, world)
     return torch.tensor([g * group_size + k for g in groups for k in range(group_size)], dtype=torch.long)
+
+
+def batch_rows(batch, mini_batches: int, world: World) -> Tensor:
+    """This rank's rows of a whole rollout batch (`local_rows` of its groups)."""
+    return local_rows(len(batch) // batch.group_size, batch.group_size, mini_batches, world)
 
 
 def _assemble(parts: list, group_size: int, mini_batches: int, world: World, left: bool = False):
@@ -195,10 +201,10 @@ def shard(model, dtype: torch.dtype = torch.float32, methods: dict | None = None
     head). With a compute dtype other than float32 (bf16: on CUDA, or --dtype bfloat16),
     parameters are all-gathered and used in it and gradients reduced in float32 (FSDP2's
     mixed-precision policy, in place of autocast; the statistics, float32 arithmetic, then read
-    a bf16-rounded head); the sharded masters and AdamW state stay float32. methods {name: fn(model, ...)}: functions that
-    use the model other than through its forward (rollout.statistics reads the head's weight
-    directly), attached as methods and registered so that FSDP2 gathers the root's weights for
-    them as for a forward."""
+    a bf16-rounded head); the sharded masters and AdamW state stay float32.
+    methods {name: fn(model, ...)}: functions that use the model other than through its forward
+    (rollout.statistics reads the head's weight directly), attached as methods and registered
+    so that FSDP2 gathers the root's weights for them as for a forward."""
     from types import MethodType
 
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method

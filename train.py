@@ -140,7 +140,7 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
     params = [p for p in model.parameters() if p.requires_grad]
     totals: dict[str, float] = {}
     weight, losses, norms, skipped = 0, [], [], 0
-    mine = distributed.local_rows(len(batch) // batch.group_size, batch.group_size, cfg.mini_batches, world)
+    mine = distributed.batch_rows(batch, cfg.mini_batches, world)
     model.train()
     for mini in torch.arange(len(batch)).chunk(cfg.mini_batches):
         keep = extras["keep"][mini]
@@ -186,12 +186,11 @@ def probe(model, batch, keep: Tensor, cfg: Config, amp, world: World = World()) 
     by token, the measured change of H_t with Theorem 2's prediction from the rollout policy
     (entropy.entropy_probe): over all response tokens ("probe/..."), and, when the method
     removed some, over the kept ("probe/kept/...") and removed ("probe/removed/...") ones."""
-    G = batch.group_size
-    mine = batch.select(distributed.local_rows(len(batch) // G, G, cfg.mini_batches, world))
+    mine = batch.select(distributed.batch_rows(batch, cfg.mini_batches, world))
     with amp, memory.phase("scoring"):
         after = rollout.score(model, mine, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
     distributed.reshard(model)
-    after_entropy = distributed.gather_rows(after.entropy, G, cfg.mini_batches, world)
+    after_entropy = distributed.gather_rows(after.entropy, batch.group_size, cfg.mini_batches, world)
     predicted = entropy.predicted_entropy_change(batch.s_star, batch.es, batch.advantages)
     measured = after_entropy[:, :batch.entropy.shape[1]] - batch.entropy
     valid = batch.response_mask

@@ -27,6 +27,13 @@ def torchrun(args: list[str], env: dict = ENV, **kwargs) -> subprocess.Completed
     return subprocess.run(TORCHRUN + args, cwd=REPO, env=env, capture_output=True, text=True, **kwargs)
 
 
+def torchrun_script(tmp_path: Path, code: str, *args: str) -> subprocess.CompletedProcess:
+    """`code` (a script that imports the repository's files) run by 2 processes."""
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    return torchrun([str(script), *args], env={**ENV, "PYTHONPATH": str(REPO)})
+
+
 def test_rank_groups_split_every_mini_batch_evenly():
     # 8 groups, 2 mini-batches (groups 0-3 and 4-7), 2 ranks: each rank half of each mini-batch
     assert distributed.rank_groups(8, 2, World(0, 2)) == [0, 1, 4, 5]
@@ -196,17 +203,17 @@ def test_generating_through_the_sharded_model_gives_the_copys_tokens(tmp_path):
 
 LOAD_CHECK = """
 import sys
+from pathlib import Path
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-import checkpoint, config, distributed, policy, train
-path = checkpoint.Path(sys.argv[1])
+import checkpoint, config, data, distributed, policy, train
+path = Path(sys.argv[1])
 world = distributed.init(torch.device("cpu"))
 model, _ = policy.load_policy(str(path), torch.device("cpu"))
 distributed.shard(model)
-optimizer, _ = train.make_optimizer(model, config.parse_args([]))
+optimizer, scheduler = train.make_optimizer(model, config.parse_args([]))
 saved = checkpoint.load_trainer_state(path)
-checkpoint.restore(path, model, optimizer, train.torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
-                   train.data.PromptSampler(4, 0), world)
+checkpoint.restore(path, model, optimizer, scheduler, data.PromptSampler(4, 0), world)
 whole = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
 expected = checkpoint.by_name(saved["optimizer"], model)
 for name, moments in expected["state"].items():
@@ -224,9 +231,7 @@ def test_a_one_process_checkpoint_resumes_under_torchrun(tmp_path):
                          env=ENV, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-3000:]
     # every rank holds exactly its shards of the saved AdamW moments (gathered back: equal)
-    (tmp_path / "load_check.py").write_text(LOAD_CHECK)
-    check = torchrun([str(tmp_path / "load_check.py"), str(out / "checkpoint-2")],
-                     env={**ENV, "PYTHONPATH": str(REPO)})
+    check = torchrun_script(tmp_path, LOAD_CHECK, str(out / "checkpoint-2"))
     assert check.returncode == 0 and check.stdout.count("restored exactly") == 2, check.stderr[-3000:]
     resumed = torchrun(TRAIN + ["--out", str(out), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -252,8 +257,7 @@ distributed.close()
 
 def test_bf16_compute_under_fsdp2_keeps_float32_masters(tmp_path):
     # the mixed-precision policy that CUDA runs use, here on gloo: --dtype bfloat16
-    (tmp_path / "bf16_check.py").write_text(BF16_CHECK)
-    check = torchrun([str(tmp_path / "bf16_check.py")], env={**ENV, "PYTHONPATH": str(REPO)})
+    check = torchrun_script(tmp_path, BF16_CHECK)
     assert check.returncode == 0 and check.stdout.count("float32 masters") == 2, check.stderr[-3000:]
     run = torchrun(TRAIN + ["--steps", "2", "--dtype", "bfloat16", "--out", str(tmp_path / "run")])
     assert run.returncode == 0, run.stderr[-3000:]
