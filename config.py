@@ -124,6 +124,10 @@ class Config:
     eval_datasets: str = _opt("auto", "comma-separated names as in --dataset, 'NAME:SPLIT', or "
                                       "'heldout' (auto: synthetic:test when training on the "
                                       "synthetic task, heldout when --holdout > 0)")
+    eval_question_key: str | None = _opt(None, "question column of the local files in --eval-datasets "
+                                               f"(default: the first of {', '.join(data.QUESTION_KEYS)})")
+    eval_answer_key: str | None = _opt(None, "answer column of the local files in --eval-datasets "
+                                             f"(default: the first of {', '.join(data.ANSWER_KEYS)})")
     eval_n: int = _opt(4, "samples per evaluation problem")
     eval_temperature: float = _opt(1.0, "evaluation sampling temperature (the paper: 0.7)")
     eval_top_p: float = _opt(1.0, "evaluation nucleus sampling")

@@ -89,19 +89,26 @@ KNOWN: dict[str, HubDataset] = {  # hub ids, configs, splits and columns as the 
 }
 QUESTION_KEYS = ("question", "problem", "prompt", "input", "query")  # tried in order for local files
 ANSWER_KEYS = ("answer", "solution", "final_answer", "target", "ground_truth")
+KEY_FLAGS = ("--question-key", "--answer-key")  # the flags that name the columns, for messages
+EVAL_KEY_FLAGS = ("--eval-question-key", "--eval-answer-key")  # train.py's, for --eval-datasets
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}  # datasets builders
 
 
 def load_examples(name: str, split: str | None = None, question_key: str | None = None,
-                  answer_key: str | None = None, limit: int | None = None, seed: int = 0) -> list[Example]:
+                  answer_key: str | None = None, limit: int | None = None, seed: int = 0,
+                  key_flags: tuple[str, str] | None = KEY_FLAGS) -> list[Example]:
     """Examples of a data set: "synthetic", a short name of KNOWN, or a local .jsonl/.json/.parquet/.csv.
 
     split: "train" / "test" for synthetic (default "train"), a hub split for KNOWN (default: the
     table's); ignored for local files. question_key / answer_key: column names, overriding the
     table's or, for local files, the defaults QUESTION_KEYS / ANSWER_KEYS tried in order; a dotted
     key reads a nested field ("reward_model.ground_truth" in verl-style parquet files).
+    key_flags: the command's flags that set the two keys, named in error messages (train.py's
+    --eval-datasets has its own; None where no flag applies).
     limit: keep a seeded random subset of this many examples, in their original order.
-    Rows without a question or an answer are skipped with one logged warning giving their count.
+    Rows without a question or an answer are skipped with one logged warning giving their count;
+    a cell that holds a dict or a list (other than chat messages, whose last user turn is the
+    question) is refused, as no rule says which part of it is the text.
     """
     if name == "synthetic":
         return synthetic_examples(split or "train", n=limit, seed=seed)
@@ -109,12 +116,13 @@ def load_examples(name: str, split: str | None = None, question_key: str | None 
         spec = KNOWN[name]
         rows = _load_from_hub(name, spec, split or spec.split)
         examples = _to_examples(rows, question_key or spec.question, answer_key or spec.answer,
-                                f"{name} ({spec.hub_id})", spec.question_transform, spec.answer_transform)
+                                f"{name} ({spec.hub_id})", key_flags, spec.question_transform,
+                                spec.answer_transform)
     elif Path(name).suffix.lower() in LOCAL_FORMATS or Path(name).exists():
         rows = _load_local_file(Path(name))
         # prepared like the hub sets: a local copy of the original DAPO-Math (its prompts carry
         # the DAPO instruction, and each appears ~100 times) gives the same problems once each
-        examples = _unique(_to_examples(rows, question_key, answer_key, name,
+        examples = _unique(_to_examples(rows, question_key, answer_key, name, key_flags,
                                         question_transform=_strip_dapo_instruction), name)
     else:
         raise ValueError(f"Unknown data set {name!r}: use 'synthetic', one of {', '.join(KNOWN)}, "
@@ -171,18 +179,19 @@ def _load_local_file(path: Path):
                          f"check that the file is valid {path.suffix[1:]}.") from error
 
 
-def _pick_column(columns: list[str], key: str | None, defaults: tuple[str, ...], kind: str, source: str) -> str:
+def _pick_column(columns: list[str], key: str | None, defaults: tuple[str, ...], kind: str, source: str,
+                 flag: str | None) -> str:
     """The column to read: `key` if given (its first dotted part must exist), else the first default present."""
+    advice = f"Pass {flag} with one of them." if flag else "Correct its entry in data.KNOWN."
     if key is not None:
         if key.split(".")[0] in columns:
             return key
-        raise ValueError(f"{source} has no {kind} column {key!r}; its columns are {columns}. "
-                         f"Pass --{kind}-key with one of them.")
+        raise ValueError(f"{source} has no {kind} column {key!r}; its columns are {columns}. {advice}")
     for candidate in defaults:
         if candidate in columns:
             return candidate
     raise ValueError(f"{source} has none of the usual {kind} columns {list(defaults)}; its columns are "
-                     f"{columns}. Pass --{kind}-key with one of them.")
+                     f"{columns}. {advice}")
 
 
 def _field(row: dict, key: str):
@@ -193,12 +202,22 @@ def _field(row: dict, key: str):
     return value
 
 
-def _as_text(value) -> str | None:
+def _as_text(value, source: str, number: int, column: str, flag: str | None) -> str | None:
     """A cell as a stripped string; None for missing / empty / NaN. Integral floats lose their `.0`
-    (a CSV or float answer column 27.0 is the answer 27); a chat-message list gives its last user turn."""
+    (a CSV or float answer column 27.0 is the answer 27); a chat-message list gives its last user
+    turn. Any other dict or list is refused, naming the file, the row (`number`, from 1) and the
+    column: str() of it would be graded as the answer text."""
     if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
         user_turns = [m["content"] for m in value if m.get("role", "user") == "user"]
         value = user_turns[-1] if user_turns else None
+    if isinstance(value, (dict, list)):
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        advice = "give one string or number per cell"
+        if isinstance(value, dict) and value and flag:
+            advice += f", or name one of its fields with {flag} {column}.{next(iter(value))}"
+        raise ValueError(f"Row {number} of {source}, column {column!r}, holds a {type(value).__name__} "
+                         f"({shown}) where text is expected; {advice}.")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, float) and value.is_integer():
@@ -208,14 +227,17 @@ def _as_text(value) -> str | None:
 
 
 def _to_examples(rows, question_key: str | None, answer_key: str | None, source: str,
+                 key_flags: tuple[str, str] | None,
                  question_transform: Callable[[str], str] | None = None,
                  answer_transform: Callable[[str], str] | None = None) -> list[Example]:
     columns = list(rows.column_names)
-    question_column = _pick_column(columns, question_key, QUESTION_KEYS, "question", source)
-    answer_column = _pick_column(columns, answer_key, ANSWER_KEYS, "answer", source)
+    question_flag, answer_flag = key_flags or (None, None)
+    question_column = _pick_column(columns, question_key, QUESTION_KEYS, "question", source, question_flag)
+    answer_column = _pick_column(columns, answer_key, ANSWER_KEYS, "answer", source, answer_flag)
     examples, skipped = [], 0
-    for row in rows:
-        question, answer = _as_text(_field(row, question_column)), _as_text(_field(row, answer_column))
+    for number, row in enumerate(rows, 1):
+        question = _as_text(_field(row, question_column), source, number, question_column, question_flag)
+        answer = _as_text(_field(row, answer_column), source, number, answer_column, answer_flag)
         if question is not None and question_transform is not None:
             question = question_transform(question).strip() or None
         if answer is not None and answer_transform is not None:
@@ -227,8 +249,9 @@ def _to_examples(rows, question_key: str | None, answer_key: str | None, source:
     if skipped:
         logger.warning("%s: skipped %d of %d rows without a question or an answer", source, skipped, len(rows))
     if not examples:
+        advice = f"check the columns or pass {question_flag} / {answer_flag}" if key_flags else "correct its entry in data.KNOWN"
         raise ValueError(f"{source} has no row with both a question ({question_column!r}) and an answer "
-                         f"({answer_column!r}); check the columns or pass --question-key / --answer-key.")
+                         f"({answer_column!r}); {advice}.")
     return examples
 
 
@@ -259,21 +282,26 @@ def split_holdout(examples: list[Example], n: int, seed: int = 0) -> tuple[list[
     return train, held_out
 
 
-def load_set(spec: str, limit: int | None) -> list[Example]:
+def load_set(spec: str, limit: int | None, question_key: str | None = None, answer_key: str | None = None,
+             key_flags: tuple[str, str] = KEY_FLAGS) -> list[Example]:
     """The problems of an evaluation set "NAME" or "NAME:SPLIT" (synthetic defaults to its test
-    split). The `limit` subset is drawn with seed 0 whatever the run's seed is, so runs with
-    different seeds see the same problems."""
+    split). question_key / answer_key (set by key_flags) apply to local files only: the known
+    sets keep their documented columns. The `limit` subset is drawn with seed 0 whatever the
+    run's seed is, so runs with different seeds see the same problems."""
     name, _, split = spec.partition(":")
     if name == "synthetic":
         split = split or "test"
-    return load_examples(name, split=split or None, limit=limit, seed=0)
+    if name in KNOWN:
+        return load_examples(name, split=split or None, limit=limit, seed=0, key_flags=None)
+    return load_examples(name, split=split or None, question_key=question_key, answer_key=answer_key,
+                         limit=limit, seed=0, key_flags=key_flags)
 
 
 def load_run_sets(cfg) -> tuple[list[Example], dict[str, list[Example]]]:
     """(training examples, {evaluation set name: examples}) of a run; cfg: config.Config (read
     only: dataset, split, question_key, answer_key, holdout, prompts_per_step, eval_every,
-    eval_datasets, eval_limit). The held-out problems are a fixed seeded subset (seed 0, so
-    runs with different --seed evaluate on the same problems)."""
+    eval_datasets, eval_question_key, eval_answer_key, eval_limit). The held-out problems are a
+    fixed seeded subset (seed 0, so runs with different --seed evaluate on the same problems)."""
     examples = load_examples(cfg.dataset, split=cfg.split, question_key=cfg.question_key,
                                   answer_key=cfg.answer_key, seed=0)
     examples, heldout = split_holdout(examples, cfg.holdout, seed=0)
@@ -290,7 +318,8 @@ def load_run_sets(cfg) -> tuple[list[Example], dict[str, list[Example]]]:
         if spec == "heldout" and not heldout:
             raise ValueError("--eval-datasets names 'heldout' but --holdout is 0; "
                              "hold some problems out or drop 'heldout'.")
-        eval_sets[spec] = heldout[:cfg.eval_limit] if spec == "heldout" else load_set(spec, cfg.eval_limit)
+        eval_sets[spec] = heldout[:cfg.eval_limit] if spec == "heldout" else load_set(
+            spec, cfg.eval_limit, cfg.eval_question_key, cfg.eval_answer_key, EVAL_KEY_FLAGS)
     return examples, eval_sets
 
 

@@ -16,9 +16,10 @@ Choices:
   * One generation path and one grader: samples come from `rollout.generate` and are graded by
     `rewards.batch_rewards` with the reward style of the prompt style, exactly as in training,
     so an eval number and a training reward mean the same thing.
-  * Problems are generated a few at a time (about `batch_size` samples per call) so memory is
-    bounded by one call's batch, not by the whole benchmark times n; the seed of call i is
-    seed + i, so a run is reproducible for a given batch size.
+  * Problems are generated a few at a time (about `batch_size` samples per call), and a problem
+    whose n exceeds `batch_size` in several calls of at most `batch_size` samples, so memory is
+    bounded by one call's batch, not by the whole benchmark times n (n may be in the millions);
+    the seed of call i is seed + i, so a run is reproducible for a given batch size.
   * `evaluate` is what train.py calls every --eval-every steps; the CLI adds model loading,
     the table and the JSON file (same numbers plus per-problem correct counts, so results can
     be re-aggregated for any k <= n).
@@ -26,6 +27,10 @@ Choices:
     python eval.py                                  # the shipped tiny model, synthetic test split
     python eval.py --model Qwen/Qwen2.5-Math-7B --datasets aime24,aime25,amc23,math500 \
         --n 32 --temperature 0.7 --max-new-tokens 3072
+    python eval.py --datasets mine.jsonl --question-key problem --answer-key solution
+
+Exit status 0; 2 for a mistake in a flag or an input (one line saying what to do, before any
+slow work), as train.py and plot.py; 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -106,23 +112,27 @@ def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature
     pass_ks(n)  # validates n before any generation
     style = data.reward_style(prompt_style)
     per_call = max(1, batch_size // n)  # problems per generate call: about batch_size samples
+    group = min(n, batch_size)          # samples of a problem per call (n > batch_size: several calls)
     correct: list[int] = []
-    lengths: list[int] = []
-    truncated: list[bool] = []
-    for call, start in enumerate(range(0, len(examples), per_call)):
+    tokens = truncated = call = 0       # sums, not per-sample lists: n may be large
+    for start in range(0, len(examples), per_call):
         chunk = examples[start:start + per_call]
         prompts = [data.format_prompt(tokenizer, ex.question, prompt_style) for ex in chunk]
-        batch = rollout.generate(model, tokenizer, prompts, [ex.answer for ex in chunk],
-                                 group_size=n, max_new_tokens=max_new_tokens,
-                                 temperature=temperature, top_p=top_p,
-                                 micro_batch_size=batch_size, seed=seed + call, engine=engine)
-        scores = torch.tensor(rewards.batch_rewards(batch.texts, batch.answers, style=style, boxes=boxes))
-        correct += batch.by_group(scores > 0.5).sum(-1).tolist()
-        lengths += batch.response_mask.sum(-1).tolist()
-        truncated += batch.truncated.tolist()
+        counts = torch.zeros(len(chunk), dtype=torch.long)
+        for done in range(0, n, group):
+            batch = rollout.generate(model, tokenizer, prompts, [ex.answer for ex in chunk],
+                                     group_size=min(group, n - done), max_new_tokens=max_new_tokens,
+                                     temperature=temperature, top_p=top_p,
+                                     micro_batch_size=batch_size, seed=seed + call, engine=engine)
+            call += 1
+            scores = torch.tensor(rewards.batch_rewards(batch.texts, batch.answers, style=style, boxes=boxes))
+            counts += batch.by_group(scores > 0.5).sum(-1).cpu()
+            tokens += int(batch.response_mask.sum())
+            truncated += int(batch.truncated.sum())
+        correct += counts.tolist()
+    samples = n * len(correct)
     return {"num_problems": len(correct), "n": n, **aggregate(correct, n),
-            "mean_response_len": sum(lengths) / len(lengths),
-            "truncated_frac": sum(truncated) / len(truncated),
+            "mean_response_len": tokens / samples, "truncated_frac": truncated / samples,
             "correct": correct}
 
 
@@ -144,14 +154,22 @@ def format_table(results: dict[str, dict]) -> str:
 
 def writable_output(path: Path) -> Path:
     """The JSON file to write: `path`, or path/eval.json when path is a folder. Checked before the
-    evaluation runs, so that a bad --out fails in a second, not after an hour of sampling."""
+    evaluation runs, so that a bad --out fails in a second, not after an hour of sampling; a
+    folder that does not exist yet is not created here (a later mistake leaves nothing behind),
+    only its nearest existing parent is checked."""
     if path.is_dir():
         path = path / "eval.json"
+    existing = next(folder for folder in path.parents if folder.exists())
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(f".{path.name}.write-test")
-        probe.write_text("ok")
-        probe.unlink()
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        if existing != path.parent:   # the folders to create: can they be?
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise PermissionError(f"cannot create folders in {existing}")
+        else:
+            probe = path.with_name(f".{path.name}.write-test")
+            probe.write_text("ok")
+            probe.unlink()
     except OSError as err:
         raise ValueError(f"cannot write the results to {path} ({err.strerror or err}); pass a "
                          f"writable file as --out.") from None
@@ -167,6 +185,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated: synthetic (its test split), a short name of data.KNOWN "
                         "(aime24, aime25, amc23, math500, ...) or a local .jsonl/.json/.parquet/"
                         ".csv file; NAME:SPLIT picks a split")
+    p.add_argument("--question-key", default=None,
+                   help=f"question column of the local files in --datasets (default: the first of "
+                        f"{', '.join(data.QUESTION_KEYS)}); a dotted key reads a nested field")
+    p.add_argument("--answer-key", default=None,
+                   help=f"answer column of the local files in --datasets (default: the first of "
+                        f"{', '.join(data.ANSWER_KEYS)}); a dotted key reads a nested field")
     p.add_argument("--n", type=int, default=8, help="samples per problem (the paper: 32)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -183,22 +207,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with several \\boxed{} answers: the last decides, or strict: all must agree")
     p.add_argument("--dtype", default="auto", choices=policy.DTYPES,
                    help="weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
-    p.add_argument("--device", default="auto", help="auto: cuda, then mps, then cpu")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+                   help="auto: cuda, then mps, then cpu")
     p.add_argument("--out", default="out/eval.json",
                    help="JSON file for the results (a folder: FOLDER/eval.json)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def check_args(args: argparse.Namespace) -> list[str]:
+    """The data set names; a flag that cannot work raises ValueError in one sentence, before
+    anything loads."""
     names = [s.strip() for s in args.datasets.split(",") if s.strip()]
     if not names:
         raise ValueError("--datasets is empty; give at least one data set name or file.")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {args.limit}.")
-    pass_ks(args.n)  # a bad --n fails before the model loads
+    for flag, value in (("--n", args.n), ("--limit", args.limit), ("--max-new-tokens", args.max_new_tokens),
+                        ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}.")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature must be a finite number >= 0 (0: greedy decoding), got "
+                         f"{args.temperature}.")
+    if not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}.")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is visible; use --device "
+                         "auto or cpu.")
+    if args.device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps was asked for but no Apple MPS device is available; use "
+                         "--device auto or cpu.")
+    return names
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    names = check_args(args)
     out = writable_output(Path(args.out))                              # before any slow work
-    sets = {name: data.load_set(name, args.limit) for name in names}  # before the slow model load
+    sets = {name: data.load_set(name, args.limit, args.question_key, args.answer_key)
+            for name in names}                                         # before the slow model load
     device = policy.pick_device(args.device)
     model, tokenizer = policy.load_policy(args.model, device, policy.compute_dtype(args.dtype, device))
     results = {name: evaluate(model, tokenizer, examples, n=args.n, temperature=args.temperature,
@@ -209,13 +254,25 @@ def main(argv: list[str] | None = None) -> dict:
                for name, examples in sets.items()}
     print(format_table(results))
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "datasets")}
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
     print(f"wrote {out}")
     return results
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """The command line: main, and its exit status (2: a mistake in a flag or an input, said in
+    one line; 130: interrupted, nothing written), as train.py and plot.py."""
     try:
-        main()
+        main(argv)
     except ValueError as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no results were written.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -27,8 +27,12 @@ It also prints (and writes to <out>/summary.md) a table with one row per label: 
 avg@n before and after training and pass@n, mean ± std over the runs given (seeds).
 
 Choices: a panel whose metric no run logged is skipped with a note (a GRPO run logs no
-masked fraction, an old run may lack a key); unparsable lines (a run killed mid-write) are
-skipped with a note rather than failing. matplotlib is optional for the project, so it is
+masked fraction, an old run may lack a key); unparsable lines of metrics.jsonl (a run killed
+mid-write, a byte that is not UTF-8, a record without an integer "step") are skipped with one
+note per file that counts them, rather than failing. A run directory given twice (or by two
+paths, a symlink) counts once. A config.json that cannot be read as a JSON object is a
+mistake, named with its file and line: the label it gives decides which runs are averaged.
+Mistakes exit with status 2 and one line, as in train.py and eval.py. matplotlib is optional for the project, so it is
 imported only here and its absence is one clear message saying how to install it. Figures are
 always saved, and also shown when matplotlib has an interactive backend (a display).
 """
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -55,23 +60,45 @@ NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of run_dir/metrics.jsonl that have a step (unparsable lines skipped)."""
+    """The records of run_dir/metrics.jsonl: JSON objects with an integer "step". Other lines
+    (not UTF-8, not JSON, no integer step) are skipped, with one note naming the file and them."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"{run_dir} has no metrics.jsonl; pass run directories written by "
                          f"train.py (its --out folder).")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as err:
+        raise ValueError(f"cannot read {path} ({err.strerror or err}); check its permissions.") from None
+    records, skipped = [], []
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            print(f"note: skipping unparsable line {number} of {path}")
-            continue
-        if isinstance(record, dict) and "step" in record:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
             records.append(record)
+        else:
+            skipped.append(number)
+    if skipped:
+        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+        print(f"note: skipped {len(skipped)} unparsable line{'s' * (len(skipped) > 1)} of {path} "
+              f"(line{'s' * (len(skipped) > 1)} {shown})")
     return records
+
+
+def unique_runs(run_dirs: list[Path]) -> list[Path]:
+    """run_dirs without repeats (the same folder by two paths counts once: it is one seed)."""
+    first: dict[Path, Path] = {}
+    for d in run_dirs:
+        if d.resolve() in first:
+            print(f"note: {d} is the run {first[d.resolve()]} again; counted once")
+        else:
+            first[d.resolve()] = d
+    return list(first.values())
 
 
 def group_runs(run_dirs: list[Path], until: int | None = None) -> dict[str, list[list[dict]]]:
@@ -91,7 +118,20 @@ def run_label(run_dir: Path) -> str:
     path = run_dir / "config.json"
     if not path.is_file():
         return run_dir.name
-    config = json.loads(path.read_text())
+    advice = "fix it, or move it aside to label the run by its folder's name"
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise ValueError(f"cannot read {path} ({err.strerror or err}); check its permissions.") from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise ValueError(f"line {line} of {path} is not valid UTF-8; {advice}.") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                         f"{err.msg}); {advice}.") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not the object of a run's "
+                         f"flags that train.py writes; {advice}.")
     if config.get("label"):
         return str(config["label"])
     method = config.get("method", run_dir.name)
@@ -135,13 +175,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, spread
 
 
-def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True, window: int = 1,
-              per_seed: bool = False, until: int | None = None) -> list[Path]:
+def plot_runs(groups: dict[str, list[list[dict]]], out_dir: Path, show: bool = True, window: int = 1,
+              per_seed: bool = False) -> list[Path]:
     """Write one PNG per panel that some run has data for; return the paths written.
 
-    Runs are grouped by run_label (seeds of one setting). Default: one line per label, the mean
-    over its runs at their shared steps, with a band of ± one std over the runs (none for a
-    single run); held-out eval points likewise, with error bars. per_seed: every run its own
+    groups: group_runs' {label: [records of each run]} (the seeds of one setting). Default:
+    one line per label, the mean over its runs at their shared steps, with a band of ± one
+    std over the runs (none for a single run); held-out eval points likewise, with error
+    bars. per_seed: every run its own
     thin line, runs of a label sharing a colour and a legend entry. Training curves are
     smoothed per run by a trailing moving average of `window` steps, before the mean."""
     try:
@@ -150,7 +191,6 @@ def plot_runs(run_dirs: list[Path], out_dir: Path, show: bool = True, window: in
     except ImportError:
         raise ValueError("plot.py needs matplotlib, which is not installed: "
                          "run `pip install matplotlib` and try again.") from None
-    groups = group_runs(run_dirs, until)
     colors = {label: f"C{i % 10}" for i, label in enumerate(groups)}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -248,13 +288,12 @@ PROBE_COLUMNS = (("probe/sign_agreement", "probe sign agreement"),
                  ("probe/sign_agreement_top", "same, top 10%"), ("probe/corr", "probe corr"))
 
 
-def summary_table(run_dirs: list[Path], last: int = 10, until: int | None = None) -> str:
-    """Markdown table, one row per label (run_label), mean ± std over its runs (seeds):
+def summary_table(groups: dict[str, list[list[dict]]], last: int = 10) -> str:
+    """Markdown table, one row per label of group_runs' groups, mean ± std over its runs (seeds):
     held-out avg@n before and after training, final pass@n, entropy and masked fraction over
     the last `last` training steps, and, when any run logged the entropy probe
     (train.py --probe-every), its sign agreement (all tokens, and the 10% with the largest
     predicted change) and correlation averaged over all probed steps."""
-    groups = group_runs(run_dirs, until)
     probed = any(series(rs, PROBE_COLUMNS[0][0])[0] for runs in groups.values() for rs in runs)
     titles = ["method", "runs", "avg@n before", "avg@n after", "pass@n after",
               "entropy (last steps)", "masked frac (last steps)"]
@@ -289,18 +328,50 @@ def main(argv: list[str] | None = None) -> list[Path]:
     p.add_argument("--until", type=int, default=None,
                    help="read the runs only up to this step (figures and table)")
     args = p.parse_args(argv)
-    written = plot_runs(args.run_dirs, args.out, show=not args.no_show,
-                        window=max(args.smooth, 1), per_seed=args.per_seed, until=args.until)
-    if not written:
-        raise ValueError("none of the runs has any metric to plot; check their metrics.jsonl.")
-    table = summary_table(args.run_dirs, until=args.until)
-    (args.out / "summary.md").write_text(table + "\n")
+    if args.until is not None and args.until < 0:
+        raise ValueError(f"--until must be a step (0 or more), got {args.until}.")
+    if args.smooth < 1:
+        raise ValueError(f"--smooth must be at least 1 (1: no smoothing), got {args.smooth}.")
+    check_output(args.out)
+    groups = group_runs(unique_runs(args.run_dirs), args.until)   # read once: notes print once
+    try:
+        written = plot_runs(groups, args.out, show=not args.no_show, window=args.smooth,
+                            per_seed=args.per_seed)
+        if not written:
+            raise ValueError("none of the runs has any metric to plot"
+                             + (f" up to step {args.until} (--until)" if args.until is not None else "")
+                             + "; check their metrics.jsonl.")
+        table = summary_table(groups)
+        (args.out / "summary.md").write_text(table + "\n")
+    except OSError as err:   # a folder that turned out not writable, a full disk
+        raise ValueError(f"cannot write to --out {args.out} ({err.strerror or err}); pass a "
+                         f"writable folder.") from None
     print(table)
     return written
 
 
-if __name__ == "__main__":
+def check_output(folder: Path) -> None:
+    """--out must be a folder, or a path where one can be created; checked before any run is
+    read, without creating it."""
+    existing = next(f for f in [folder, *folder.parents] if f.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {folder} must be a folder for the PNGs, but {existing} is a file; "
+                         f"pass another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to --out {folder} ({existing} is not writable); pass a "
+                         f"writable folder.")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The command line: main, and its exit status (2: a mistake in a flag or an input, said in
+    one line), as train.py and eval.py."""
     try:
-        main()
+        main(argv)
     except ValueError as err:
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

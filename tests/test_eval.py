@@ -179,7 +179,7 @@ def test_cli_user_errors_give_one_clear_message(tmp_path):
     assert proc.returncode != 0
     assert "error: could not load the model 'no-such-org/no-such-model-xyz'" in proc.stderr
     assert "Traceback" not in proc.stderr
-    with pytest.raises(ValueError, match="n=0"):  # checked before any loading
+    with pytest.raises(ValueError, match="--n must be at least 1, got 0"):  # before any loading
         ev.main(["--n", "0"])
     proc = run_cli("--model", str(tmp_path), "--n", "2", "--limit", "1")    # not a model folder
     assert "no config.json" in proc.stderr and "Traceback" not in proc.stderr

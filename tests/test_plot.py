@@ -127,10 +127,11 @@ def test_missing_keys_skip_panels_with_a_note(tmp_path, capsys):
                      {"step": 2, "entropy": 1.5}])
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 3, "entr')  # a run killed mid-write
-    written = plot.plot_runs([run], tmp_path / "plots", show=False)
+    written = plot.plot_runs(plot.group_runs([run]), tmp_path / "plots", show=False)
     assert [p.name for p in written] == ["entropy.png"]
     out = capsys.readouterr().out
-    assert "skipping the masked_frac plot" in out and "unparsable line 4" in out
+    assert "skipping the masked_frac plot" in out
+    assert f"skipped 1 unparsable line of {run / 'metrics.jsonl'} (line 4)" in out
     assert plot.series(plot.read_metrics(run), "entropy") == ([0, 2], [2.0, 1.5])
 
 
@@ -140,7 +141,7 @@ def test_user_errors_are_one_clear_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ValueError, match="pip install matplotlib"):
-        plot.plot_runs([tmp_path], tmp_path / "plots")
+        plot.plot_runs({}, tmp_path / "plots")
 
 
 def test_summary_table_means_and_spreads_over_seeds(tmp_path):
@@ -153,11 +154,11 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
         records[-1].update({"eval/heldout/avg@4": seed_value, "eval/heldout/pass@4": 0.9})
         return write_run(tmp_path / name, {"method": "clipv", "mu": 1.0}, records)
 
-    table = plot.summary_table([run("a", 0.4, False), run("b", 0.6, False)]).splitlines()
+    table = plot.summary_table(plot.group_runs([run("a", 0.4, False), run("b", 0.6, False)])).splitlines()
     assert len(table) == 3 and "probe" not in table[0]
     # avg before 0.2 (both), after 0.5 ± 0.141 (sample std), pass 0.9, entropy over the last 10 steps
     assert table[2] == "| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 0.141 | 0.900 ± 0.000 | 0.500 ± 0.141 | 0.100 ± 0.000 |"
-    probed = plot.summary_table([run("c", 0.4, True), run("d", 0.8, True)]).splitlines()
+    probed = plot.summary_table(plot.group_runs([run("c", 0.4, True), run("d", 0.8, True)])).splitlines()
     assert probed[0].endswith("probe sign agreement | same, top 10% | probe corr |")
     assert probed[1].count("---") == 10
     assert probed[2].endswith("| 0.600 ± 0.283 | 1.000 ± 0.000 | 0.500 ± 0.000 |")
@@ -210,7 +211,7 @@ def test_plot_runs_draws_one_mean_line_and_band_per_label(seeds, tmp_path, monke
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
-    written = plot.plot_runs(seeds, tmp_path / "plots", show=False)
+    written = plot.plot_runs(plot.group_runs(seeds), tmp_path / "plots", show=False)
     assert sorted(p.name for p in written) == ["accuracy.png", "entropy.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
@@ -238,7 +239,7 @@ def test_smoothing_is_per_run_before_the_mean(seeds, tmp_path, monkeypatch):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
-    plot.plot_runs(seeds[:2], tmp_path / "plots", show=False, window=3)
+    plot.plot_runs(plot.group_runs(seeds[:2]), tmp_path / "plots", show=False, window=3)
     steps, values = drawn["entropy"]["lines"][0]
     assert steps[:4] == [0, 2, 6, 8]
     # seed 0 over its own last 3 steps (s-2, s-1, s): 1.0 + 0.1 (s - 1); seed 1 (every other
@@ -252,7 +253,7 @@ def test_plot_runs_per_seed_draws_every_run(seeds, tmp_path, monkeypatch):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
-    written = plot.plot_runs(seeds, tmp_path / "plots", show=False, per_seed=True)
+    written = plot.plot_runs(plot.group_runs(seeds), tmp_path / "plots", show=False, per_seed=True)
     assert sorted(p.name for p in written) == ["accuracy.png", "entropy.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
@@ -273,8 +274,8 @@ def test_main_per_seed_flag(seeds, tmp_path, monkeypatch):
     (tmp_path / "plots").mkdir()
     plot.main([*map(str, seeds), "--out", str(tmp_path / "plots"), "--no-show", "--per-seed"])
     plot.main([*map(str, seeds), "--out", str(tmp_path / "plots"), "--no-show", "--smooth", "5"])
-    assert calls == [{"show": False, "window": 1, "per_seed": True, "until": None},
-                     {"show": False, "window": 5, "per_seed": False, "until": None}]
+    assert calls == [{"show": False, "window": 1, "per_seed": True},
+                     {"show": False, "window": 5, "per_seed": False}]
 
 
 def test_until_reads_runs_up_to_a_step(tmp_path):
@@ -284,6 +285,6 @@ def test_until_reads_runs_up_to_a_step(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "entropy": float(s)}) + "\n"
                                                for s in range(1, 21)))
     assert [r["step"] for r in plot.group_runs([run], until=10)["grpo"][0]] == list(range(1, 11))
-    assert "| grpo | 1 |" in plot.summary_table([run], last=2, until=10)
-    assert "10.500" not in plot.summary_table([run], last=2, until=10)    # mean of steps 9, 10: 9.5
-    assert "9.500" in plot.summary_table([run], last=2, until=10)
+    table = plot.summary_table(plot.group_runs([run], until=10), last=2)
+    assert "| grpo | 1 |" in table
+    assert "10.500" not in table and "9.500" in table    # mean of steps 9, 10: 9.5
