@@ -163,8 +163,6 @@ def _check_text_file(path: Path) -> None:
 
 
 def _load_local_file(path: Path):
-    from datasets import load_dataset
-
     builder = LOCAL_FORMATS.get(path.suffix.lower())
     if builder is None:
         raise ValueError(f"Cannot read {path}: data files must end in {', '.join(LOCAL_FORMATS)}.")
@@ -172,11 +170,19 @@ def _load_local_file(path: Path):
         raise ValueError(f"Data file {path} does not exist; check the path passed as the data set.")
     if builder in ("json", "csv"):
         _check_text_file(path)
+    from datasets import load_dataset
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet = are_progress_bars_disabled()
+    disable_progress_bars()   # its "Generating train split" bar would precede any error message
     try:  # datasets' own loaders: one code path and one set of dtypes for every format
         return load_dataset(builder, data_files=str(path), split="train")
     except Exception as error:
         raise ValueError(f"Could not read {path} as {path.suffix} ({type(error).__name__}: {error}); "
                          f"check that the file is valid {path.suffix[1:]}.") from error
+    finally:
+        if not quiet:
+            enable_progress_bars()
 
 
 def _pick_column(columns: list[str], key: str | None, defaults: tuple[str, ...], kind: str, source: str,
@@ -249,7 +255,8 @@ def _to_examples(rows, question_key: str | None, answer_key: str | None, source:
     if skipped:
         logger.warning("%s: skipped %d of %d rows without a question or an answer", source, skipped, len(rows))
     if not examples:
-        advice = f"check the columns or pass {question_flag} / {answer_flag}" if key_flags else "correct its entry in data.KNOWN"
+        advice = (f"check the columns or pass {question_flag} / {answer_flag}" if key_flags
+                  else "correct its entry in data.KNOWN")
         raise ValueError(f"{source} has no row with both a question ({question_column!r}) and an answer "
                          f"({answer_column!r}); {advice}.")
     return examples

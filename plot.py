@@ -364,12 +364,15 @@ def check_output(folder: Path) -> None:
 
 def cli(argv: list[str] | None = None) -> int:
     """The command line: main, and its exit status (2: a mistake in a flag or an input, said in
-    one line), as train.py and eval.py."""
+    one line; 130: interrupted), as train.py and eval.py."""
     try:
         main(argv)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; the figures written so far are kept.", file=sys.stderr)
+        return 130
     return 0
 
 

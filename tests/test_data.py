@@ -241,3 +241,31 @@ def test_a_local_copy_of_the_original_dapo_set_is_prepared_like_the_hub_set(tmp_
     examples = load_examples(str(path), answer_key="reward_model.ground_truth")
     assert examples == [Example("What is 2+3?", "5"), Example("What is 7*6?", "42")]
     assert format_prompt(None, examples[0].question, "dapo").count("Solve the following") == 1
+
+
+def test_dict_and_list_cells_are_refused_naming_file_row_and_column(tmp_path):
+    rows = [{"question": "1+1?", "answer": "2"}, {"question": "2+2?", "answer": ["4", "four"]}]
+    path = write_rows(tmp_path / "lists.jsonl", rows)
+    with pytest.raises(ValueError, match=r"^Row 2 of .*lists.jsonl, column 'answer', holds a list "
+                                         r"\(\[\"4\", \"four\"\]\) where text is expected; give one "
+                                         r"string or number per cell\.$"):
+        load_examples(path)
+    path = write_rows(tmp_path / "dicts.parquet", [{"problem": {"en": "1+1?"}, "answer": "2"}])
+    with pytest.raises(ValueError, match=r"column 'problem', holds a dict .* --question-key problem\.en\.$"):
+        load_examples(path)
+    assert load_examples(path, question_key="problem.en") == [Example("1+1?", "2")]
+
+
+def test_eval_datasets_columns_have_their_own_train_flags(tmp_path, capsys):
+    import train   # train.py's command line: --dry-run loads the evaluation sets, not the weights
+
+    path = write_rows(tmp_path / "held.jsonl", [{"text": "1+1?", "sol": "2"}, {"text": "2+3?", "sol": "5"}])
+    assert train.main(["--eval-datasets", path, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "its columns are ['text', 'sol']. Pass --eval-question-key with one of them." in err
+    assert train.main(["--eval-datasets", f"synthetic,{path}", "--eval-question-key", "text",
+                       "--eval-answer-key", "sol", "--dry-run"]) == 0
+    assert "plan:" in capsys.readouterr().out
+    assert train.main(["--dataset", path, "--dry-run"]) == 2    # --dataset's own flag
+    assert "Pass --question-key with one of them." in capsys.readouterr().err

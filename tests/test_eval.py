@@ -176,7 +176,7 @@ def test_cli_end_to_end_on_the_shipped_model(tmp_path):
 def test_cli_user_errors_give_one_clear_message(tmp_path):
     proc = run_cli("--model", "no-such-org/no-such-model-xyz", "--n", "2", "--limit", "1",
                    "--out", str(tmp_path / "e.json"))
-    assert proc.returncode != 0
+    assert proc.returncode == 2                  # a user mistake, as in train.py and plot.py
     assert "error: could not load the model 'no-such-org/no-such-model-xyz'" in proc.stderr
     assert "Traceback" not in proc.stderr
     with pytest.raises(ValueError, match="--n must be at least 1, got 0"):  # before any loading
@@ -194,3 +194,94 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         ev.parse_args(["--help"])
     assert exit_info.value.code == 0 and "--datasets" in capsys.readouterr().out
+
+
+# ----- mistakes: one line, exit status 2 (as train.py and plot.py), before anything loads -----
+
+def mistake(capsys, argv: list[str]) -> str:
+    """Run eval.py's command line on argv; assert it exits 2 with one line; return that line."""
+    assert ev.cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--temperature", "inf"], "--temperature must be a finite number >= 0 (0: greedy decoding), got inf."),
+    (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
+    (["--temperature", "-0.5"], "--temperature must be a finite number >= 0"),
+    (["--top-p", "0"], "--top-p must be in (0, 1], got 0.0."),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5."),
+    (["--n", "0"], "--n must be at least 1, got 0."),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0."),
+    (["--batch-size", "-1"], "--batch-size must be at least 1, got -1."),
+    (["--limit", "0"], "--limit must be at least 1, got 0."),
+])
+def test_sampling_flags_are_checked_before_the_data_and_the_model(flags, message, tmp_path, capsys):
+    # neither the model nor the data set exists: the flag must be what fails, and nothing is written
+    argv = ["--model", str(tmp_path / "no-model"), "--datasets", str(tmp_path / "none.jsonl"),
+            "--out", str(tmp_path / "out" / "e.json"), *flags]
+    assert message in mistake(capsys, argv)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_device_choices_are_checked_as_in_train(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ev.cli(["--device", "gpu"])
+    assert exit_info.value.code == 2 and "invalid choice: 'gpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert "--device cuda was asked for but no CUDA device" in mistake(capsys, ["--device", "cuda"])
+
+
+def test_no_output_folder_is_created_before_the_data_set_fails(tmp_path, capsys):
+    out = tmp_path / "results" / "deep" / "e.json"
+    message = mistake(capsys, ["--datasets", str(tmp_path / "missing.jsonl"), "--out", str(out)])
+    assert "missing.jsonl does not exist" in message
+    assert not (tmp_path / "results").exists()
+
+
+def test_column_flags_name_the_columns_of_local_files(boxed7_model, tmp_path, capsys):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"text": "1+6?", "sol": "7"}\n{"text": "2+2?", "sol": "4"}\n')
+    assert "its columns are ['text', 'sol']. Pass --question-key with one of them." in \
+        mistake(capsys, ["--datasets", str(path)])
+    assert "no answer column 'solution'; its columns are ['text', 'sol']. Pass --answer-key" in \
+        mistake(capsys, ["--datasets", str(path), "--question-key", "text", "--answer-key", "solution"])
+    results = ev.main(["--model", str(boxed7_model), "--datasets", str(path), "--question-key", "text",
+                       "--answer-key", "sol", "--n", "2", "--max-new-tokens", "12", "--device", "cpu",
+                       "--out", str(tmp_path / "e.json")])
+    assert results[str(path)]["correct"] == [2, 0]      # the model answers 7 to everything
+
+
+def test_dict_and_list_answers_are_refused_with_file_row_and_column(tmp_path, capsys):
+    path = tmp_path / "nested.jsonl"
+    path.write_text('{"question": "1+6?", "answer": {"value": "7"}}\n'
+                    '{"question": "2+2?", "answer": {"value": "4"}}\n')
+    assert mistake(capsys, ["--datasets", str(path)]) == (
+        f"error: Row 1 of {path}, column 'answer', holds a dict ({{\"value\": \"7\"}}) where text is "
+        f"expected; give one string or number per cell, or name one of its fields with --answer-key "
+        f"answer.value.")
+
+
+def test_samples_of_a_problem_come_in_chunks_of_batch_size(boxed7_model, monkeypatch):
+    model, tokenizer = policy.load_policy(str(boxed7_model), torch.device("cpu"))
+    examples = [data.Example("1+6?", "7"), data.Example("2+2?", "4")]
+    out = ev.evaluate(model, tokenizer, examples, n=5, temperature=0.7, top_p=1.0,
+                      max_new_tokens=20, batch_size=2, seed=0)     # 3 calls of 2, 2, 1 per problem
+    assert out["correct"] == [5, 0] and out["avg@5"] == 0.5 and out["pass@4"] == 0.5
+    answer_tokens = len(tokenizer(ANSWER, add_special_tokens=False).input_ids)
+    assert out["mean_response_len"] == answer_tokens + 1 and out["truncated_frac"] == 0.0
+
+    calls, generate = [], ev.rollout.generate
+
+    def three_calls(*args, **kwargs):   # the real generate, stopped after three calls
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append((len(args[2]), kwargs["group_size"], kwargs["seed"]))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(ev.rollout, "generate", three_calls)
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(model, tokenizer, examples, n=10 ** 9, temperature=0.7, top_p=1.0,
+                    max_new_tokens=4, batch_size=4, seed=10)
+    assert calls == [(1, 4, 10), (1, 4, 11), (1, 4, 12)]     # one problem, 4 samples a call

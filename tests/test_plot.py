@@ -154,7 +154,8 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
         records[-1].update({"eval/heldout/avg@4": seed_value, "eval/heldout/pass@4": 0.9})
         return write_run(tmp_path / name, {"method": "clipv", "mu": 1.0}, records)
 
-    table = plot.summary_table(plot.group_runs([run("a", 0.4, False), run("b", 0.6, False)])).splitlines()
+    seeds = plot.group_runs([run("a", 0.4, False), run("b", 0.6, False)])
+    table = plot.summary_table(seeds).splitlines()
     assert len(table) == 3 and "probe" not in table[0]
     # avg before 0.2 (both), after 0.5 ± 0.141 (sample std), pass 0.9, entropy over the last 10 steps
     assert table[2] == "| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 0.141 | 0.900 ± 0.000 | 0.500 ± 0.141 | 0.100 ± 0.000 |"
@@ -288,3 +289,79 @@ def test_until_reads_runs_up_to_a_step(tmp_path):
     table = plot.summary_table(plot.group_runs([run], until=10), last=2)
     assert "| grpo | 1 |" in table
     assert "10.500" not in table and "9.500" in table    # mean of steps 9, 10: 9.5
+
+
+# ----- mistakes: one line, exit status 2 (as train.py and eval.py) -----
+
+def mistake(capsys, argv: list[str]) -> str:
+    """Run plot.py's command line on argv; assert it exits 2 with one line; return that line."""
+    assert plot.cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_out_that_is_a_file_or_cannot_be_written_is_one_line(runs, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    grpo, _ = runs
+    (tmp_path / "a-file").write_text("")
+    for out in (tmp_path / "a-file", tmp_path / "a-file" / "plots"):
+        assert f"--out {out} must be a folder for the PNGs, but {tmp_path / 'a-file'} is a file" in \
+            mistake(capsys, [str(grpo), "--out", str(out), "--no-show"])
+    blocked = tmp_path / "blocked"
+    (blocked / "entropy.png").mkdir(parents=True)   # savefig cannot write there, even as root
+    assert f"cannot write to --out {blocked}" in mistake(capsys, [str(grpo), "--out", str(blocked), "--no-show"])
+
+
+def test_flag_mistakes_are_not_blamed_on_the_runs(runs, tmp_path, capsys):
+    grpo, _ = runs
+    assert mistake(capsys, [str(grpo), "--until", "-5"]) == "error: --until must be a step (0 or more), got -5."
+    assert "--smooth must be at least 1" in mistake(capsys, [str(grpo), "--smooth", "0"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_broken_config_json_names_the_file_and_line(runs, tmp_path, capsys):
+    grpo, _ = runs
+    out = ["--out", str(tmp_path / "plots"), "--no-show"]
+    config = grpo / "config.json"
+    config.write_text('{"method": "grpo",\n "label": grpo}\n')
+    assert f"{config} is not valid JSON (line 2, column 11" in mistake(capsys, [str(grpo), *out])
+    config.write_text('["grpo", 1.0]')
+    assert f"{config} holds a JSON list, not the object" in mistake(capsys, [str(grpo), *out])
+    config.write_bytes(b'{"method": "grpo",\n "label": "caf\xe9"}')
+    assert f"line 2 of {config} is not valid UTF-8" in mistake(capsys, [str(grpo), *out])
+    assert not (tmp_path / "plots").exists()
+
+
+def test_bad_lines_of_metrics_are_skipped_and_counted_once_per_file(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    run = write_run(tmp_path / "r", {"label": "grpo"}, [{"step": s, "entropy": 1.0 + s} for s in range(4)])
+    with (run / "metrics.jsonl").open("ab") as f:
+        f.write(b'{"step": 4, "entropy": 0.5, "note": "caf\xe9"}\n')       # not UTF-8
+        f.write(b'{"step": "five", "entropy": 0.5}\n{"step": 6.5, "entropy": 0.5}\n'
+                b'{"step": true, "entropy": 0.5}\n[1, 2]\n{"step": 8, "entropy": 0.25}\n')
+    assert plot.cli([str(run), "--out", str(tmp_path / "plots"), "--no-show"]) == 0
+    out = capsys.readouterr().out
+    note = f"note: skipped 5 unparsable lines of {run / 'metrics.jsonl'} (lines 5, 6, 7, 8, 9)"
+    assert out.count(note) == 1                                          # read once, noted once
+    assert plot.series(plot.read_metrics(run), "entropy") == ([0, 1, 2, 3, 8], [1.0, 2.0, 3.0, 4.0, 0.25])
+    assert (tmp_path / "plots" / "entropy.png").is_file()
+
+
+def test_the_same_run_given_twice_counts_once(seeds, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    grpo = seeds[2]
+    again = tmp_path / "link"
+    again.symlink_to(grpo)
+    argv = [str(grpo), str(grpo.parent / ".." / grpo.parent.name / grpo.name), str(again), str(seeds[0])]
+    assert plot.cli([*argv, "--out", str(tmp_path / "plots"), "--no-show"]) == 0
+    out = capsys.readouterr().out
+    assert "| grpo | 1 |" in out and "| clipv mu=1.0 | 1 |" in out
+    assert out.count("counted once") == 2 and f"note: {again} is the run {grpo} again" in out
+
+
+def test_the_command_exits_2_on_a_mistake():
+    import subprocess
+    proc = subprocess.run([sys.executable, str(Path(plot.__file__)), "nowhere", "--until", "-1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr == "error: --until must be a step (0 or more), got -1.\n"
