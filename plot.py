@@ -95,7 +95,9 @@ def unique_runs(run_dirs: list[Path]) -> list[Path]:
     first: dict[Path, Path] = {}
     for d in run_dirs:
         if d.resolve() in first:
-            print(f"note: {d} is the run {first[d.resolve()]} again; counted once")
+            same = first[d.resolve()]
+            print(f"note: {d} is given twice; counted once" if d == same else
+                  f"note: {d} is the run {same} again; counted once")
         else:
             first[d.resolve()] = d
     return list(first.values())
@@ -259,11 +261,13 @@ def _draw(ax, curves: list[tuple[list[float], list[float]]], label: str, color: 
 
 
 def _final_eval(records: list[dict], pattern: str) -> float | None:
-    """The last logged value of the first eval key matching pattern (e.g. avg@ or pass@)."""
+    """The last logged value of the first eval key matching pattern (e.g. avg@ or pass@); None
+    when it is not a number (a hand-edited file)."""
     for r in reversed(records):
         keys = sorted(k for k in r if k.startswith("eval/") and re.search(pattern, k))
         if keys:
-            return r[keys[-1]]
+            value = r[keys[-1]]
+            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     return None
 
 

@@ -353,11 +353,13 @@ def test_the_same_run_given_twice_counts_once(seeds, tmp_path, capsys):
     grpo = seeds[2]
     again = tmp_path / "link"
     again.symlink_to(grpo)
-    argv = [str(grpo), str(grpo.parent / ".." / grpo.parent.name / grpo.name), str(again), str(seeds[0])]
+    argv = [str(grpo), f"{grpo}/", str(grpo.parent / ".." / grpo.parent.name / grpo.name), str(again),
+            str(seeds[0])]
     assert plot.cli([*argv, "--out", str(tmp_path / "plots"), "--no-show"]) == 0
     out = capsys.readouterr().out
     assert "| grpo | 1 |" in out and "| clipv mu=1.0 | 1 |" in out
-    assert out.count("counted once") == 2 and f"note: {again} is the run {grpo} again" in out
+    assert out.count("counted once") == 3 and f"note: {grpo} is given twice; counted once" in out
+    assert f"note: {again} is the run {grpo} again; counted once" in out
 
 
 def test_the_command_exits_2_on_a_mistake():
