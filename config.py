@@ -297,8 +297,8 @@ def validate(cfg: Config) -> None:
     need(cfg.entropy_adv_alpha >= 0 and cfg.entropy_adv_kappa > 0, f"--entropy-adv-alpha must not be "
          f"negative and --entropy-adv-kappa must be positive, got {cfg.entropy_adv_alpha}, {cfg.entropy_adv_kappa}.")
     need(cfg.positive_weight >= 0, f"--positive-weight must not be negative, got {cfg.positive_weight}.")
-    need(1 <= cfg.pass_k <= cfg.group_size, f"--pass-k must be between 1 and --group-size "
-                                            f"{cfg.group_size}, got {cfg.pass_k}.")
+    need(1 <= cfg.pass_k <= (cfg.group_size if cfg.method == "passk" else cfg.pass_k),
+         f"--pass-k must be between 1 and --group-size {cfg.group_size}, got {cfg.pass_k}.")
     low = cfg.mismatch_low if cfg.mismatch_low is not None else 1 / cfg.mismatch_high
     need(0 < low < cfg.mismatch_high, f"the --mismatch-low / --mismatch-high band must satisfy "
                                       f"0 < low < high, got {low}, {cfg.mismatch_high}.")
