@@ -48,6 +48,10 @@ Choices:
 * Sampler and trainer: the rollout records the sampler's own log-probs. `sampler_mismatch`
   measures the gap to the trainer's old_logp (logged every step) and `tis_weights` corrects for
   it when --tis-cap is set (off by default, as in verl).
+* The losses and advantages the peers ship (issue 25; docs/methods.md) close the file: GSPO and
+  CISPO beside the clipped surrogate (`policy_surrogate` picks one by --policy-loss), the
+  entropy-shaped advantage, W-REINFORCE's and pass@k's advantages, and the adaptive entropy
+  coefficient's rule.
 """
 
 from __future__ import annotations
