@@ -30,6 +30,8 @@ return (keep (N, T) bool, metrics) with metrics "masked_frac", "masked_frac_pos"
 "clip_sigma" (the statistic the rule reads: S* or d for Clip-B / V, H for forking, cov for
 Clip-Cov / KL-Cov, whose center is the batch covariance). KL-Cov returns the tokens it
 penalises instead of a keep mask, and its "masked" fractions count those penalised tokens.
+`mismatch_mask` (issue 25, docs/methods.md) removes the tokens a sampler that differs from the
+trainer drew too far from the trainer's probabilities; it is applied on top of any method's mask.
 """
 
 from __future__ import annotations
@@ -211,3 +213,34 @@ def kl_cov_mask(logp: Tensor, advantages: Tensor, response_mask: Tensor,
         top = torch.where(valid, cov, -math.inf).flatten().topk(_count(ratio, n_valid)).indices
         penalised = _flat_mask(top, valid)
     return penalised, _metrics(~penalised, valid, adv, center, sigma)
+
+
+MISMATCH_LEVELS = ("none", "token", "sequence")
+
+
+def mismatch_mask(old_logp: Tensor, sampler_logp: Tensor, response_mask: Tensor, level: str,
+                  low: float, high: float) -> tuple[Tensor, dict[str, float]]:
+    """Sampler-mismatch rejection (verl's rollout_rs "token_k1" / "seq_sum_k1"; TRL's
+    vllm_importance_sampling_mode "token_mask" / "sequence_mask"): remove the tokens, or the
+    whole sequences, whose trainer/sampler ratio leaves the band [low, high]:
+
+    * token:    r_t = pi_old(a_t) / pi_sampler(a_t)
+    * sequence: r = prod_t r_t over the response tokens (verl's seq_sum_k1 and TRL's sequence
+                ratio, not length-normalised)
+
+    Removed tokens leave the loss's numerator and denominator (verl's modified response mask;
+    TRL zeroes them in the numerator only). old_logp, sampler_logp, response_mask: (N, T).
+    Returns keep (N, T) bool and metrics "mismatch_masked_frac" (removed fraction of the
+    response tokens) and "mismatch_masked_seq_frac" (responses with at least one removed)."""
+    valid = response_mask.bool()
+    gap = old_logp.double() - sampler_logp.double()
+    log_ratio = torch.where(valid, gap, torch.zeros_like(gap))
+    if level == "sequence":
+        log_ratio = log_ratio.sum(-1, keepdim=True).expand_as(log_ratio)
+    elif level != "token":
+        raise ValueError(f"level must be 'token' or 'sequence', got {level!r}.")
+    keep = valid & (log_ratio >= math.log(low)) & (log_ratio <= math.log(high))
+    removed = valid & ~keep
+    n_seqs = int(valid.any(-1).sum())
+    return keep, {"mismatch_masked_frac": _frac(removed, valid),
+                  "mismatch_masked_seq_frac": int(removed.any(-1).sum()) / n_seqs if n_seqs else 0.0}

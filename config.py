@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 import checkpoint
+import clipping
 import data
 import entropy
 import grpo
@@ -63,6 +64,35 @@ class Config:
     kl_cov_coef: float = _opt(1.0, "kl-cov: coefficient of |logp - old_logp| on those tokens")
     probe_every: int = _opt(0, "entropy probe every N steps: compare each token's measured "
                                "entropy change over the update with Theorem 2's prediction (0: never)")
+    # issue 25 (docs/methods.md): the methods' flags; their rows in methods.METHODS set the
+    # released strengths
+    policy_loss: str = _opt("ppo-clip", "per-token policy loss: ppo-clip (GRPO's, with --eps-low/"
+                                        "--eps-high and --dual-clip), gspo (one length-normalised "
+                                        "ratio per sequence) or cispo (clipped, detached IS weight "
+                                        "times A log pi, cap 1 + --eps-high)",
+                            choices=list(grpo.POLICY_LOSSES))
+    adaptive_entropy: bool = _opt(False, "adaptive-entropy: move the entropy-bonus coefficient "
+                                         "(starting at --entropy-coef) by --entropy-coef-delta toward "
+                                         "--entropy-target every step, applied only while the "
+                                         "entropy is at or below the target (Skywork-OR1, TRL)")
+    entropy_target: float = _opt(0.2, "adaptive-entropy: target mean token entropy (nats)")
+    entropy_coef_delta: float = _opt(0.005, "adaptive-entropy: step of the coefficient")
+    entropy_coef_min: float = _opt(0.0, "adaptive-entropy: lower bound of the coefficient")
+    entropy_coef_max: float = _opt(1.0, "adaptive-entropy: upper bound of the coefficient")
+    entropy_adv_alpha: float = _opt(0.0, "entropy-adv: A + min(alpha H, |A| / kappa) per token "
+                                         "(0: off; the method uses 0.4)")
+    entropy_adv_kappa: float = _opt(2.0, "entropy-adv: the cap |A| / kappa (kappa > 1 keeps A's sign)")
+    positive_weight: float = _opt(0.1, "w-reinforce: weight lambda of the correct responses "
+                                       "(advantages +lambda / -1; nsr: 0)")
+    pass_k: int = _opt(4, "passk: the k whose pass@k the closed-form group advantages optimise "
+                          "(at most --group-size)")
+    mismatch_reject: str = _opt("none", "sampler-mismatch rejection: drop the tokens (token) or "
+                                        "responses (sequence) whose pi_old / pi_sampler ratio "
+                                        "leaves [--mismatch-low, --mismatch-high]",
+                                choices=list(clipping.MISMATCH_LEVELS))
+    mismatch_low: float | None = _opt(None, "lower end of the band (default 1 / --mismatch-high)",
+                                      type=float)
+    mismatch_high: float = _opt(2.0, "upper end of the band (verl's 0.5_2.0)")
     # model and data
     model: str = _opt(str(REPO / "tiny-qwen2"), "local model folder or hub id")
     dataset: str = _opt("synthetic", "training set: synthetic, a short name of data.KNOWN, or a "
@@ -265,6 +295,17 @@ def validate(cfg: Config) -> None:
     need(cfg.eval_limit is None or cfg.eval_limit >= 1, f"--eval-limit must be at least 1, got {cfg.eval_limit}.")
     need(cfg.eval_max_new_tokens is None or cfg.eval_max_new_tokens >= 1,
          f"--eval-max-new-tokens must be at least 1, got {cfg.eval_max_new_tokens}.")
+    need(cfg.entropy_coef_min <= cfg.entropy_coef_max and cfg.entropy_coef_delta >= 0,
+         f"--entropy-coef-min must not exceed --entropy-coef-max and --entropy-coef-delta must not "
+         f"be negative, got {cfg.entropy_coef_min}, {cfg.entropy_coef_max}, {cfg.entropy_coef_delta}.")
+    need(cfg.entropy_adv_alpha >= 0 and cfg.entropy_adv_kappa > 0, f"--entropy-adv-alpha must not be "
+         f"negative and --entropy-adv-kappa must be positive, got {cfg.entropy_adv_alpha}, {cfg.entropy_adv_kappa}.")
+    need(cfg.positive_weight >= 0, f"--positive-weight must not be negative, got {cfg.positive_weight}.")
+    need(1 <= cfg.pass_k <= (cfg.group_size if cfg.method == "passk" else cfg.pass_k),
+         f"--pass-k must be between 1 and --group-size {cfg.group_size}, got {cfg.pass_k}.")
+    low = cfg.mismatch_low if cfg.mismatch_low is not None else 1 / cfg.mismatch_high
+    need(0 < low < cfg.mismatch_high, f"the --mismatch-low / --mismatch-high band must satisfy "
+                                      f"0 < low < high, got {low}, {cfg.mismatch_high}.")
     need(not (cfg.device == "cuda" and not torch.cuda.is_available()),
          "--device cuda was asked for but no CUDA device is visible; use --device auto or cpu.")
 

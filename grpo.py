@@ -48,9 +48,15 @@ Choices:
 * Sampler and trainer: the rollout records the sampler's own log-probs. `sampler_mismatch`
   measures the gap to the trainer's old_logp (logged every step) and `tis_weights` corrects for
   it when --tis-cap is set (off by default, as in verl).
+* The losses and advantages the peers ship (issue 25; docs/methods.md) close the file: GSPO and
+  CISPO beside the clipped surrogate (`policy_surrogate` picks one by --policy-loss), the
+  entropy-shaped advantage, W-REINFORCE's and pass@k's advantages, and the adaptive entropy
+  coefficient's rule.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -210,3 +216,158 @@ def sampler_mismatch(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> di
         return {"mismatch_logp_abs_mean": 0.0, "mismatch_logp_abs_max": 0.0, "mismatch_kl": 0.0}
     return {"mismatch_logp_abs_mean": gap.abs().mean().item(), "mismatch_logp_abs_max": gap.abs().max().item(),
             "mismatch_kl": k3_kl(sampler_logp[mask].double(), old_logp[mask].double()).mean().item()}
+
+
+# ----------------------------------------------------------------------------- issue 25
+# The losses and advantages the peers ship (docs/methods.md, "Methods added in issue 25").
+# Each is one function; train.token_loss picks the surrogate by --policy-loss, and the
+# method table (methods.py) picks the advantage estimator.
+
+POLICY_LOSSES = ("ppo-clip", "gspo", "cispo")
+
+
+def gspo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, response_mask: Tensor,
+                   eps_low: float = 3e-4, eps_high: float = 4e-4) -> Tensor:
+    """GSPO (Zheng et al. 2025, arXiv 2507.18071), as verl's compute_policy_loss_gspo writes it: one
+    length-normalised ratio per sequence, s_i = exp(mean_t (logp - old_logp)) over the response
+    tokens, carried by every token as s_i,t = sg[s_i] exp(logp_t - sg[logp_t]) (value s_i,
+    gradient s_i grad logp_t), and l = -min(s A, clip(s, 1 - eps_low, 1 + eps_high) A), no
+    dual-clip. Summed over a sequence's tokens this has TRL's gradient (importance_sampling_level
+    ="sequence"), whose one ratio per sequence spreads d s_i / d logp_t = s_i / |y_i| over its
+    tokens, whenever all of a sequence's tokens are kept (every aggregation mode weighs them
+    alike); a mask that removes some tokens removes only their gradient here.
+
+    logp (differentiable), old_logp, response_mask: (N, T); advantages: (N,) or (N, T).
+    Returns (N, T); values at padding are meaningless (aggregate masks them)."""
+    adv = per_token(advantages, logp)
+    valid = response_mask.bool()
+    gap = torch.where(valid, logp.detach() - old_logp, torch.zeros_like(logp))
+    seq_log_ratio = gap.sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp(min=1)
+    log_ratio = (logp - logp.detach() + seq_log_ratio).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    return -torch.minimum(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+
+
+def cispo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_high: float = 4.0) -> Tensor:
+    """CISPO (MiniMax-M1, arXiv 2506.13585), as TRL's loss_type="cispo" writes it:
+    l = -sg[min(rho, 1 + eps_high)] A logp. The importance weight is clipped and detached, so
+    every token keeps a gradient (none is zeroed by a clip); no lower bound, as in the paper.
+    TRL's epsilon_high is the cap itself (recommended 5.0 = 1 + our eps_high 4.0).
+
+    logp (differentiable), old_logp: (N, T); advantages: (N,) or (N, T). Returns (N, T)."""
+    adv = per_token(advantages, logp)
+    weight = _ratio(logp, old_logp).clamp(max=1 + eps_high).detach()
+    return -weight * adv * logp
+
+
+def policy_surrogate(kind: str, logp: Tensor, old_logp: Tensor, advantages: Tensor,
+                     response_mask: Tensor, eps_low: float = 0.2, eps_high: float = 0.2,
+                     dual_clip: float = DUAL_CLIP) -> Tensor:
+    """The per-token policy loss that --policy-loss names: "ppo-clip" (clipped_surrogate),
+    "gspo" or "cispo". All (N, T) but advantages (N,) or (N, T)."""
+    if kind == "ppo-clip":
+        return clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high, dual_clip)
+    if kind == "gspo":
+        return gspo_surrogate(logp, old_logp, advantages, response_mask, eps_low, eps_high)
+    if kind == "cispo":
+        return cispo_surrogate(logp, old_logp, advantages, eps_high)
+    raise ValueError(f"unknown policy loss {kind!r}; choose one of {', '.join(POLICY_LOSSES)}.")
+
+
+@torch.no_grad()
+def policy_loss_metrics(kind: str, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
+                        response_mask: Tensor, eps_low: float, eps_high: float) -> dict[str, float]:
+    """What the GSPO / CISPO clip did, over the kept tokens (empty for "ppo-clip", whose clip
+    fractions loss_metrics reports): "gspo_clip_frac" = tokens of sequences whose ratio s_i lies
+    outside [1 - eps_low, 1 + eps_high] on the side where the clip zeroes the gradient, and
+    "gspo_ratio_mean"; "cispo_clip_frac" = tokens with rho > 1 + eps_high (their weight capped)."""
+    mask = mask.bool()
+    adv = per_token(advantages, logp)
+    if kind == "gspo":
+        valid = response_mask.bool()
+        gap = torch.where(valid, logp - old_logp, torch.zeros_like(logp))
+        seq = torch.exp(gap.sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp(min=1)).expand_as(logp)
+        clipped = ((seq < 1 - eps_low) & (adv < 0)) | ((seq > 1 + eps_high) & (adv > 0))
+        return {"gspo_clip_frac": _masked_mean(clipped.double(), mask), "gspo_ratio_mean": _masked_mean(seq, mask)}
+    if kind == "cispo":
+        return {"cispo_clip_frac": _masked_mean((_ratio(logp, old_logp) > 1 + eps_high).double(), mask)}
+    return {}
+
+
+def entropy_advantage(advantages: Tensor, entropy: Tensor, alpha: float, kappa: float) -> Tensor:
+    """Entropy-based advantage shaping (Cheng et al. 2025, arXiv 2506.14758):
+    A'_t = A_t + min(alpha H_t, |A_t| / kappa), H_t detached (a shaping term, not an entropy
+    gradient). The cap keeps the term below |A| / kappa, so it never flips the sign of A (for
+    kappa > 1) and is 0 where A = 0.
+
+    advantages: (N,) or (N, T); entropy: (N, T), the current policy's. Returns (N, T)."""
+    adv = per_token(advantages, entropy)
+    return adv + torch.minimum(alpha * entropy.detach(), adv.abs() / kappa)
+
+
+@torch.no_grad()
+def entropy_advantage_metrics(advantages: Tensor, entropy: Tensor, mask: Tensor, alpha: float,
+                              kappa: float) -> dict[str, float]:
+    """Over the kept tokens: "entropy_adv_bonus" = mean added term, "entropy_adv_capped_frac" =
+    fraction where |A| / kappa < alpha H (the cap binds; A = 0 tokens included)."""
+    adv = per_token(advantages, entropy)
+    bonus = torch.minimum(alpha * entropy, adv.abs() / kappa)
+    return {"entropy_adv_bonus": _masked_mean(bonus, mask.bool()),
+            "entropy_adv_capped_frac": _masked_mean((adv.abs() / kappa < alpha * entropy).double(), mask.bool())}
+
+
+def w_reinforce_advantages(rewards: Tensor, positive_weight: float = 0.1) -> Tensor:
+    """Weighted REINFORCE (Zhu et al. 2025, arXiv 2506.01347), as the authors' release
+    computes it (compute_psr_nsr_outcome_advantage, advantage="weighted"): no group baseline
+    and no std; a correct response (r > 0.5) gets lambda r, an incorrect one r - 1. With binary
+    rewards: +lambda and -1. lambda = 0 leaves only the negative samples (NSR). rewards: (N,)."""
+    r = rewards.float()
+    return torch.where(r > 0.5, positive_weight * r, r - 1)
+
+
+def _comb(a: int, b: int) -> int:
+    """C(a, b), 0 when b > a or a < 0 (scipy's comb, which the release uses)."""
+    return math.comb(a, b) if a >= 0 else 0
+
+
+def passk_advantages(rewards: Tensor, group_size: int, k: int) -> Tensor:
+    """Pass@k training advantages in closed form (Chen et al. 2025, arXiv 2508.10751: the
+    "analytical derivation"; the release's code/passk_adv.py calc_adv) for binary rewards, per
+    group of n = group_size responses with c correct:
+
+        R = 1 - C(n - c, k) / C(n, k)            the group's mean pass@k reward
+        sigma = sqrt(R (1 - R))
+        A_pos = (1 - R) / (sigma + 1e-6)
+        A_neg = (1 - R - C(n - c - 1, k - 1) / C(n - 1, k - 1)) / (sigma + 1e-6)
+
+    with C(a, b) = 0 for b > a. k = 1 gives GRPO's advantages with the population std.
+    rewards: (N,), correct means r > 0.5. Returns (N,) float32."""
+    if not 1 <= k <= group_size:
+        raise ValueError(f"pass@k training needs 1 <= k <= the group size {group_size}, got k={k}.")
+    correct = rewards.float().view(-1, group_size) > 0.5
+    n, pos, neg = group_size, [], []
+    for c in correct.sum(-1).tolist():
+        mean = 1 - math.comb(n - c, k) / math.comb(n, k)
+        sigma = math.sqrt(mean * (1 - mean))
+        pos.append((1 - mean) / (sigma + ADV_EPS))
+        neg.append((1 - mean - _comb(n - c - 1, k - 1) / math.comb(n - 1, k - 1)) / (sigma + ADV_EPS))
+    pos_adv, neg_adv = (torch.tensor(a, device=rewards.device)[:, None] for a in (pos, neg))
+    return torch.where(correct, pos_adv, neg_adv).view(-1).float()
+
+
+def adaptive_entropy_coef(state: dict, target: float) -> float:
+    """The entropy-bonus coefficient a step applies under adaptive entropy control (Skywork-OR1,
+    arXiv 2505.22312; TRL's use_adaptive_entropy): the controller's coefficient
+    when the entropy measured at the previous step was at or below the target, else 0.
+    state: {"entropy_coef", "entropy_last"} (entropy_last = inf before the first step)."""
+    return state["entropy_coef"] if state["entropy_last"] <= target else 0.0
+
+
+def adaptive_entropy_update(state: dict, entropy: float, target: float, delta: float,
+                            low: float, high: float) -> dict:
+    """One controller step, after the update (TRL's rule): coef + delta if the batch's mean
+    token entropy is at or below the target, else coef - delta, kept in [low, high]; the entropy
+    is remembered for the next step's gate. Updates state in place and returns it."""
+    coef = state["entropy_coef"] + (delta if entropy <= target else -delta)
+    state.update(entropy_coef=min(max(coef, low), high), entropy_last=entropy)
+    return state

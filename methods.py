@@ -8,19 +8,24 @@ grpo.kl_cov_penalty prices. Adding a method is adding a row to METHODS.
 
 Every mask reads the batch-wide statistics of one rollout batch (rollout.RolloutBatch: s_star,
 es, entropy, old_logp, advantages, response_mask) and the run's configuration (config.Config),
-and returns (keep (N, R) bool, metrics).
+and returns (keep (N, R) bool, metrics). The methods added in issue 25 (docs/methods.md) also
+change the advantages (`advantages`: W-REINFORCE, pass@k), the loss (their defaults set
+--policy-loss, --entropy-adv-alpha or --adaptive-entropy) or both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from torch import Tensor
 
 import clipping
+import grpo
 
 Mask = Callable[[object, object], tuple[Tensor, dict[str, float]]]   # (batch, cfg) -> (keep, metrics)
+Advantages = Callable[[Tensor, int, object], Tensor]   # (rewards (N,), group size, cfg) -> (N,)
 
 
 @dataclass(frozen=True)
@@ -28,11 +33,13 @@ class Method:
     """mask: (batch, cfg) -> (keep (N, R) bool, metrics). defaults: flag values the method implies.
     takes_mu: the method reads --mu (it is part of the run's label). penalty: (batch, cfg) ->
     (tokens priced by --kl-cov-coef |logp - old_logp| (N, R) bool, metrics), for KL-Cov; its
-    metrics replace the mask's."""
+    metrics replace the mask's. advantages: the advantage estimator, when not GRPO's
+    grpo.group_advantages."""
     mask: Mask
     defaults: dict
     takes_mu: bool = False
     penalty: Mask | None = None
+    advantages: Advantages | None = None
 
 
 def _keep_all(batch, cfg):
@@ -71,6 +78,38 @@ def _entropy_direction(direction: str) -> Mask:
     return mask
 
 
+def _w_reinforce_advantages(rewards, group_size, cfg):
+    return grpo.w_reinforce_advantages(rewards, cfg.positive_weight)
+
+
+def _w_reinforce(batch, cfg):
+    """Keep every token, but with lambda = 0 drop the correct responses, as the release's NSR
+    (advantage="negative") drops them from the batch: they leave the token-mean denominator too.
+    Metrics: how many responses are positive samples and what weight they carry."""
+    keep, metrics = _keep_all(batch, cfg)
+    positive = batch.rewards > 0.5
+    if cfg.positive_weight == 0:   # the removed tokens have A = 0: neither A > 0 nor A < 0
+        keep &= ~positive[:, None]
+        metrics["masked_frac"] = int((batch.response_mask & ~keep).sum()) / max(int(batch.response_mask.sum()), 1)
+    return keep, {**metrics, "positive_sample_frac": positive.float().mean().item(),
+                  "positive_weight": cfg.positive_weight}
+
+
+def _passk_advantages(rewards, group_size, cfg):
+    return grpo.passk_advantages(rewards, group_size, cfg.pass_k)
+
+
+def _passk(batch, cfg):
+    """Keep every token; report the pass@k advantages next to GRPO's: their mean over the correct
+    and the incorrect responses of groups with mixed rewards (the rest have advantage 0)."""
+    keep, metrics = _keep_all(batch, cfg)
+    correct = batch.rewards > 0.5
+    mixed = batch.by_group(correct.float()).std(-1).repeat_interleave(batch.group_size) > 0
+    for name, rows in (("pos", mixed & correct), ("neg", mixed & ~correct)):
+        metrics[f"passk_adv_{name}"] = batch.advantages[rows].mean().item() if rows.any() else 0.0
+    return keep, metrics
+
+
 METHODS = {
     "grpo": Method(_keep_all, {}),
     "clipb": Method(_clip_b, {"mu": 2.5}, takes_mu=True),    # released default (swept 2.0 to 3.0)
@@ -83,9 +122,63 @@ METHODS = {
     "kl-cov": Method(_keep_all, {}, penalty=_kl_cov),
     "entropy-up": Method(_entropy_direction("up"), {}),
     "entropy-down": Method(_entropy_direction("down"), {}),
+    # issue 25 (docs/methods.md): the entropy methods and losses the peers ship
+    "adaptive-entropy": Method(_keep_all, {"adaptive_entropy": True}),       # TRL: 0.2, 0.005, [0, 1]
+    "entropy-adv": Method(_keep_all, {"entropy_adv_alpha": 0.4}),           # Cheng et al.: kappa 2
+    "w-reinforce": Method(_w_reinforce, {"positive_weight": 0.1}, advantages=_w_reinforce_advantages),
+    "nsr": Method(_w_reinforce, {"positive_weight": 0.0}, advantages=_w_reinforce_advantages),
+    "passk": Method(_passk, {"pass_k": 4}, advantages=_passk_advantages),
+    "gspo": Method(_keep_all, {"policy_loss": "gspo", "eps_low": 3e-4, "eps_high": 4e-4,
+                               "loss_agg": "seq-mean-token-mean"}),
+    "cispo": Method(_keep_all, {"policy_loss": "cispo", "eps_high": 4.0}),   # TRL: cap 5.0
 }
+
+
+def advantages(cfg, rewards: Tensor, group_size: int) -> Tensor:
+    """The advantages of cfg.method for rewards (N,) in groups of group_size: its estimator,
+    else GRPO's group_advantages (with --no-adv-std: Dr. GRPO)."""
+    estimator = METHODS[cfg.method].advantages
+    if estimator is None:
+        return grpo.group_advantages(rewards, group_size, scale_std=cfg.adv_std)
+    return estimator(rewards, group_size, cfg)
+
+
+def reject_mismatch(batch, cfg) -> tuple[Tensor, dict[str, float]]:
+    """--mismatch-reject: the tokens (or sequences) whose sampler/trainer ratio stays inside
+    [--mismatch-low (default 1 / high), --mismatch-high] (clipping.mismatch_mask)."""
+    low = cfg.mismatch_low if cfg.mismatch_low is not None else 1 / cfg.mismatch_high
+    return clipping.mismatch_mask(batch.old_logp, batch.sampler_logp, batch.response_mask,
+                                  cfg.mismatch_reject, low, cfg.mismatch_high)
 
 
 def label(method: str, mu: float | None) -> str:
     """How runs of a setting are named in tables and legends: "clipv mu=1.0", "grpo"."""
     return f"{method} mu={mu}" if METHODS[method].takes_mu and mu is not None else method
+
+
+def loss_metrics(stats, mb, keep: Tensor, cfg) -> dict[str, float]:
+    """The issue-25 loss metrics of a micro-batch over its kept tokens: what --policy-loss's clip
+    did (grpo.policy_loss_metrics) and, with --entropy-adv-alpha, the entropy shaping term."""
+    out = grpo.policy_loss_metrics(cfg.policy_loss, stats.logp, mb.old_logp, mb.advantages, keep,
+                                   mb.response_mask, cfg.eps_low, cfg.eps_high)
+    if cfg.entropy_adv_alpha:
+        out.update(grpo.entropy_advantage_metrics(mb.advantages, stats.entropy, keep, cfg.entropy_adv_alpha,
+                                                  cfg.entropy_adv_kappa))
+    return out
+
+
+def adaptive_entropy_config(state: dict, cfg):
+    """cfg with the entropy coefficient this step applies under --adaptive-entropy. state (the
+    run's counters, saved in trainer_state) starts at --entropy-coef and no measured entropy."""
+    state.setdefault("entropy_coef", cfg.entropy_coef)
+    state.setdefault("entropy_last", math.inf)
+    return replace(cfg, entropy_coef=grpo.adaptive_entropy_coef(state, cfg.entropy_target))
+
+
+def adaptive_entropy_step(state: dict, entropy: float, cfg) -> dict[str, float]:
+    """After the update: the controller's step on the batch's mean token entropy (global: the
+    batch is whole on every rank). Metrics: the coefficient applied this step and the next one."""
+    applied = cfg.entropy_coef
+    grpo.adaptive_entropy_update(state, entropy, cfg.entropy_target, cfg.entropy_coef_delta,
+                                 cfg.entropy_coef_min, cfg.entropy_coef_max)
+    return {"entropy_coef_applied": applied, "entropy_coef": state["entropy_coef"]}

@@ -26,6 +26,16 @@ own thin line instead (runs of one setting share a colour and one legend entry).
 It also prints (and writes to <out>/summary.md) a table with one row per label: the held-out
 avg@n before and after training and pass@n, mean ± std over the runs given (seeds).
 
+    python plot.py --passk runs/methods/*/passk.json --base runs/methods/base-*/passk.json --out DIR
+
+draws instead pass@k against k (log2 axis), the exploration figure of Yue et al. 2025 (arXiv
+2504.13837): one line per setting, mean over its seeds with a band (--band std: ± one sample
+std; ci95: the 95% confidence interval of the mean, Student t), the base model as a dashed black
+line, into <out>/passk.png, and prints (and writes to <out>/passk.md) the same numbers as a
+table. Each source is an eval.py result file (named after the run folder it sits in, else its
+file name) or a run directory (the last evaluation that logged pass@k; with --base, the first,
+i.e. step 0: the model before training). With several evaluation sets, --eval-set picks one.
+
 Choices: a panel whose metric no run logged is skipped with a note (a GRPO run logs no
 masked fraction, an old run may lack a key); unparsable lines of metrics.jsonl (a run killed
 mid-write, a byte that is not UTF-8, a record without an integer "step") are skipped with one
@@ -319,10 +329,148 @@ def summary_table(groups: dict[str, list[list[dict]]], last: int = 10) -> str:
     return "\n".join(rows)
 
 
+# ----------------------------------------------------------------------------- pass@k against k
+
+PASS_AT = re.compile(r"^(?:eval/(?P<set>.+)/)?pass@(?P<k>\d+)$")
+# Student t quantile t_{0.975, df} for df = 1..30 (beyond: the normal 1.960), for 95% intervals
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042)
+BANDS = ("std", "ci95")
+
+
+def _by_set(values: dict[str, float], default_set: str) -> dict[str, dict[int, float]]:
+    """{set: {k: pass@k}} of the pass@k entries of one record or result."""
+    out: dict[str, dict[int, float]] = {}
+    for key, value in values.items():
+        match = PASS_AT.match(key)
+        if match and isinstance(value, (int, float)):
+            out.setdefault(match["set"] or default_set, {})[int(match["k"])] = float(value)
+    return out
+
+
+def read_passk(source: Path, eval_set: str | None = None, first: bool = False) -> dict[int, float]:
+    """{k: pass@k} of one source: an eval.py result file (its "results" of eval_set) or a run
+    directory (the last record of metrics.jsonl that logged pass@k; first: the first one)."""
+    if source.is_file():
+        try:
+            results = json.loads(source.read_text())["results"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"{source} is not an eval.py result file (no \"results\"); pass the "
+                             f"JSON that eval.py --out writes, or a run directory.") from None
+        sets = {name: _by_set(r, name).get(name, {}) for name, r in results.items()}
+    else:
+        records = [r for r in read_metrics(source) if any(PASS_AT.match(k) for k in r)]
+        if not records:
+            raise ValueError(f"{source} logged no pass@k; evaluate its runs with eval.py (--n 64) "
+                             f"or train with --eval-every.")
+        sets = _by_set(records[0] if first else records[-1], "")
+    sets = {name: ks for name, ks in sets.items() if ks}
+    if eval_set is not None and eval_set not in sets:
+        raise ValueError(f"{source} has no pass@k of evaluation set {eval_set!r}; it has "
+                         f"{', '.join(sorted(sets)) or 'none'}.")
+    if eval_set is None and len(sets) != 1:
+        raise ValueError(f"{source} has pass@k of several evaluation sets ({', '.join(sorted(sets))}); "
+                         f"choose one with --eval-set.")
+    return sets[eval_set if eval_set is not None else next(iter(sets))]
+
+
+def passk_label(source: Path) -> str:
+    """A run directory's run_label; for a result file, that of the run folder it sits in (its
+    folder or the one above, e.g. runs/x/final/eval.json), else the file's name."""
+    if source.is_dir():
+        return run_label(source)
+    for folder in (source.parent, source.parent.parent):
+        if (folder / "metrics.jsonl").is_file():
+            return run_label(folder)
+    return source.stem
+
+
+def _spread(values: list[float], band: str) -> tuple[float, float]:
+    """Mean and half-width of the band: one sample std, or the 95% t interval of the mean."""
+    mean, std = _mean_std(values)
+    if band == "ci95" and len(values) > 1:
+        df = len(values) - 1
+        return mean, (T975[df - 1] if df <= len(T975) else 1.960) * std / math.sqrt(len(values))
+    return mean, std
+
+
+def passk_curves(sources: list[Path], base: list[Path] = (), eval_set: str | None = None,
+                 band: str = "std") -> dict[str, tuple[list[int], list[float], list[float], int]]:
+    """{label: (ks, means, half-widths, number of seeds)} at the ks every source of the label
+    has; the base model's sources under "base model" (run directories read at their first
+    pass@k record, i.e. step 0)."""
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; choose one of {', '.join(BANDS)}.")
+    groups: dict[str, list[dict[int, float]]] = {}
+    for source in sources:
+        groups.setdefault(passk_label(source), []).append(read_passk(source, eval_set))
+    for source in base:
+        groups.setdefault("base model", []).append(read_passk(source, eval_set, first=True))
+    curves = {}
+    for label, runs in groups.items():
+        ks = sorted(set.intersection(*(set(r) for r in runs)))
+        stats = [_spread([r[k] for r in runs], band) for k in ks]
+        curves[label] = (ks, [m for m, _ in stats], [h for _, h in stats], len(runs))
+    return curves
+
+
+def passk_table(curves: dict) -> str:
+    """Markdown: one row per label, pass@k as mean ± half-width for every k any label has."""
+    ks = sorted({k for c in curves.values() for k in c[0]})
+    rows = ["| setting | runs | " + " | ".join(f"pass@{k}" for k in ks) + " |", "| --- " * (len(ks) + 2) + "|"]
+    for label, (have, means, halves, n) in curves.items():
+        cell = {k: f"{m:.3f} ± {h:.3f}" for k, m, h in zip(have, means, halves, strict=True)}
+        rows.append(f"| {label} | {n} | " + " | ".join(cell.get(k, "-") for k in ks) + " |")
+    return "\n".join(rows)
+
+
+def plot_passk(sources: list[Path], out_dir: Path, base: list[Path] = (), eval_set: str | None = None,
+               band: str = "std", show: bool = True) -> Path:
+    """pass@k against k (log2 axis) for the settings of `sources` and the base model (see
+    passk_curves); a band where a setting has several seeds. Writes and returns out_dir/passk.png."""
+    try:
+        import matplotlib
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("plot.py needs matplotlib, which is not installed: "
+                         "run `pip install matplotlib` and try again.") from None
+    curves = passk_curves(sources, base, eval_set, band)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colors = iter(f"C{i % 10}" for i in range(len(curves)))
+    for label, (ks, means, halves, n) in curves.items():
+        style = dict(color="black", linestyle="--") if label == "base model" else dict(color=next(colors))
+        ax.plot(ks, means, marker="o", markersize=4, linewidth=1.5, label=label, **style)
+        if n > 1:
+            ax.fill_between(ks, [m - h for m, h in zip(means, halves, strict=True)],
+                            [m + h for m, h in zip(means, halves, strict=True)],
+                            color=style["color"], alpha=0.2, linewidth=0)
+    all_ks = sorted({k for c in curves.values() for k in c[0]})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(all_ks, [str(k) for k in all_ks])
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel("pass@k")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if any(c[3] > 1 for c in curves.values()):
+        ax.set_title("mean over seeds ± " + ("1 std (sample)" if band == "std" else "95% CI (t)"), fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "passk.png"
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+    if show and matplotlib.get_backend().lower() not in NON_INTERACTIVE:
+        plt.show()
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     p = argparse.ArgumentParser(description="Plot entropy, accuracy, masked fraction and "
-                                            "response length against step for training runs.")
-    p.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by train.py")
+                                            "response length against step for training runs, or "
+                                            "pass@k against k (--passk).")
+    p.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by train.py "
+                                                           "(with --passk: also eval.py result files)")
     p.add_argument("--out", type=Path, default=Path("out/plots"), help="folder for the PNGs")
     p.add_argument("--no-show", action="store_true", help="only save the PNGs")
     p.add_argument("--smooth", type=int, default=1,
@@ -331,12 +479,27 @@ def main(argv: list[str] | None = None) -> list[Path]:
                    help="one thin line per run instead of the mean ± std band per setting")
     p.add_argument("--until", type=int, default=None,
                    help="read the runs only up to this step (figures and table)")
+    p.add_argument("--passk", action="store_true",
+                   help="draw pass@k against k instead: the paths are eval.py result files or run "
+                        "directories")
+    p.add_argument("--base", type=Path, nargs="+", default=[],
+                   help="with --passk: the base model's result files (or run directories, read at "
+                        "step 0), one dashed line")
+    p.add_argument("--eval-set", default=None, help="with --passk: the evaluation set to draw")
+    p.add_argument("--band", default="std", choices=BANDS,
+                   help="with --passk: ± one sample std over seeds, or the 95%% t interval of the mean")
     args = p.parse_args(argv)
     if args.until is not None and args.until < 0:
         raise ValueError(f"--until must be a step (0 or more), got {args.until}.")
     if args.smooth < 1:
         raise ValueError(f"--smooth must be at least 1 (1: no smoothing), got {args.smooth}.")
     check_output(args.out)
+    if args.passk:
+        path = plot_passk(args.run_dirs, args.out, args.base, args.eval_set, args.band, show=not args.no_show)
+        table = passk_table(passk_curves(args.run_dirs, args.base, args.eval_set, args.band))
+        (args.out / "passk.md").write_text(table + "\n")
+        print(table)
+        return [path]
     groups = group_runs(unique_runs(args.run_dirs), args.until)   # read once: notes print once
     try:
         written = plot_runs(groups, args.out, show=not args.no_show, window=args.smooth,

@@ -89,7 +89,7 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     scores = rewards.batch_rewards(batch.texts, batch.answers, style=data.reward_style(cfg.prompt_style),
                                    boxes=cfg.box_rule)
     reward = torch.tensor(scores, dtype=torch.float32, device=batch.response_ids.device)
-    advantages = grpo.group_advantages(reward, batch.group_size, scale_std=cfg.adv_std)
+    advantages = methods.advantages(cfg, reward, batch.group_size)
     extras = {}
     with amp, memory.phase("scoring"):
         stats = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
@@ -104,6 +104,9 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     extras["keep"], mask_metrics = method.mask(batch, cfg)
     if method.penalty is not None:
         extras["penalised"], mask_metrics = method.penalty(batch, cfg)
+    if cfg.mismatch_reject != "none":
+        inside, rejected = methods.reject_mismatch(batch, cfg)
+        extras["keep"], mask_metrics = extras["keep"] & inside, {**mask_metrics, **rejected}
     mismatch = grpo.sampler_mismatch(batch.old_logp, batch.sampler_logp, batch.response_mask)
     return batch, extras, {**batch.metrics(), **mask_metrics, **mismatch,
                            "time_generate": t1 - t0, "time_score": t2 - t1}
@@ -113,9 +116,12 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
 
 def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, ex: dict[str, Tensor],
                cfg: Config) -> Tensor:
-    """The per-token loss of a micro-batch: the clipped surrogate plus the penalties switched on."""
-    surrogate = grpo.clipped_surrogate(stats.logp, mb.old_logp, mb.advantages, cfg.eps_low,
-                                       cfg.eps_high, cfg.dual_clip)
+    """The per-token loss of a micro-batch: the policy surrogate (--policy-loss; on advantages
+    shaped by the entropy with --entropy-adv-alpha) plus the penalties switched on."""
+    adv = mb.advantages if not cfg.entropy_adv_alpha else grpo.entropy_advantage(
+        mb.advantages, stats.entropy, cfg.entropy_adv_alpha, cfg.entropy_adv_kappa)
+    surrogate = grpo.policy_surrogate(cfg.policy_loss, stats.logp, mb.old_logp, adv, mb.response_mask,
+                                      cfg.eps_low, cfg.eps_high, cfg.dual_clip)
     if cfg.tis_cap is not None:
         surrogate = surrogate * grpo.tis_weights(mb.old_logp, mb.sampler_logp, cfg.tis_cap)
     terms = grpo.penalty_terms(
@@ -160,6 +166,7 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
             n = int(ex["keep"].sum())
             m = grpo.loss_metrics(stats.logp, mb.old_logp, mb.advantages, ex["keep"], cfg.eps_low,
                                   cfg.eps_high, cfg.dual_clip, ex.get("ref_logp"))
+            m.update(methods.loss_metrics(stats, mb, ex["keep"], cfg))
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v * n
             weight += n
@@ -319,6 +326,8 @@ def setup(cfg: Config) -> Run:
 def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[int]]:
     """Steps 1-5 and the evaluation of step 6. Returns (metrics record, batch, prompt indices)."""
     cfg = run.cfg
+    if cfg.adaptive_entropy:   # the coefficient the controller set after the previous step
+        cfg = methods.adaptive_entropy_config(run.counters, cfg)
     t0 = time.perf_counter()
     indices = run.sampler.next(cfg.prompts_per_step)
     batch, extras, metrics = rollout_step(run.model, run.tokenizer, run.examples, indices, cfg,
@@ -333,6 +342,8 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     t2 = time.perf_counter()
+    if cfg.adaptive_entropy:   # run.counters go into trainer_state, so a resumed run continues it
+        metrics.update(methods.adaptive_entropy_step(run.counters, metrics["entropy"], cfg))
     run.counters["nonfinite_total"] += metrics["nonfinite"]
     run.counters["nonfinite_in_a_row"] = (run.counters["nonfinite_in_a_row"] + 1
                                           if metrics["nonfinite"] else 0)

@@ -68,7 +68,7 @@ def _differences(a: dict, b: dict) -> dict[str, float]:
 
 def test_two_processes_compute_what_one_does(equivalence):
     one, two = equivalence
-    assert set(one) == set(two) and len(one) == 10
+    assert set(one) == set(two) and len(one) == 11
     for name in one:
         a, b = one[name], two[name]
         assert torch.equal(a["keep"], b["keep"]), name
@@ -82,6 +82,7 @@ def test_two_processes_compute_what_one_does(equivalence):
     assert one["clipb"]["metrics"]["masked_frac_neg"] > 0
     assert one["clipv-cap"]["metrics"]["masked_frac"] != one["clipv"]["metrics"]["masked_frac"]
     assert one["kl-cov"]["penalised"].any()
+    assert one["peers"]["metrics"]["entropy_adv_bonus"] > 0 and "gspo_clip_frac" in one["peers"]["metrics"]
     head, embedding = (one["untied"]["update"][k] for k in ("lm_head.weight", "model.embed_tokens.weight"))
     assert not torch.equal(head, embedding) and head.abs().max() > 0    # the untied head trains apart
 

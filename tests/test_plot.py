@@ -367,3 +367,80 @@ def test_the_command_exits_2_on_a_mistake():
     proc = subprocess.run([sys.executable, str(Path(plot.__file__)), "nowhere", "--until", "-1"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr == "error: --until must be a step (0 or more), got -1.\n"
+
+
+# ----- pass@k against k -----
+
+def _eval_file(run: Path, correct: list[int], n: int = 8) -> Path:
+    """An eval.py result file beside a run, its numbers from eval.aggregate."""
+    import eval as evaluation
+    path = run / "final" / "eval.json"
+    path.parent.mkdir(parents=True)
+    result = {"num_problems": len(correct), "n": n, **evaluation.aggregate(correct, n), "correct": correct}
+    path.write_text(json.dumps({"settings": {"n": n}, "results": {"synthetic": result}}))
+    return path
+
+
+@pytest.fixture
+def passk_sources(tmp_path):
+    """Two seeds of grpo and one of clipv with eval.py files (n = 8), and the runs' step-0
+    evaluations (the base model) logged with n = 4 on two sets."""
+    def run(name, label, base_pass):
+        records = [{"step": 0, "eval/synthetic/pass@1": base_pass, "eval/synthetic/pass@4": base_pass + 0.2,
+                    "eval/heldout/pass@1": 0.0}, {"step": 1, "entropy": 1.0}]
+        return write_run(tmp_path / name, {"method": label, "label": label}, records)
+
+    runs = [run("grpo-seed0", "grpo", 0.1), run("grpo-seed1", "grpo", 0.3), run("clipv-seed0", "clipv mu=1.0", 0.2)]
+    files = [_eval_file(runs[0], [8, 0, 4, 1]), _eval_file(runs[1], [8, 2, 4, 0]), _eval_file(runs[2], [6, 6, 2, 2])]
+    return runs, files
+
+
+def test_passk_reads_result_files_and_runs(passk_sources):
+    import eval as evaluation
+    runs, files = passk_sources
+    got = plot.read_passk(files[0])
+    assert sorted(got) == [1, 2, 4, 8] and got[2] == pytest.approx(evaluation.aggregate([8, 0, 4, 1], 8)["pass@2"])
+    assert plot.passk_label(files[0]) == "grpo" and plot.passk_label(runs[2]) == "clipv mu=1.0"
+    assert plot.read_passk(runs[0], "synthetic", first=True) == {1: 0.1, 4: pytest.approx(0.3)}
+    with pytest.raises(ValueError, match="several evaluation sets"):
+        plot.read_passk(runs[0], first=True)
+    with pytest.raises(ValueError, match="no pass@k of evaluation set 'aime24'"):
+        plot.read_passk(files[0], "aime24")
+    bare = write_run(runs[0].parent / "bare", {"label": "x"}, [{"step": 1, "entropy": 1.0}])
+    with pytest.raises(ValueError, match="logged no pass@k"):
+        plot.read_passk(bare)
+
+
+@pytest.mark.parametrize("band", ["std", "ci95"])
+def test_passk_figure_mean_band_and_base_line(band, passk_sources, tmp_path, monkeypatch):
+    import eval as evaluation
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    drawn = _record_axes(monkeypatch)
+    runs, files = passk_sources
+    path = plot.plot_passk(files, tmp_path / "plots", base=runs, eval_set="synthetic", band=band, show=False)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = drawn["passk"]
+    assert figure["legend"] == ["grpo", "clipv mu=1.0", "base model"]
+    assert len(figure["bands"]) == 2                          # grpo (2 seeds) and the base model (3 runs)
+    (ks, grpo_mean), _, (base_ks, base_mean) = figure["lines"]
+    assert ks == [1, 2, 4, 8] and base_ks == [1, 4] and figure["colors"][2] == "black"
+    seeds = [evaluation.aggregate(c, 8) for c in ([8, 0, 4, 1], [8, 2, 4, 0])]
+    assert grpo_mean == pytest.approx([(a[f"pass@{k}"] + b[f"pass@{k}"]) / 2 for k in ks for a, b in [seeds]])
+    assert base_mean == pytest.approx([0.2, 0.4])
+    curves = plot.passk_curves(files, runs, "synthetic", band)
+    half = curves["base model"][2][0]                         # pass@1 of the base: 0.1, 0.3, 0.2 -> std 0.1
+    assert half == pytest.approx(0.1 if band == "std" else 4.303 * 0.1 / math.sqrt(3))
+
+
+def test_main_passk_writes_the_figure_and_the_table(passk_sources, tmp_path):
+    pytest.importorskip("matplotlib")
+    runs, files = passk_sources
+    out = tmp_path / "plots"
+    written = plot.main(["--passk", *map(str, files), "--base", *map(str, runs), "--eval-set", "synthetic",
+                         "--out", str(out), "--no-show", "--band", "ci95"])
+    assert written == [out / "passk.png"] and written[0].stat().st_size > 1000
+    table = (out / "passk.md").read_text().splitlines()
+    assert table[0] == "| setting | runs | pass@1 | pass@2 | pass@4 | pass@8 |"
+    assert table[3].startswith("| clipv mu=1.0 | 1 | 0.500 ± 0.000 |")
+    assert table[4].startswith("| base model | 3 | 0.200 ± 0.248 | - | 0.400 ± 0.248 | - |")

@@ -150,13 +150,24 @@ def test_run_writes_metrics_samples_config_checkpoints_and_final(tiny_path, tmp_
     assert train.main(small(tiny_path, out)) == 2
 
 
+# what each method added in issue 25 logs (docs/methods.md)
+NEW_METRICS = {"adaptive-entropy": ("entropy_coef", "entropy_coef_applied"),
+               "entropy-adv": ("entropy_adv_bonus", "entropy_adv_capped_frac"),
+               "w-reinforce": ("positive_sample_frac",), "nsr": ("positive_sample_frac",),
+               "passk": ("passk_adv_pos", "passk_adv_neg"), "gspo": ("gspo_clip_frac", "gspo_ratio_mean"),
+               "cispo": ("cispo_clip_frac", "mismatch_masked_frac", "mismatch_masked_seq_frac")}
+
+
 @pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if m != "grpo" and not spec.takes_mu])
 def test_short_run_of_each_comparison_method_with_the_probe(method, tiny_path, tmp_path):
     out = tmp_path / method
-    assert train.main(small(tiny_path, out, "--method", method, "--probe-every", "2")) == 0
+    extra = {"passk": ["--pass-k", "2"],                      # small() samples groups of 2
+             "cispo": ["--mismatch-reject", "sequence"]}.get(method, [])
+    assert train.main(small(tiny_path, out, "--method", method, "--probe-every", "2", *extra)) == 0
     first, second = read_jsonl(out / "metrics.jsonl")
     for r in (first, second):
         assert {"masked_frac", "masked_frac_pos", "masked_frac_neg"} <= set(r) and math.isfinite(r["loss"])
+        assert set(NEW_METRICS.get(method, ())) <= set(r), method
     assert "probe/corr" not in first     # a random model earns no reward: the values are NaN here
     assert {"probe/sign_agreement", "probe/sign_agreement_top", "probe/corr", "time_probe"} <= set(second)
 
