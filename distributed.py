@@ -52,6 +52,13 @@ class World:
         return self.rank == 0
 
 
+def planned() -> World:
+    """This process's place among those torchrun started, read from its environment before the
+    process group exists: what can be checked is checked before it starts, and a mistake every
+    rank finds alike is printed by rank 0 alone."""
+    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+
 def init(device: torch.device) -> World:
     """The process group when started by torchrun (WORLD_SIZE > 1), else World()."""
     size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -191,6 +191,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    policy.check_model_folder(args.model)   # a run folder, not its final/: say so before anything slow
     names = [s.strip() for s in args.datasets.split(",") if s.strip()]
     if not names:
         raise ValueError("--datasets is empty; give at least one data set name or file.")
