@@ -354,16 +354,37 @@ def lock_run_folder(out: Path) -> None:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.seek(0)
-        holder = f.read().strip() or "another process"
+        holder = f.read().strip()
         f.close()
-        raise ValueError(f"--out {out} is in use by another run ({holder}); wait for it to end or "
-                         f"stop it, or choose another --out.") from None
+        raise ValueError(_in_use(out, holder)) from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shlex.join([sys.executable, *sys.argv])}\n")
     f.flush()
     _HELD[key] = f
+
+
+def check_free(out: Path) -> None:
+    """Raise ValueError naming the holder when a live run holds `out` (--resume checks it before
+    it reads the checkpoints that run is writing and pruning). A shared lock, released at once:
+    several processes of one torchrun may ask together without seeing each other."""
+    if Path(out).resolve() in _HELD:
+        return
+    try:
+        f = open(Path(out) / LOCK_FILE)
+    except OSError:        # no folder or no lock file: no run has held it
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(_in_use(out, f.read().strip())) from None
+
+
+def _in_use(out: Path, holder: str) -> str:
+    return (f"--out {out} is in use by another run ({holder or 'another process'}); wait for it to "
+            f"end or stop it, or choose another --out.")
 
 
 def release_run_folders() -> None:

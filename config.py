@@ -331,6 +331,7 @@ def resolve_config(argv: list[str] | None) -> Config:
     flags given now, which `check_resume` must accept. Validated."""
     cfg = parse_args(argv)
     if cfg.resume:
+        checkpoint.check_free(Path(cfg.out))
         latest = checkpoint.latest(Path(cfg.out))
         if latest is None:
             raise ValueError(f"--resume found no complete checkpoint in {cfg.out}; check --out, "

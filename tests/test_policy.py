@@ -8,6 +8,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import config
+import eval as evaluation
 import policy
 import train
 from conftest import CPU_AMP, rollout_with_advantages
@@ -98,3 +99,24 @@ def test_dropout_is_off_so_an_on_policy_step_has_ratio_exactly_1(tiny_path, tmp_
                                     cfg, CPU_AMP)
         assert metrics["ratio_mean"] == 1.0 and metrics["approx_kl"] == 0.0, metrics
         assert math.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
+
+
+def test_a_run_folder_as_the_model_is_named_in_train_dry_run_and_eval(tiny_path, tmp_path, capsys):
+    """Its own config.json (the run's) used to defeat the check: "Unrecognized model", or
+    "incomplete or damaged"."""
+    run = tmp_path / "run"
+    (run / "checkpoint-2").mkdir(parents=True)
+    (run / "config.json").write_text('{"method": "grpo", "label": "grpo", "steps": 2}')
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    said = f"{run} is a run folder, not a model: pass its final/ (or one of its checkpoint-N/ folders)"
+    for extra in ([], ["--dry-run"]):
+        assert train.main(["--model", str(run), "--out", str(tmp_path / "out"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1
+    with pytest.raises(ValueError, match="is a run folder, not a model: pass its final/"):
+        evaluation.main(["--model", str(run), "--out", str(tmp_path / "out" / "eval.json")])
+    assert not (tmp_path / "out").exists()           # refused before anything was written
+    trainer_output = tmp_path / "trainer"             # a model beside its checkpoints: loads
+    shutil.copytree(tiny_path, trainer_output)
+    (trainer_output / "checkpoint-2").mkdir()
+    policy.check_model_folder(str(trainer_output))
