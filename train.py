@@ -438,7 +438,7 @@ def train(run: Run) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (2: a bad flag or input, with one
     line saying what to do)."""
-    planned = distributed.planned()   # under torchrun: checks before the process group, said once
+    planned, mistake = distributed.planned(), None   # under torchrun: checked before the group starts
     try:
         cfg = resolve_config(argv)
         distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, planned)
@@ -449,12 +449,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return train(setup(cfg))
     except ValueError as err:   # every rank finds it (rank 0's folder checks are broadcast): exit 2
+        mistake = f"error: {err}"
         if planned.main:
-            print(f"error: {err}", file=sys.stderr)
+            print(mistake, file=sys.stderr)
         return 2
     finally:
         checkpoint.release_run_folders()
         distributed.close()
+        if mistake and not planned.main:   # said once, by rank 0; every rank exits 2
+            distributed.leave_after_rank0(mistake, 2)
 
 
 if __name__ == "__main__":
