@@ -25,6 +25,8 @@ Choices and why:
   itself and renamed, and a partial last line (a kill mid-write) is dropped, never fatal.
 * A new run in a folder that holds metrics but no checkpoint (a run killed before its first
   save) moves the old files aside (`move_aside`) instead of appending to them.
+* Flags a --resume changes (config.RESUME_MAY_CHANGE) are logged in <out>/resumes.jsonl with the
+  step they took effect (`record_resume`), and config.json lists them under "resumes".
 * A run owns its folder for its whole life (`lock_run_folder`): an flock on <out>/run.lock,
   taken before anything slow and held by the process, so a second run on the folder (a new one
   or a --resume) is refused with the holder named, and a killed run's lock dies with it (the

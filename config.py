@@ -6,8 +6,9 @@ and validation.
 Every field of `Config` is a flag (`--name-with-dashes`) with its help text beside it, so the
 defaults a run used, its `config.json` and `python train.py --help` cannot drift apart. With
 --resume the saved configuration of the latest checkpoint is the base and only the flags given
-now override it. `validate` rejects impossible settings with one sentence that says what to do,
-before any model or data loads.
+now override it, if `check_resume` accepts them (RESUME_MAY_CHANGE / RESUME_FIXED: a resume
+may lengthen a run or change how it is observed, never what it trains). `validate` rejects
+impossible settings with one sentence that says what to do, before any model or data loads.
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ class Config:
                                       "(--no-save-optimizer: weights only; --resume then "
                                       "restarts AdamW's moments)")
     sample_every: int = _opt(10, "write a few decoded responses to samples.jsonl every N steps")
-    resume: bool = _opt(False, "continue the latest checkpoint in --out (its saved config, "
-                               "overridden by flags given now)")
+    resume: bool = _opt(False, "continue the latest checkpoint in --out (its saved config; flags "
+                               "given now may lengthen the run or change evaluation, saving and "
+                               "hardware settings, not what it trains: docs/failures.md)")
     dry_run: bool = _opt(False, "print what the run will generate, its disk and a memory "
                                 "estimate (memory.py), then exit without loading any weights")
     preset: str = _opt("none", "paper: the authors' released configuration (flags given still win)",
@@ -290,7 +292,7 @@ RESUME_MAY_CHANGE = {
 RESUME_FIXED = {
     **dict.fromkeys(("method", "mu", "mu_pos", "clip_max_frac", "forking_frac", "clip_cov_ratio",
                      "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio", "kl_cov_coef"),
-                    "the method and its strength name the run (its label)"),
+                    "the method and its strength name the run and its label"),
     "model": "the run's weights come from its checkpoint and its KL reference from this model",
     **dict.fromkeys(("dataset", "split", "question_key", "answer_key", "holdout", "prompt_style",
                      "box_rule"), "the problems, prompts and reward the run trains on"),

@@ -78,8 +78,8 @@ def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.floa
                 gradient_checkpointing: bool = False):
     """(model, tokenizer) from a local folder or a hub id, weights in `dtype` on `device`,
     whatever dtype was saved, dropout off (`without_dropout`); model.native_dtype is the dtype it
-    was saved in (final/ goes back to it). Anything that keeps it from loading (not a model folder, damaged weights, an
-    unreachable hub) raises ValueError saying what to do."""
+    was saved in (final/ goes back to it). Anything that keeps it from loading (not a model
+    folder, damaged weights, an unreachable hub) raises ValueError saying what to do."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer   # ~2 s; --help needs none of it
     local = Path(path).is_dir()
     check_model_folder(path)
@@ -113,13 +113,13 @@ def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.floa
 
 def without_dropout(config):
     """`config` with every dropout rate 0 (attention_dropout, attn_pdrop, resid_pdrop, embd_pdrop,
-    hidden_dropout, ...), as RL fine-tuning frameworks do (TRL's disable_dropout): the update
+    hidden_dropout, layerdrop, ...), as RL fine-tuning frameworks do (TRL's disable_dropout): the update
     runs in train mode (gradient checkpointing needs it), and with dropout on, a strictly
     on-policy step would not see the log-probs it was scored with (ratio != 1) and its gradient
     would be noisy. Attention's functional dropout reads these rates, so nn.Dropout alone is not
     enough. final/ is saved with this config: the rates the policy was trained with."""
     for name, value in vars(config).items():
-        if ("dropout" in name or name.endswith("pdrop")) and isinstance(value, float):
+        if "drop" in name and isinstance(value, float):   # OPT's layerdrop skips whole layers
             setattr(config, name, 0.0)
     return config
 

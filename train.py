@@ -300,20 +300,18 @@ def setup(cfg: Config) -> Run:
               optimizer, scheduler,
               data.PromptSampler(len(examples), cfg.seed), examples, eval_sets,
               {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0, world)
-    resumes = []
+    changed = {}    # flags this --resume changes (config.RESUME_MAY_CHANGE): {flag: [old, new]}
     if latest is not None:
         state = checkpoint.restore(latest, model, optimizer, scheduler, run.sampler, world)
         run.counters, run.step = state["counters"], state["step"]
+        changed = resume_changes(state["config"], cfg)
         if world.main:
-            changed = resume_changes(state["config"], cfg)
-            resumes = checkpoint.record_resume(out, run.step, changed)
-            tqdm.write(f"resumed from {latest} at step {run.step}" + "".join(
-                f"; --{k.replace('_', '-')} {old} -> {new}" for k, (old, new) in changed.items()))
+            tqdm.write(f"resumed from {latest} at step {run.step}" + (f"; changed {changed}" if changed else ""))
     if world.main:
         tqdm.write(memory.plan(cfg, model.config, sum(p.numel() for p in model.parameters()),
                                eval_sets, model.native_dtype, world.size))
         record = {**dataclasses.asdict(cfg), "label": methods.label(cfg.method, cfg.mu),
-                  "world_size": world.size, **({"resumes": resumes} if resumes else {})}
+                  "world_size": world.size, "resumes": checkpoint.record_resume(out, run.step, changed)}
         (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     return run
 
@@ -370,7 +368,7 @@ def train(run: Run) -> int:
     handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {s: signal.signal(s, stop) for s in handled}
     resume = checkpoint.resume_command(out, world)
-    last_saved, step, finishing, warned = run.step, run.step, False, False
+    last_saved, step, warned = run.step, run.step, False
     bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.method, dynamic_ncols=True,
                disable=not world.main)
     try:
@@ -413,10 +411,10 @@ def train(run: Run) -> int:
                 if world.main:
                     tqdm.write(f"stopped at step {step}; checkpoint {path}. Resume with:\n  {resume}")
                 return 128 + (stop.signum or signal.SIGTERM)
-        finishing = True     # a first Ctrl-C lets final/ be written (minutes on 7B), a second abandons it
+        # a first Ctrl-C lets final/ be written (minutes on 7B), a second abandons it
         checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype, world)
     except KeyboardInterrupt:
-        what = "writing final/ (it is not written)" if finishing else f"step {step}"
+        what = "writing final/ (it is not written)" if last_saved == cfg.steps else f"step {step}"
         tqdm.write(f"abandoned {what}; " + (f"the latest checkpoint is step {last_saved}. Resume "
                    f"with:\n  {resume}" if last_saved else "no checkpoint was written: run the "
                    "same command again to start over (the logs move aside)."))

@@ -1,6 +1,7 @@
 """Tests for config.py: flags, method defaults, the paper preset, validation."""
 
 import dataclasses
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -96,10 +97,16 @@ def test_unknown_method_is_an_argparse_error(capsys):
 
 # ----- --resume: what may change -----
 
-def test_every_flag_has_one_place_in_the_resume_policy():
+def test_every_flag_has_one_place_in_the_resume_policy_and_the_docs_say_the_same():
     tables = [set(config.RESUME_MAY_CHANGE), set(config.RESUME_FIXED), set(config.RESUME_IGNORED)]
     assert sum(len(t) for t in tables) == len(set().union(*tables))
     assert set().union(*tables) == {f.name for f in fields(config.Config)}
+    documented = {"may change": set(), "fixed": set(), "not a setting": set()}
+    for line in (REPO / "docs" / "failures.md").read_text().splitlines():
+        row = line.split("|")
+        if len(row) > 3 and row[1].strip() in documented:
+            documented[row[1].strip()] |= {f.replace("-", "_") for f in re.findall(r"`--([\w-]+)", row[2])}
+    assert list(documented.values()) == tables
 
 
 def saved_run(out: Path, step: int = 3) -> Path:
