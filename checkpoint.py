@@ -25,10 +25,17 @@ Choices and why:
   itself and renamed, and a partial last line (a kill mid-write) is dropped, never fatal.
 * A new run in a folder that holds metrics but no checkpoint (a run killed before its first
   save) moves the old files aside (`move_aside`) instead of appending to them.
+* Flags a --resume changes (config.RESUME_MAY_CHANGE) are logged in <out>/resumes.jsonl with the
+  step they took effect (`record_resume`), and config.json lists them under "resumes".
+* A run owns its folder for its whole life (`lock_run_folder`): an flock on <out>/run.lock,
+  taken before anything slow and held by the process, so a second run on the folder (a new one
+  or a --resume) is refused with the holder named, and a killed run's lock dies with it (the
+  kernel releases it), so it never blocks its own --resume.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -37,6 +44,9 @@ import re
 import shlex
 import shutil
 import signal
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +59,7 @@ from distributed import World
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.pt"
+LOCK_FILE = "run.lock"        # who runs in the folder: pid, host, start time, command
 OPTIMIZER_DIR = "optimizer"   # the sharded optimiser state of a multi-process checkpoint
 
 
@@ -270,7 +281,19 @@ def truncate_jsonl(path: Path, step: int) -> None:
         os.replace(tmp, path)
 
 
-LOGS = ("metrics.jsonl", "samples.jsonl", "config.json")
+RESUMES = "resumes.jsonl"   # one line per --resume that changed flags: {"step", "changed": {flag: [old, new]}}
+LOGS = ("metrics.jsonl", "samples.jsonl", "config.json", RESUMES)
+
+
+def record_resume(out: Path, step: int, changed: dict) -> list[dict]:
+    """Log a --resume from checkpoint `step` that changed flags (config.RESUME_MAY_CHANGE) in
+    <out>/resumes.jsonl, after dropping the records of earlier resumes from this step or later
+    (their steps were not kept: the run died before its next checkpoint). Returns every record."""
+    path = Path(out) / RESUMES
+    truncate_jsonl(path, step - 1)
+    if changed:
+        append_jsonl(path, {"step": step, "changed": changed})
+    return read_jsonl(path) if path.exists() else []
 
 
 def move_aside(out: Path) -> Path | None:
@@ -292,7 +315,8 @@ def move_aside(out: Path) -> Path | None:
 def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
     """Check and tidy the run folder before anything loads; return the checkpoint to resume from
     (None for a new run). Raises ValueError, saying what to do, for a folder that holds the
-    model itself, one that cannot be written, or a new run over an existing run's checkpoints."""
+    model itself, one that cannot be written, one another run holds (`lock_run_folder`), or a
+    new run over an existing run's checkpoints."""
     out = Path(out)
     model_dir = Path(model)
     if model_dir.is_dir() and (out.resolve() == model_dir.resolve() or out.resolve() in model_dir.resolve().parents):
@@ -306,6 +330,7 @@ def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
     except OSError as err:
         raise ValueError(f"cannot write to --out {out} ({err.strerror or err}); choose a folder "
                          f"you can write to, on a disk with free space.") from None
+    lock_run_folder(out)      # before anything else touches the folder: it may be another run's
     clean_leftovers(out)
     found = latest(out)
     if found is not None and not resume:
@@ -314,6 +339,60 @@ def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
     if found is None and not resume and (aside := move_aside(out)) is not None:
         tqdm.write(f"{out} held the logs of a run that saved no checkpoint; moved them to {aside}")
     return found
+
+
+_HELD: dict[Path, object] = {}   # run folders this process holds: their open, flocked lock files
+
+
+def lock_run_folder(out: Path) -> None:
+    """Take <out>/run.lock for this process (kept until it exits or `release_run_folders`) and
+    write the holder into it; raise ValueError naming the holder when another process has it.
+    flock is released by the kernel when its holder dies, so a killed run leaves no stale lock."""
+    key = Path(out).resolve()
+    if key in _HELD:
+        return
+    f = open(key / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise ValueError(_in_use(out, holder)) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shlex.join([sys.executable, *sys.argv])}\n")
+    f.flush()
+    _HELD[key] = f
+
+
+def check_free(out: Path) -> None:
+    """Raise ValueError naming the holder when a live run holds `out` (--resume checks it before
+    it reads the checkpoints that run is writing and pruning). A shared lock, released at once:
+    several processes of one torchrun may ask together without seeing each other."""
+    if Path(out).resolve() in _HELD:
+        return
+    try:
+        f = open(Path(out) / LOCK_FILE)
+    except OSError:        # no folder or no lock file: no run has held it
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(_in_use(out, f.read().strip())) from None
+
+
+def _in_use(out: Path, holder: str) -> str:
+    return (f"--out {out} is in use by another run ({holder or 'another process'}); wait for it to "
+            f"end or stop it, or choose another --out.")
+
+
+def release_run_folders() -> None:
+    """Give up the run folders this process holds (the end of train.main; exiting does it too)."""
+    while _HELD:
+        _HELD.popitem()[1].close()
 
 
 def save_error(step: int, err: BaseException, last_saved: int, out: Path) -> str:

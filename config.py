@@ -6,8 +6,9 @@ and validation.
 Every field of `Config` is a flag (`--name-with-dashes`) with its help text beside it, so the
 defaults a run used, its `config.json` and `python train.py --help` cannot drift apart. With
 --resume the saved configuration of the latest checkpoint is the base and only the flags given
-now override it. `validate` rejects impossible settings with one sentence that says what to do,
-before any model or data loads.
+now override it, if `check_resume` accepts them (RESUME_MAY_CHANGE / RESUME_FIXED: a resume
+may lengthen a run or change how it is observed, never what it trains). `validate` rejects
+impossible settings with one sentence that says what to do, before any model or data loads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import clipping
 import data
 import entropy
 import grpo
+import policy
 import rewards
 import rollout
 from methods import METHODS
@@ -172,8 +174,9 @@ class Config:
                                       "(--no-save-optimizer: weights only; --resume then "
                                       "restarts AdamW's moments)")
     sample_every: int = _opt(10, "write a few decoded responses to samples.jsonl every N steps")
-    resume: bool = _opt(False, "continue the latest checkpoint in --out (its saved config, "
-                               "overridden by flags given now)")
+    resume: bool = _opt(False, "continue the latest checkpoint in --out (its saved config; flags "
+                               "given now may lengthen the run or change evaluation, saving and "
+                               "hardware settings, not what it trains: docs/failures.md)")
     dry_run: bool = _opt(False, "print what the run will generate, its disk and a memory "
                                 "estimate (memory.py), then exit without loading any weights")
     preset: str = _opt("none", "paper: the authors' released configuration (flags given still win)",
@@ -257,6 +260,9 @@ def validate(cfg: Config) -> None:
     need(cfg.lr <= 1, f"--lr {cfg.lr} is far too large (GRPO uses 1e-6 to 1e-4); choose one below 1.")
     need(cfg.mu is None or cfg.mu > 0, f"--mu must be positive, got {cfg.mu}.")
     need(cfg.mu is not None or not METHODS[cfg.method].takes_mu, f"--method {cfg.method} needs --mu.")
+    need(cfg.mu is None or METHODS[cfg.method].takes_mu,     # else "grpo-mu0.5" would name the run
+         f"--method {cfg.method} has no mu (only {', '.join(m for m in METHODS if METHODS[m].takes_mu)} "
+         f"read it); drop --mu.")
     for name in ("forking_frac", "clip_cov_ratio", "kl_cov_ratio"):
         need(0 < getattr(cfg, name) <= 1, f"--{name.replace('_', '-')} must be in (0, 1], "
                                           f"got {getattr(cfg, name)}.")
@@ -268,6 +274,7 @@ def validate(cfg: Config) -> None:
     need(cfg.mu_pos > 0, f"--mu-pos must be positive (inf turns it off), got {cfg.mu_pos}.")
     need(cfg.clip_max_frac is None or 0 < cfg.clip_max_frac <= 1,
          f"--clip-max-frac must be in (0, 1], got {cfg.clip_max_frac}.")
+    policy.check_model_folder(cfg.model)
     known = cfg.dataset == "synthetic" or cfg.dataset in data.KNOWN or Path(cfg.dataset).is_file()
     need(known, f"unknown --dataset {cfg.dataset!r}: use synthetic, one of "
                 f"{', '.join(sorted(data.KNOWN))}, or the path of an existing local file.")
@@ -310,16 +317,79 @@ def validate(cfg: Config) -> None:
          "--device cuda was asked for but no CUDA device is visible; use --device auto or cpu.")
 
 
+# What --resume may change. A run is one experiment: its metrics.jsonl, config.json and plot.py's
+# label describe all its steps, so a flag that changes what is trained, on what, or how the loss
+# is formed (FIXED) is refused; a flag that only changes how long, how it is observed and saved,
+# or how the same computation is laid out on the hardware (MAY_CHANGE) is accepted and recorded
+# in <out>/resumes.jsonl with the step it took effect. Every Config field is in one of the three.
+RESUME_MAY_CHANGE = {
+    "steps": "the run's length (above its checkpoint's step)",
+    **dict.fromkeys(("eval_every", "eval_datasets", "eval_n", "eval_temperature", "eval_top_p",
+                     "eval_max_new_tokens", "eval_limit", "eval_batch_size", "eval_question_key",
+                     "eval_answer_key", "probe_every"),
+                    "measurement only: the policy's updates do not read it"),
+    **dict.fromkeys(("save_every", "keep_last", "save_optimizer", "sample_every"),
+                    "what is written, and how often"),
+    **dict.fromkeys(("device", "dtype", "gradient_checkpointing", "micro_batch_size", "chunk_size",
+                     "gen_batch_size", "rollout_engine"),
+                    "the same computation laid out on other hardware (micro-batching never changes "
+                    "the gradient; the precision of sampling and forward passes may, slightly)"),
+}
+RESUME_FIXED = {
+    **dict.fromkeys(("method", "mu", "mu_pos", "clip_max_frac", "forking_frac", "clip_cov_ratio",
+                     "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio", "kl_cov_coef", "policy_loss",
+                     "adaptive_entropy", "entropy_target", "entropy_coef_delta", "entropy_coef_min",
+                     "entropy_coef_max", "entropy_adv_alpha", "entropy_adv_kappa", "positive_weight",
+                     "pass_k"),
+                    "the method and its strength name the run and its label"),
+    "model": "the run's weights come from its checkpoint and its KL reference from this model",
+    **dict.fromkeys(("dataset", "split", "question_key", "answer_key", "holdout", "prompt_style",
+                     "box_rule"), "the problems, prompts and reward the run trains on"),
+    **dict.fromkeys(("prompts_per_step", "group_size", "mini_batches", "max_new_tokens",
+                     "temperature", "top_p"), "the rollouts and the groups advantages compare"),
+    **dict.fromkeys(("lr", "warmup_steps", "weight_decay", "grad_clip", "eps_low", "eps_high",
+                     "dual_clip", "kl_coef", "entropy_coef", "tis_cap", "mismatch_reject",
+                     "mismatch_low", "mismatch_high", "loss_agg", "adv_std"),
+                    "the loss and the optimiser the run's history was trained with"),
+    "seed": "the data order and every random draw of the run",
+    "preset": "the configuration the run started from",
+}
+RESUME_IGNORED = ("out", "resume", "dry_run")   # where and how this command runs, not the run
+
+
+def resume_changes(saved: dict, cfg: Config) -> dict[str, list]:
+    """{field: [recorded value, value now]} for every field of cfg that differs from the
+    checkpoint's saved configuration (fields it lacks count as their defaults)."""
+    defaults = {f.name: getattr(Config(), f.name) for f in fields(Config)}
+    return {name: [saved.get(name, defaults[name]), getattr(cfg, name)] for name in defaults
+            if name not in RESUME_IGNORED and saved.get(name, defaults[name]) != getattr(cfg, name)}
+
+
+def check_resume(saved: dict, cfg: Config, step: int, finished: bool) -> None:
+    """Refuse, in one sentence, a FIXED flag changed at --resume, or a --steps with nothing left
+    to train (step: the checkpoint's; finished: final/ already written)."""
+    for name, (old, new) in resume_changes(saved, cfg).items():
+        if name in RESUME_FIXED:
+            raise ValueError(f"--{name.replace('_', '-')} cannot change at --resume: this run was "
+                             f"trained with {old}, not {new} ({RESUME_FIXED[name]}); drop the flag, "
+                             f"or start a new run in another --out.")
+    if cfg.steps < step or (cfg.steps == step and finished):
+        raise ValueError(f"--steps {cfg.steps}: this run is already at step {step}, so --resume has "
+                         f"nothing to train; give --steps above {step} to train it further.")
+
+
 def resolve_config(argv: list[str] | None) -> Config:
     """parse_args; with --resume, the saved config of the latest checkpoint overridden by the
-    flags given now. Validated."""
+    flags given now, which `check_resume` must accept. Validated."""
     cfg = parse_args(argv)
     if cfg.resume:
+        checkpoint.check_free(Path(cfg.out))
         latest = checkpoint.latest(Path(cfg.out))
         if latest is None:
             raise ValueError(f"--resume found no complete checkpoint in {cfg.out}; check --out, "
                              f"or drop --resume to start a new run.")
-        saved = checkpoint.load_trainer_state(latest)["config"]
-        cfg = Config(**{**saved, **given_flags(argv), "resume": True})
+        state = checkpoint.load_trainer_state(latest)
+        cfg = Config(**{**state["config"], **given_flags(argv), "resume": True})
+        check_resume(state["config"], cfg, state["step"], (Path(cfg.out) / "final").is_dir())
     validate(cfg)
     return cfg

@@ -31,6 +31,9 @@ small beside the model. Backend: NCCL on CUDA, gloo on the CPU.
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import time
 from dataclasses import dataclass, fields
 from datetime import timedelta
 
@@ -50,6 +53,24 @@ class World:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def planned() -> World:
+    """This process's place among those torchrun started, read from its environment before the
+    process group exists: what can be checked is checked before it starts, and a mistake every
+    rank finds alike is printed by rank 0 alone."""
+    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def leave_after_rank0(message: str, status: int, wait_s: float = 30.0) -> None:
+    """How a rank other than 0 leaves on a mistake every rank finds alike (a bad flag, a folder
+    in use): rank 0 prints it and exits with `status`; this rank waits for torchrun, seeing rank
+    0 gone, to stop it, and exits with the same status. Leaving at once it could be first, and
+    torchrun would stop rank 0 before it printed (and report SIGTERM for it). If rank 0 has not
+    gone within wait_s (it did not find the mistake), this rank says it itself."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(status))
+    time.sleep(wait_s)
+    print(f"{message} (rank {planned().rank})", file=sys.stderr)
 
 
 def init(device: torch.device) -> World:

@@ -241,6 +241,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     names = check_args(args)
+    policy.check_model_folder(args.model)   # a run folder, not its final/: say so before anything slow
     out = writable_output(Path(args.out))                              # before any slow work
     sets = {name: data.load_set(name, args.limit, args.question_key, args.answer_key)
             for name in names}                                         # before the slow model load

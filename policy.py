@@ -7,11 +7,14 @@ train.py and eval.py load models here, so both follow the same rule:
   passes under autocast to the compute dtype: weights held in bf16 silently drop updates at the
   paper's lr 1e-6 (bf16 keeps 8 bits of mantissa, so w + 1e-6 == w for any |w| > ~3e-4).
   Evaluation only reads the weights, so it loads them in the compute dtype directly.
+* dropout off: every policy is loaded without it, so a strictly on-policy update sees exactly
+  the log-probs its rollouts were scored with (ratio 1).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -44,31 +47,47 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
-def _check_local_folder(path: Path) -> None:
-    """A local --model must be a Hugging Face model folder; say what it is instead."""
-    if (path / "config.json").is_file():
+def is_run_folder(path: Path) -> bool:
+    """A training run's folder (train.py's --out: checkpoints, final/ or metrics.jsonl) rather
+    than a model folder: its config.json, if any, is the run's configuration, with no model_type
+    (a Hugging Face Trainer's output folder holds a model beside its checkpoints: not a run's)."""
+    if not (any(path.glob("checkpoint-*")) or (path / "final").is_dir() or (path / "metrics.jsonl").is_file()):
+        return False
+    try:
+        return "model_type" not in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError, TypeError):   # none, unreadable, not JSON or not an object
+        return True
+
+
+def check_model_folder(model: str) -> None:
+    """A local --model must be a Hugging Face model folder; say what it is instead (a run folder,
+    a folder without config.json). Hub ids (not local folders) pass. train.py, its --dry-run and
+    eval.py call it before anything slow."""
+    path = Path(model)
+    if not path.is_dir():
         return
-    if any(path.glob("checkpoint-*")) or (path / "final").is_dir():
-        raise ValueError(f"{path} is a training run's folder, not a model: pass its final/ (or "
-                         f"one of its checkpoint-N/ folders) as the model.")
-    raise ValueError(f"{path} has no config.json, so it is not a Hugging Face model folder; pass "
-                     f"a folder written by save_pretrained (e.g. a run's final/) or a hub id.")
+    if is_run_folder(path):
+        raise ValueError(f"{path} is a run folder, not a model: pass its final/ (or one of its "
+                         f"checkpoint-N/ folders) as the model.")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} has no config.json, so it is not a Hugging Face model folder; pass "
+                         f"a folder written by save_pretrained (e.g. a run's final/) or a hub id.")
 
 
 def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.float32,
                 gradient_checkpointing: bool = False):
     """(model, tokenizer) from a local folder or a hub id, weights in `dtype` on `device`,
-    whatever dtype was saved; model.native_dtype is the dtype it was saved in (final/ goes back
-    to it). Anything that keeps it from loading (not a model folder, damaged weights, an
-    unreachable hub) raises ValueError saying what to do."""
+    whatever dtype was saved, dropout off (`without_dropout`); model.native_dtype is the dtype it
+    was saved in (final/ goes back to it). Anything that keeps it from loading (not a model
+    folder, damaged weights, an unreachable hub) raises ValueError saying what to do."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer   # ~2 s; --help needs none of it
     local = Path(path).is_dir()
-    if local:
-        _check_local_folder(Path(path))
+    check_model_folder(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        native = AutoConfig.from_pretrained(path).dtype
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        config = AutoConfig.from_pretrained(path)
+        native = config.dtype
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, config=without_dropout(config))
     except OSError as err:
         if local:
             raise ValueError(f"could not load the model in {path} ({err}); its files are "
@@ -83,10 +102,26 @@ def load_policy(path: str, device: torch.device, dtype: torch.dtype = torch.floa
                          f"files are incomplete or damaged: save it again, or use another "
                          f"checkpoint.") from None
     model.native_dtype = native if isinstance(native, torch.dtype) else torch.float32
+    for module in model.modules():   # rates fixed in code rather than read from the config
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     model.to(device)
     if gradient_checkpointing:
         enable_checkpointing(model)
     return model, tokenizer
+
+
+def without_dropout(config):
+    """`config` with every dropout rate 0 (attention_dropout, attn_pdrop, resid_pdrop, embd_pdrop,
+    hidden_dropout, layerdrop, ...), as RL fine-tuning frameworks do (TRL's disable_dropout): the update
+    runs in train mode (gradient checkpointing needs it), and with dropout on, a strictly
+    on-policy step would not see the log-probs it was scored with (ratio != 1) and its gradient
+    would be noisy. Attention's functional dropout reads these rates, so nn.Dropout alone is not
+    enough. final/ is saved with this config: the rates the policy was trained with."""
+    for name, value in vars(config).items():
+        if "drop" in name and isinstance(value, float):   # OPT's layerdrop skips whole layers
+            setattr(config, name, 0.0)
+    return config
 
 
 def enable_checkpointing(model) -> None:
@@ -128,8 +163,7 @@ def describe(path: str):
     """(config, parameter count) of a model without loading its weights (built on the meta
     device). Raises ValueError like load_policy when the config cannot be read."""
     from transformers import AutoConfig, AutoModelForCausalLM
-    if Path(path).is_dir():
-        _check_local_folder(Path(path))
+    check_model_folder(path)
     try:
         config = AutoConfig.from_pretrained(path)
     except OSError as err:

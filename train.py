@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -57,7 +56,7 @@ import methods
 import policy
 import rewards
 import rollout
-from config import Config, resolve_config
+from config import Config, resolve_config, resume_changes
 from distributed import World
 
 MAX_NONFINITE_IN_A_ROW = 3
@@ -289,7 +288,6 @@ def setup(cfg: Config) -> Run:
     device = policy.pick_device(cfg.device)
     world = distributed.init(device)
     device = distributed.local_device(device, world)
-    distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, world)
     latest = distributed.on_main(lambda: checkpoint.prepare_run_folder(out, cfg.model, cfg.resume), world)
     examples, eval_sets = data.load_run_sets(cfg)
     transformers.set_seed(cfg.seed)   # python, numpy and torch
@@ -309,16 +307,18 @@ def setup(cfg: Config) -> Run:
               optimizer, scheduler,
               data.PromptSampler(len(examples), cfg.seed), examples, eval_sets,
               {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0, world)
+    changed = {}    # flags this --resume changes (config.RESUME_MAY_CHANGE): {flag: [old, new]}
     if latest is not None:
         state = checkpoint.restore(latest, model, optimizer, scheduler, run.sampler, world)
         run.counters, run.step = state["counters"], state["step"]
+        changed = resume_changes(state["config"], cfg)
         if world.main:
-            tqdm.write(f"resumed from {latest} at step {run.step}")
+            tqdm.write(f"resumed from {latest} at step {run.step}" + (f"; changed {changed}" if changed else ""))
     if world.main:
         tqdm.write(memory.plan(cfg, model.config, sum(p.numel() for p in model.parameters()),
                                eval_sets, model.native_dtype, world.size))
         record = {**dataclasses.asdict(cfg), "label": methods.label(cfg.method, cfg.mu),
-                  "world_size": world.size}
+                  "world_size": world.size, "resumes": checkpoint.record_resume(out, run.step, changed)}
         (out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     return run
 
@@ -379,7 +379,7 @@ def train(run: Run) -> int:
     handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {s: signal.signal(s, stop) for s in handled}
     resume = checkpoint.resume_command(out, world)
-    last_saved, step = run.step, run.step
+    last_saved, step, warned = run.step, run.step, False
     bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.method, dynamic_ncols=True,
                disable=not world.main)
     try:
@@ -394,6 +394,10 @@ def train(run: Run) -> int:
                 for sample in samples(batch, run.examples, indices, step):
                     log(out / "samples.jsonl", sample)
             bar.update(1)
+            if record["truncated_frac"] == 1 and not warned and world.main:
+                warned = True
+                tqdm.write(f"warning: every response of step {step} was cut at --max-new-tokens "
+                           f"{cfg.max_new_tokens}, so none could finish its answer; raise it.")
             bar.set_postfix(reward=f"{record['reward']:.3f}", H=f"{record['entropy']:.3f}",
                             masked=f"{record['masked_frac']:.4f}", len=f"{record['response_len']:.0f}",
                             kl=f"{record.get('approx_kl', math.nan):.1e}")
@@ -418,8 +422,11 @@ def train(run: Run) -> int:
                 if world.main:
                     tqdm.write(f"stopped at step {step}; checkpoint {path}. Resume with:\n  {resume}")
                 return 128 + (stop.signum or signal.SIGTERM)
+        # a first Ctrl-C lets final/ be written (minutes on 7B), a second abandons it
+        checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype, world)
     except KeyboardInterrupt:
-        tqdm.write(f"abandoned step {step}; " + (f"the latest checkpoint is step {last_saved}. Resume "
+        what = "writing final/ (it is not written)" if last_saved == cfg.steps else f"step {step}"
+        tqdm.write(f"abandoned {what}; " + (f"the latest checkpoint is step {last_saved}. Resume "
                    f"with:\n  {resume}" if last_saved else "no checkpoint was written: run the "
                    "same command again to start over (the logs move aside)."))
         return 130
@@ -432,7 +439,6 @@ def train(run: Run) -> int:
         bar.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype, world)
     if world.main:
         tqdm.write(f"done: {cfg.steps} steps; final model in {out / 'final'}")
     return 0
@@ -441,19 +447,26 @@ def train(run: Run) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (2: a bad flag or input, with one
     line saying what to do)."""
+    planned, mistake = distributed.planned(), None   # under torchrun: checked before the group starts
     try:
         cfg = resolve_config(argv)
+        distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, planned)
         if cfg.dry_run:   # no weights: the configuration and a meta-device model
-            if os.environ.get("RANK", "0") == "0":   # under torchrun: per GPU, printed once
+            if planned.main:   # under torchrun: per GPU, printed once
                 print(memory.plan(cfg, *policy.describe(cfg.model), data.load_run_sets(cfg)[1],
-                                  world_size=int(os.environ.get("WORLD_SIZE", "1"))))
+                                  world_size=planned.size))
             return 0
         return train(setup(cfg))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except ValueError as err:   # every rank finds it (rank 0's folder checks are broadcast): exit 2
+        mistake = f"error: {err}"
+        if planned.main:
+            print(mistake, file=sys.stderr)
         return 2
     finally:
+        checkpoint.release_run_folders()
         distributed.close()
+        if mistake and not planned.main:   # said once, by rank 0; every rank exits 2
+            distributed.leave_after_rank0(mistake, 2)
 
 
 if __name__ == "__main__":

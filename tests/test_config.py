@@ -1,10 +1,14 @@
 """Tests for config.py: flags, method defaults, the paper preset, validation."""
 
+import dataclasses
+import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import torch
 
 import config
 import train
@@ -56,6 +60,7 @@ def test_comparison_method_defaults():
     (["--method", "clipb", "--mu", "0"], "--mu must be positive"),
     (["--method", "clipv", "--mu", "-1"], "--mu must be positive"),
     (["--method", "grpo", "--mu", "0"], "--mu must be positive"),
+    (["--method", "grpo", "--mu", "0.5"], "--method grpo has no mu (only clipb, clipv read it)"),
     (["--group-size", "1"], "--group-size must be at least 2"),
     (["--dataset", "no-such-set"], "unknown --dataset"),
     (["--prompts-per-step", "3", "--group-size", "2", "--mini-batches", "4"], "must divide"),
@@ -88,3 +93,54 @@ def test_unknown_method_is_an_argparse_error(capsys):
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+
+
+# ----- --resume: what may change -----
+
+def test_every_flag_has_one_place_in_the_resume_policy_and_the_docs_say_the_same():
+    tables = [set(config.RESUME_MAY_CHANGE), set(config.RESUME_FIXED), set(config.RESUME_IGNORED)]
+    assert sum(len(t) for t in tables) == len(set().union(*tables))
+    assert set().union(*tables) == {f.name for f in fields(config.Config)}
+    documented = {"may change": set(), "fixed": set(), "not a setting": set()}
+    for line in (REPO / "docs" / "failures.md").read_text().splitlines():
+        row = line.split("|")
+        if len(row) > 3 and row[1].strip() in documented:
+            documented[row[1].strip()] |= {f.replace("-", "_") for f in re.findall(r"`--([\w-]+)", row[2])}
+    assert list(documented.values()) == tables
+
+
+def saved_run(out: Path, step: int = 3) -> Path:
+    """A run folder whose checkpoint-<step> holds what --resume reads first: its saved config."""
+    cfg = config.parse_args(["--method", "clipb", "--mu", "1.0", "--out", str(out), "--steps", "5"])
+    (out / f"checkpoint-{step}").mkdir(parents=True)
+    torch.save({"config": dataclasses.asdict(cfg), "step": step}, out / f"checkpoint-{step}" / "trainer_state.pt")
+    return out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "clipv"], "--method cannot change at --resume: this run was trained with clipb, not clipv"),
+    (["--mu", "2.0"], "--mu cannot change at --resume: this run was trained with 1.0, not 2.0"),
+    (["--model", "Qwen/Qwen2.5-0.5B"], "--model cannot change at --resume"),
+    (["--dataset", "gsm8k"], "--dataset cannot change at --resume"),
+    (["--group-size", "4"], "--group-size cannot change at --resume: this run was trained with 8, not 4"),
+    (["--seed", "1"], "--seed cannot change at --resume"),
+    (["--loss-agg", "seq-mean-token-mean"], "--loss-agg cannot change at --resume"),
+    (["--lr", "1e-3"], "--lr cannot change at --resume"),
+    (["--steps", "2"], "--steps 2: this run is already at step 3, so --resume has nothing to train"),
+])
+def test_a_resume_that_would_rewrite_the_run_is_refused_before_loading_anything(flags, message, tmp_path, capsys):
+    out = saved_run(tmp_path / "run")     # no weights there: loading anything would fail otherwise
+    assert train.main(["--out", str(out), "--resume", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-3"]
+
+
+def test_a_resume_may_lengthen_the_run_and_change_how_it_is_observed(tmp_path):
+    out = saved_run(tmp_path / "run", step=5)
+    cfg = config.resolve_config(["--out", str(out), "--resume", "--eval-n", "2", "--micro-batch-size", "4"])
+    assert (cfg.method, cfg.mu, cfg.eval_n, cfg.micro_batch_size, cfg.steps) == ("clipb", 1.0, 2, 4, 5)
+    (out / "final").mkdir()                 # finished: --resume needs a longer --steps
+    with pytest.raises(ValueError, match="give --steps above 5"):
+        config.resolve_config(["--out", str(out), "--resume"])
+    assert config.resolve_config(["--out", str(out), "--resume", "--steps", "6"]).steps == 6

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoint
 import distributed
 from distributed import World
 
@@ -172,10 +173,32 @@ def test_a_two_process_checkpoint_resumes_in_one_process(straight, tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records[1:])
 
 
+def one_sentence_and_every_rank_exits_2(run: subprocess.CompletedProcess, sentence: str) -> None:
+    """A mistake under torchrun: said once, by rank 0, and both ranks exit 2 (torchrun's own
+    report of them follows, and torchrun exits 1)."""
+    assert run.stderr.count(sentence) == 1 and run.stderr.count("error:") == 1, run.stderr[-3000:]
+    assert run.stderr.count("exitcode  : 2 ") == 2, run.stderr[-3000:]
+    assert "ChildFailedError" in run.stderr and run.returncode == 1
+
+
 def test_a_world_size_that_does_not_divide_the_groups_is_one_sentence(tmp_path):
+    # a bad flag for 2 processes: every process finds it before the process group starts
     run = torchrun(TRAIN + ["--prompts-per-step", "2", "--out", str(tmp_path / "x")])
-    assert run.returncode != 0
-    assert "must be divisible by --mini-batches x processes (2 x 2)" in run.stderr
+    one_sentence_and_every_rank_exits_2(run, "must be divisible by --mini-batches x processes (2 x 2)")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_another_run_holds_is_one_sentence_under_torchrun(tmp_path):
+    # found by rank 0 (it takes the folder's lock) and broadcast to the other rank
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    checkpoint.lock_run_folder(locked)          # this process holds it, as a live run would
+    try:
+        run = torchrun(TRAIN + ["--out", str(locked)])
+    finally:
+        checkpoint.release_run_folders()
+    one_sentence_and_every_rank_exits_2(run, f"--out {locked} is in use by another run (pid {os.getpid()} on ")
+    assert sorted(p.name for p in locked.iterdir()) == ["run.lock"]           # nothing written
 
 
 def test_a_rank_that_dies_ends_the_run_instead_of_hanging(tmp_path):

@@ -367,6 +367,69 @@ def test_sigterm_checkpoints_the_step_and_says_how_to_resume(tiny_path, tmp_path
     assert not isinstance(signal.getsignal(signal.SIGTERM), checkpoint.Stop)   # handler restored
 
 
+def test_a_second_run_on_a_live_run_folder_is_refused_and_a_killed_run_resumes(tiny_path, tmp_path, capsys):
+    """The issue's reproduction: a run, then a second one on its folder before its first
+    checkpoint (both used to end "done", their metrics interleaved). The first run is a real
+    train.py process; once it is killed, its own --resume is not blocked, and the flags the
+    resume changes are recorded with the step they took effect."""
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "train.py", *small(tiny_path, out, "--steps", "1000",
+                                                                "--save-every", "1")],
+                             cwd=SHIPPED.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        lock = out / checkpoint.LOCK_FILE
+        deadline = time.time() + 120
+        while not (lock.is_file() and f"pid {first.pid} " in lock.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        for flags in (["--seed", "1"], ["--resume"]):      # a new run, or a resume, while it runs
+            assert train.main(small(tiny_path, out, *flags)) == 2
+            err = capsys.readouterr().err
+            assert f"--out {out} is in use by another run (pid {first.pid} on " in err, err
+            assert "train.py" in err and err.count("\n") == 1
+        while checkpoint.latest(out) is None and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        first.kill()
+        assert first.wait() == -signal.SIGKILL, first.stderr.read().decode()[-2000:]
+    step = checkpoint.load_trainer_state(checkpoint.latest(out))["step"]
+    assert train.main(["--out", str(out), "--resume", "--steps", str(step + 1), "--sample-every", "5"]) == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == list(range(1, step + 2))
+    changed = {"steps": [1000, step + 1], "sample_every": [10, 5]}
+    assert read_jsonl(out / "resumes.jsonl") == [{"step": step, "changed": changed}]
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["steps"] == step + 1 and recorded["resumes"] == [{"step": step, "changed": changed}]
+
+
+def test_ctrl_c_while_final_is_written_leaves_the_checkpoints_and_says_how_to_finish(
+        tiny_path, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real_save = PreTrainedModel.save_pretrained
+
+    def interrupted_in_final(self, folder, *args, **kwargs):
+        real_save(self, folder, *args, **kwargs)
+        if Path(folder).name == ".tmp-final":       # its weights written, the tokenizer not yet
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", interrupted_in_final)
+    assert train.main(small(tiny_path, out)) == 130
+    printed = capsys.readouterr().out
+    assert "abandoned writing final/ (it is not written); the latest checkpoint is step 2" in printed
+    assert f"--out {out} --resume" in printed
+    assert not (out / "final").exists() and not (out / ".tmp-final").exists()
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", real_save)
+    assert train.main(["--out", str(out), "--resume"]) == 0          # writes final/ only
+    assert (out / "final" / "model.safetensors").is_file()
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+def test_a_budget_that_truncates_every_response_warns_once(tiny_path, tmp_path, capsys):
+    assert train.main(small(tiny_path, tmp_path / "run", "--max-new-tokens", "1")) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("was cut at --max-new-tokens") == 1
+    assert "every response of step 1 was cut at --max-new-tokens 1" in printed
+
+
 # ----- the shipped model -----
 
 shipped = pytest.mark.skipif(not (SHIPPED / "config.json").is_file(),
