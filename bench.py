@@ -1,4 +1,4 @@
-"""Speed and memory benchmarks, measured side by side in one run (README, "Benchmarks").
+"""Speed and memory benchmarks, measured side by side in one run (docs/benchmarks.md).
 
     python bench.py                 # everything; prints a table of ratios, writes bench.json
     python bench.py --only stats    # one section: stats | step | rollout | memory

@@ -1,5 +1,5 @@
 """How FSDP2-sharded ranks should sample their rollouts, measured side by side under torchrun
-(README, "Many GPUs").
+(docs/scaling.md, "Many GPUs").
 
     torchrun --nproc-per-node 2 bench_dist.py                       # the shipped model, CPU, gloo
     torchrun --nproc-per-node 2 bench_dist.py --model Qwen2.5-0.5B --layers 4 --tokens 32

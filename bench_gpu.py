@@ -1,6 +1,6 @@
 """Benchmarks for a CUDA machine with no hub access, on Qwen2.5-shaped models with random weights
-(called by `python bench.py --only gpu` and `--only engines`; README, "Real models on one GPU" and
-"Benchmarks").
+(called by `python bench.py --only gpu` and `--only engines`; docs/scaling.md, "Real models on one GPU", and
+docs/benchmarks.md).
 
 * `qwen25_shaped`: a Qwen2ForCausalLM of a Qwen2.5 size (memory.QWEN25_CONFIGS), random weights,
   optionally fewer layers (a CPU smoke test); `long_tailed_eos` makes its EOS likely enough that

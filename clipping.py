@@ -1,6 +1,6 @@
 """Token masks that decide which response tokens train: Clip-B and Clip-V (paper section 3),
 the entropy-direction filters that test Theorem 2 at model scale, and the other entropy methods
-compared side by side (README, "Methods"): forking tokens, Clip-Cov and KL-Cov.
+compared side by side (docs/methods.md): forking tokens, Clip-Cov and KL-Cov.
 
 By Theorem 2 a GRPO update of token t changes the entropy by about -alpha_t (S*_t - E[S]_t),
 with alpha_t of the sign of the advantage A_t. The paper removes the outlier tokens whose update
@@ -22,7 +22,7 @@ would be removed, only that many are, those with the most negative d (as release
 never limits Clip-V's A = 0 removals, nor the optional upper rule). The comparison methods read the same batch-wide statistics (forking: the
 top fraction by H_t; Clip-Cov / KL-Cov: cov_t = (A_t - mean A)(logp_t - mean logp) of the
 rollout's old_logp), so every mask is fixed before the batch is split into micro-batches. How
-each rule compares with the authors' release and with verl is in the README ("Deviations").
+each rule compares with the authors' release and with verl is in docs/methods.md ("Deviations").
 
 All masks take (N, T) tensors, advantages (N,) or (N, T), response_mask (N, T) bool, and
 return (keep (N, T) bool, metrics) with metrics "masked_frac", "masked_frac_pos",

@@ -44,9 +44,9 @@ def _int_or_none(text: str) -> int | None:
 
 @dataclass
 class Config:
-    # method (paper section 3; README "Methods")
+    # method (paper section 3; docs/methods.md)
     method: str = _opt("grpo", "grpo keeps every token; clipb / clipv are the paper's masks; the "
-                               "others are the entropy methods compared in the README",
+                               "others are the entropy methods compared in docs/methods.md",
                        choices=list(METHODS))
     mu: float | None = _opt(None, "threshold in sigmas (default: the method's released value, "
                                   "clipb 2.5, clipv 8.5); smaller removes more tokens", type=float)

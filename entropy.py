@@ -232,7 +232,7 @@ class _ChunkedTokenStats(torch.autograd.Function):
 def token_stats(hidden: Tensor, weight: Tensor, ids: Tensor, temperature: float = 1.0,
                 chunk_size: int = CHUNK_SIZE) -> TokenStats:
     """Per-token logp, H, S_* and E[S] of logits = hidden @ weight.T / temperature, in float32,
-    chunk_size tokens at a time (README, "Benchmarks").
+    chunk_size tokens at a time (docs/benchmarks.md, "Token statistics").
 
     hidden: (B, T, d) any float dtype (the decoder's last hidden state at the positions that
     predict ids); weight: (V, d), the output-embedding (lm_head) weight; ids: (B, T) long in

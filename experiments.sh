@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's experiments on the shipped tiny model and the synthetic task (issue 8), one command
+# The experiments of docs/results.md on the shipped tiny model and the synthetic task (issue 8), one command
 # each. Runs go to runs/<experiment>/<method>[-mu<mu>]-seed<seed>, figures to figures/<experiment>.
 #
 #   bash experiments.sh directions    # entropy-up vs entropy-down: Theorem 2's prediction at model scale
@@ -19,7 +19,7 @@ common=${MODEL:+--model $MODEL}
 
 case "$experiment" in
   directions) configs=("--method entropy-up" "--method entropy-down") ;;
-  # 300 steps, long enough for the entropy curves to separate; the README reads its tables
+  # 300 steps, long enough for the entropy curves to separate; docs/results.md reads its tables
   # at step 100 (plot.py --until 100) and at step 300
   mu)         configs=("--method grpo" "--method clipb --mu 1.0" "--method clipb --mu 2.5"
                        "--method clipv --mu 1.0" "--method clipv --mu 3.0" "--method clipv --mu 8.5")

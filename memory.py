@@ -1,7 +1,7 @@
 """What a run costs in memory and disk, by arithmetic: the one place the numbers come from.
 
 `train.py` prints the disk and the generation load of a run at start and, with --dry-run, the
-memory estimate below without loading any weights; the README's tables are this module's output.
+memory estimate below without loading any weights; the tables of docs/scaling.md are this module's output.
 Per GPU (world size W for the sharded states), in bytes:
 
     weights, gradients, AdamW m and v     16 x params / W      (float32 masters, always)
@@ -98,7 +98,7 @@ def gpu_bytes(shape: Shape, *, world_size: int = 1, gen_batch: int, seq_len: int
 
 def sampling_bytes(params: int, root_params: int, layer_params: int, world_size: int,
                    decode_forwards: int) -> dict[str, dict[str, float]]:
-    """Per GPU, the two ways FSDP2-sharded ranks can sample their rollouts (README, "Many GPUs"),
+    """Per GPU, the two ways FSDP2-sharded ranks can sample their rollouts (docs/scaling.md, "Many GPUs"),
     in bf16: "copy" gathers the weights once per step into an unsharded copy and generates from
     it (policy.sampling_copy, what train.py does); "sharded" generates through the sharded model,
     which gathers the root (embeddings, head) and a layer at a time, the next one prefetched, in

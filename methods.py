@@ -3,7 +3,7 @@
 A method is a token mask from clipping.py (which response tokens train) plus the flag values it
 implies when the user gives none, such as its released mu. GRPO keeps every token; Clip-B and
 Clip-V are the paper's masks (section 3); the rest are the entropy methods compared side by side
-in the README ("Methods"). KL-Cov keeps every token and instead marks the tokens that
+in docs/methods.md. KL-Cov keeps every token and instead marks the tokens that
 grpo.kl_cov_penalty prices. Adding a method is adding a row to METHODS.
 
 Every mask reads the batch-wide statistics of one rollout batch (rollout.RolloutBatch: s_star,

@@ -1,5 +1,5 @@
 """The repository's layout: one file per concept, imports that go one way, and a README that
-names every file and every place it cites.
+names every file (its "Layout" table) and a docs/methods.md that names every function it cites.
 
 Layers, lowest first: a file imports only files of lower layers (never one of its own layer or
 above), so there is no cycle and the concept files never import the scripts that use them.
@@ -12,6 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+METHODS_PAGE = (REPO / "docs" / "methods.md").read_text()
 LAYERS = [
     {"data", "rewards", "entropy", "policy", "memory", "distributed"},   # ..., loading, costs, processes
     {"rollout", "clipping", "grpo"},               # batches, masks, the loss (read entropy.py)
@@ -54,12 +55,13 @@ def test_readme_layout_names_every_file_and_every_file_opens_with_its_purpose():
 
 def test_no_reference_to_documents_outside_the_repository():
     outside = re.compile(r"\b" + "DES" + r"IGN\b")   # the team's design notes are not shipped
-    for path in [*REPO.glob("*.py"), *REPO.glob("tests/*.py"), REPO / "README.md"]:
+    for path in [*REPO.glob("*.py"), *REPO.glob("tests/*.py"), REPO / "README.md",
+                 *REPO.glob("docs/*.md")]:
         assert not outside.search(path.read_text()), path
 
 
 def test_every_function_the_formula_table_names_exists():
-    section = README.split("## Where each formula lives", 1)[1].split("\n## ", 1)[0]
+    section = METHODS_PAGE.split("## Where each formula lives", 1)[1].split("\n## ", 1)[0]
     for module, function in re.findall(r"`(\w+)\.(\w+)`", section):
         source = ast.parse((REPO / f"{module}.py").read_text())
         names = {n.name for n in ast.walk(source) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
