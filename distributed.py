@@ -84,7 +84,7 @@ def exit(status: int) -> NoReturn:
     reference to a tensor Python created, it takes the GIL, which during finalisation makes
     Python end the thread (pthread_exit); the unwind meets a noexcept C++ frame and the rank
     aborts: "terminate called without an active exception", SIGABRT, after a finished run
-    (stack: ProcessGroupGloo::runLoop -> TensorImpl::decref_pyobject -> PyEval_AcquireThread ->
+    (stack: ProcessGroupGloo::runLoop -> TensorImpl::decref_pyobject -> PyEval_RestoreThread ->
     pthread_exit -> std::terminate; docs/limitations.md). os._exit skips finalisation."""
     close()
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:

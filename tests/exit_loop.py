@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python tests/exit_loop.py --runs 200                 # distributed.exit
     OMP_NUM_THREADS=1 python tests/exit_loop.py --runs 200 --old-exit      # close(), then Python's exit
-    OMP_NUM_THREADS=1 python tests/exit_loop.py --runs 20 --in-flight --old-exit   # aborts every time
+    OMP_NUM_THREADS=1 python tests/exit_loop.py --runs 40 --in-flight --old-exit   # aborts often
     OMP_NUM_THREADS=1 python tests/exit_loop.py --runs 20 --launcher torchrun
 
 Each run is two ranks of gloo on the CPU, as under torchrun: the process group
