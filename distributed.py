@@ -30,12 +30,14 @@ small beside the model. Backend: NCCL on CUDA, gloo on the CPU.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, fields
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -86,9 +88,31 @@ def init(device: torch.device) -> World:
 
 def close() -> None:
     """Tear the process group down at the end of a process, as PyTorch asks of every process
-    that created one (one process: nothing to do)."""
+    that created one (one process: nothing to do). A torchrun rank then leaves by `exit`."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit(status: int) -> NoReturn:
+    """End this process with `status`: sys.exit in one process; a torchrun rank closes its
+    process group, runs the atexit handlers, flushes its output and leaves by os._exit.
+
+    Why not the interpreter's own exit: FSDP2 keeps the gloo process group alive after
+    destroy_process_group (its DeviceMesh holds the group, cached DTensor specs the mesh), so the
+    group's worker threads live on into interpreter finalisation. A worker thread releases the
+    work of the last collective after waking the caller; when that release drops the last
+    reference to a tensor Python created, it takes the GIL, which during finalisation makes
+    Python end the thread (pthread_exit); the unwind meets a noexcept C++ frame and the rank
+    aborts: "terminate called without an active exception", SIGABRT, after a finished run
+    (stack: ProcessGroupGloo::runLoop -> TensorImpl::decref_pyobject -> PyEval_RestoreThread ->
+    pthread_exit -> std::terminate; docs/limitations.md). os._exit skips finalisation."""
+    close()
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        sys.exit(status)
+    atexit._run_exitfuncs()   # logging, trackers, child processes: what a normal exit would run
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
 
 
 def local_device(device: torch.device, world: World) -> torch.device:

@@ -116,3 +116,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    distributed.exit(0)

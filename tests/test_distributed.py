@@ -245,7 +245,7 @@ for name, moments in expected["state"].items():
         assert torch.equal(whole["state"][name][key], value), (name, key)
 assert world.size == 2 and len(whole["state"]) == len(expected["state"]) > 10
 print("restored exactly on rank", world.rank)
-distributed.close()
+distributed.exit(0)
 """
 
 
@@ -275,7 +275,7 @@ logits.float().logsumexp(-1).sum().backward()
 for name, p in model.named_parameters():                       # ... masters and gradients float32
     assert p.dtype == torch.float32 and p.grad.dtype == torch.float32, name
 print("bf16 compute, float32 masters on rank", world.rank)
-distributed.close()
+distributed.exit(0)
 """
 
 
