@@ -119,7 +119,7 @@ def bench_stats(lengths: list[int], repeats: int, workdir: Path) -> list[dict]:
                                                      text=True).stdout.strip().splitlines()[-1])
             print(f"  T={tokens} {variant}: {res[variant]}", flush=True)
         d, c = torch.load(dumps["direct"]), torch.load(dumps["chunked"])
-        diff = max([_rel_diff(x, y) for x, y in zip(c["out"], d["out"])]
+        diff = max([_rel_diff(x, y) for x, y in zip(c["out"], d["out"], strict=True)]
                    + [_rel_diff(c["grad_hidden"], d["grad_hidden"]),
                       _rel_diff(c["grad_weight_rows"], d["grad_weight_rows"])])
         rows.append({

@@ -79,7 +79,7 @@ def target_response(question: str, rng: random.Random, slip: float, misread: flo
     phrase are drawn uniformly from SEPARATORS and ENDINGS."""
     steps = data.synthetic_steps(question)
     left, parts = steps[0][0], []
-    for (_, op, right), verb in zip(steps, data.synthetic_verbs(question)):
+    for (_, op, right), verb in zip(steps, data.synthetic_verbs(question), strict=True):
         if misread and verb in MISREAD_VERBS and rng.random() < misread and (op == "-" or left >= right):
             op = "+" if op == "-" else "-"
         result = left + right if op == "+" else left - right
@@ -212,7 +212,7 @@ def main() -> None:
     tokenizer = build_tokenizer(prompts + responses, args.vocab_size)
     pairs = [(tokenizer.encode(p, add_special_tokens=False),
               tokenizer.encode(r, add_special_tokens=False) + [tokenizer.eos_token_id])
-             for p, r in zip(prompts, responses)]
+             for p, r in zip(prompts, responses, strict=True)]
 
     model = build_model(tokenizer, args.hidden, args.layers)
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary "

@@ -18,11 +18,12 @@ lowers entropy the most:
 The statistics are over the valid (response_mask) tokens of the whole rollout batch, computed
 once from the old policy, in float64; padding never enters them. sigma < 1e-12 keeps every
 token. The optional cap max_frac: if more than max(int(max_frac * n_valid), 1) A < 0 tokens
-would be removed, only that many are, those with the most negative d (as released, the cap
-never limits Clip-V's A = 0 removals, nor the optional upper rule). The comparison methods read the same batch-wide statistics (forking: the
-top fraction by H_t; Clip-Cov / KL-Cov: cov_t = (A_t - mean A)(logp_t - mean logp) of the
-rollout's old_logp), so every mask is fixed before the batch is split into micro-batches. How
-each rule compares with the authors' release and with verl is in docs/methods.md ("Deviations").
+would be removed, only that many are, those with the most negative d (as released, the cap never
+limits Clip-V's A = 0 removals, nor the optional upper rule). The comparison methods read the
+same batch-wide statistics (forking: the top fraction by H_t; Clip-Cov / KL-Cov: cov_t = (A_t -
+mean A)(logp_t - mean logp) of the rollout's old_logp), so every mask is fixed before the batch
+is split into micro-batches. How each rule compares with the authors' release and with verl is
+in docs/methods.md ("Deviations").
 
 All masks take (N, T) tensors, advantages (N,) or (N, T), response_mask (N, T) bool, and
 return (keep (N, T) bool, metrics) with metrics "masked_frac", "masked_frac_pos",

@@ -226,7 +226,7 @@ def build_parser(show_defaults: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> "Config":
+def parse_args(argv: list[str] | None = None) -> Config:
     """Flags -> Config. Precedence: Config defaults < the method's defaults < the preset < flags."""
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)

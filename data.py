@@ -1,8 +1,9 @@
 """Data sets for reinforcement fine-tuning on math: (question, answer) pairs and prompt templates.
 
-Everything upstream of a rollout: the problems GRPO samples responses for, and the prompt text that asks for an answer format the rule-based reward (rewards.py) can
-grade. The paper's runs train on DAPO-Math with a held-out DAPO500 and evaluate on AIME24/25,
-AMC23 and MATH-500; the default run needs no network and uses the synthetic task at the bottom.
+Everything upstream of a rollout: the problems GRPO samples responses for, and the prompt text
+that asks for an answer format the rule-based reward (rewards.py) can grade. The paper's runs
+train on DAPO-Math with a held-out DAPO500 and evaluate on AIME24/25, AMC23 and MATH-500; the
+default run needs no network and uses the synthetic task at the bottom.
 
 * `load_examples(name, ...)`: "synthetic", a short name of the table KNOWN (hub id, config,
   split, question and answer columns as the data sets' cards document them, and a transform

@@ -166,7 +166,7 @@ def _assemble(parts: list, group_size: int, mini_batches: int, world: World, lef
     if parts[0].dim() == 2:
         width = max(t.shape[1] for t in parts)
         pad = [torch.zeros((t.shape[0], width - t.shape[1]), dtype=t.dtype) for t in parts]
-        parts = [torch.cat([z, t] if left else [t, z], 1) for t, z in zip(parts, pad)]
+        parts = [torch.cat([z, t] if left else [t, z], 1) for t, z in zip(parts, pad, strict=True)]
     return torch.cat(parts)[position]
 
 
@@ -203,7 +203,7 @@ def sum_all(values: dict[str, float], world: World) -> dict[str, float]:
         return values
     t = torch.tensor(list(values.values()), dtype=torch.float64)
     dist.all_reduce(t)
-    return dict(zip(values, t.tolist()))
+    return dict(zip(values, t.tolist(), strict=True))
 
 
 def any_rank(flag: bool, world: World) -> bool:

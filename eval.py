@@ -92,7 +92,7 @@ def merge(results: list[dict], n: int) -> dict:
     correct = [c for r in results for c in r["correct"]]
     weight = [r["num_problems"] / len(correct) for r in results]
     return {"num_problems": len(correct), "n": n, **aggregate(correct, n),
-            **{key: sum(w * r[key] for w, r in zip(weight, results))
+            **{key: sum(w * r[key] for w, r in zip(weight, results, strict=True))
                for key in ("mean_response_len", "truncated_frac")},
             "correct": correct}
 
@@ -147,7 +147,7 @@ def format_table(results: dict[str, dict]) -> str:
             for name, r in results.items()]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                       enumerate(zip(row, widths))) for row in [header, *rows]]
+                       enumerate(zip(row, widths, strict=True))) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -174,7 +174,7 @@ def mean_over_runs(curves: list[tuple[list[float], list[float]]]
     as in the summary table), 0 for a single run. No curves, or no shared step: empty lists."""
     if not curves:
         return [], [], []
-    by_step = [dict(zip(steps, values)) for steps, values in curves]
+    by_step = [dict(zip(steps, values, strict=True)) for steps, values in curves]
     shared = sorted(set.intersection(*(set(d) for d in by_step)))
     stats = [_mean_std([d[step] for d in by_step]) for step in shared]
     return shared, [m for m, _ in stats], [s for _, s in stats]
@@ -265,8 +265,8 @@ def _draw(ax, curves: list[tuple[list[float], list[float]]], label: str, color: 
                     label=label, **style)
     else:
         ax.plot(steps, mean, color=color, linewidth=1.5, label=label)
-        ax.fill_between(steps, [m - s for m, s in zip(mean, std)],
-                        [m + s for m, s in zip(mean, std)], color=color, alpha=0.2, linewidth=0)
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)],
+                        [m + s for m, s in zip(mean, std, strict=True)], color=color, alpha=0.2, linewidth=0)
     return True
 
 
@@ -314,7 +314,7 @@ def summary_table(groups: dict[str, list[list[dict]]], last: int = 10) -> str:
     titles += [title for _, title in PROBE_COLUMNS] if probed else []
     rows = ["| " + " | ".join(titles) + " |", "| --- " * len(titles) + "|"]
     for label, runs in groups.items():
-        def collect(fn):
+        def collect(fn, runs=runs):
             return [v for v in map(fn, runs) if v is not None and math.isfinite(v)]
 
         before = collect(lambda rs: _final_eval([r for r in rs if r["step"] == 0], r"/avg@\d+$"))

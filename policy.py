@@ -155,7 +155,7 @@ def sampling_copy(model, dtype: torch.dtype, always: bool = False):
 def refresh(sampler, model) -> None:
     """Copy the master weights into the sampling copy (cast to its dtype), in place. Sharded
     (FSDP2) masters are gathered one parameter at a time: every rank must call it."""
-    for theirs, ours in zip(sampler.parameters(), model.parameters()):
+    for theirs, ours in zip(sampler.parameters(), model.parameters(), strict=True):
         theirs.copy_(ours.full_tensor() if hasattr(ours, "full_tensor") else ours)
 
 

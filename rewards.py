@@ -276,7 +276,7 @@ def _fast_equal(pred: str, gold: str, depth: int = 0) -> bool | None:
     if pred_kind not in unordered:
         if pred_kind != gold_kind:
             return False  # [2,5) vs [2,5]
-        verdicts = [_fast_equal(p, g, depth + 1) for p, g in zip(pred_items, gold_items)]
+        verdicts = [_fast_equal(p, g, depth + 1) for p, g in zip(pred_items, gold_items, strict=True)]
         if False in verdicts:
             return False
         return True if all(verdicts) else None
@@ -440,7 +440,7 @@ def batch_rewards(responses: list[str], golds: list[str], style: str = "boxed",
     _check(style, boxes)
     cache: dict[tuple[str | None, str], float] = {}
     rewards = []
-    for response, gold in zip(responses, golds):
+    for response, gold in zip(responses, golds, strict=True):
         try:
             pred = extract_answer(response, style, boxes)
         except Exception as error:

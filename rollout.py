@@ -281,7 +281,7 @@ def generate(model, tokenizer, prompts: list[str], answers: list[str], group_siz
     # Rows are padded with pad_id after their EOS; the mask stops at that EOS.
     response_mask, has_eos = response_mask_from_ids(response_ids, eos_ids)
     lengths = response_mask.sum(-1).tolist()
-    texts = tokenizer.batch_decode([row[:n].tolist() for row, n in zip(response_ids, lengths)],
+    texts = tokenizer.batch_decode([row[:n].tolist() for row, n in zip(response_ids, lengths, strict=True)],
                                    skip_special_tokens=True)
     return RolloutBatch(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask,
@@ -414,7 +414,7 @@ def score(model, batch: RolloutBatch, temperature: float = 1.0, micro_batch_size
                 mask = batch.response_mask[rows, :r]
                 stats = response_stats(model, batch.prompt_ids[rows], batch.prompt_mask[rows],
                                        batch.response_ids[rows, :r], mask, temperature, chunk_size)
-                for buffer, value in zip(out, (stats.logp, stats.entropy, stats.s_star, stats.es)):
+                for buffer, value in zip(out, (stats.logp, stats.entropy, stats.s_star, stats.es), strict=True):
                     buffer[rows, :r] = torch.where(mask, value.float(), 0.0)
     finally:
         model.train(was_training)

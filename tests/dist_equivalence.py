@@ -13,7 +13,6 @@ generation runs through train.rollout_step and train.update_step as in training.
 is part of training."""
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 

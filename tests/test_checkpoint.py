@@ -49,7 +49,7 @@ def test_truncate_jsonl_drops_later_steps(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (0, 1, 2, 3)))
     checkpoint.truncate_jsonl(path, 1)
-    assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [0, 1]
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [0, 1]
 
 
 def test_truncate_tolerates_a_partial_last_line_and_a_kill_before_the_rename(tmp_path, monkeypatch):

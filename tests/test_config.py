@@ -36,7 +36,8 @@ def test_method_and_preset_defaults():
     v = config.parse_args(["--preset", "paper", "--method", "clipv", "--lr", "3e-6"])
     assert (b.group_size, v.group_size) == (16, 8)
     assert (b.model, b.dataset, b.holdout, b.prompts_per_step) == ("Qwen/Qwen2.5-7B-Instruct", "dapo-math", 500, 64)
-    assert (b.max_new_tokens, b.lr, b.kl_coef, b.eval_n, b.eval_temperature, b.eval_every) == (7168, 1e-6, 0.0, 32, 0.7, 20)
+    assert (b.max_new_tokens, b.lr, b.kl_coef, b.eval_n, b.eval_temperature, b.eval_every) == \
+        (7168, 1e-6, 0.0, 32, 0.7, 20)
     assert v.lr == 3e-6                           # a given flag beats the preset
     # the released configuration of each mask: Clip-B mu 2.5 uncapped, Clip-V mu 8.5 capped at 1e-4
     assert (b.mu, b.clip_max_frac, v.mu, v.clip_max_frac) == (2.5, None, 8.5, 1e-4)

@@ -114,7 +114,7 @@ def _metrics(out: Path) -> list[dict]:
 
 def _same(a: list[dict], b: list[dict]) -> None:
     assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         for k, v in ra.items():
             if not k.startswith("time") and k != "tokens_per_s":
                 assert rb[k] == pytest.approx(v, rel=1e-6, abs=1e-9), (ra["step"], k)

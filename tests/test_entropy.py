@@ -2,6 +2,7 @@
 differences on random softmax policies), the chunked token statistics against the direct
 computation on a real Qwen2ForCausalLM, and the entropy probe."""
 
+import itertools
 import math
 
 import pytest
@@ -39,7 +40,7 @@ def _is_quadratic(residuals: list[float]) -> bool:
     probability 1 - 1e-6 moves the logits by only alpha * 1e-6)."""
     if residuals[-1] < 1e-13:
         return False
-    for big, small in zip(residuals, residuals[1:]):
+    for big, small in itertools.pairwise(residuals):
         assert 3.0 < big / small < 5.0, residuals
     return True
 
@@ -179,10 +180,10 @@ def test_token_stats_matches_direct_on_qwen2(chunk_size):
         return [v.detach() for v in values], grads
 
     (values, grads), (ref_values, ref_grads) = run(True), run(False)
-    for v, r in zip(values, ref_values):
+    for v, r in zip(values, ref_values, strict=True):
         assert v.dtype == torch.float32 and v.shape == (2, 6)
         torch.testing.assert_close(v, r, rtol=1e-5, atol=1e-6)
-    for g, r in zip(grads, ref_grads):  # float32 sums in another order: compare to the gradient's scale
+    for g, r in zip(grads, ref_grads, strict=True):  # float32 sums in another order: compare to the gradient's scale
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5 * r.abs().max().item())
     # logp is the model's own log-probability of the next token.
     own = torch.log_softmax(model(input_ids).logits[:, :-1].float() / temperature, -1)
@@ -200,10 +201,10 @@ def test_token_stats_bf16_hidden_and_autocast():
     grads = torch.autograd.grad(_loss(st.logp, st.entropy, coef), (hidden, weight))
     ref = _direct_stats(hidden, weight, ids, 1.3)
     ref_grads = torch.autograd.grad(_loss(ref[0], ref[1], coef), (hidden, weight))
-    for v, r in zip((st.logp, st.entropy, st.s_star, st.es), ref):
+    for v, r in zip((st.logp, st.entropy, st.s_star, st.es), ref, strict=True):
         assert v.dtype == torch.float32
         torch.testing.assert_close(v, r, rtol=1e-5, atol=1e-6)
-    for g, r, leaf in zip(grads, ref_grads, (hidden, weight)):
+    for g, r, leaf in zip(grads, ref_grads, (hidden, weight), strict=True):
         assert g.dtype == torch.bfloat16 == leaf.dtype
         torch.testing.assert_close(g.float(), r.float(), rtol=2e-2, atol=1e-2)
 

@@ -111,7 +111,7 @@ def boxed7_model(tmp_path_factory):
             layer.mlp.down_proj.weight.zero_()
         model.model.embed_tokens.weight.zero_()
         model.lm_head.weight.zero_()
-        for j, (cur, nxt) in enumerate(zip(chain, chain[1:])):
+        for j, (cur, nxt) in enumerate(itertools.pairwise(chain)):
             model.model.embed_tokens.weight[cur, j] = 1.0
             model.lm_head.weight[nxt, j] = 10.0  # logit gap 10 * sqrt(hidden) = 80
     folder = tmp_path_factory.mktemp("boxed7")

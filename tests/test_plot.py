@@ -158,7 +158,8 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
     table = plot.summary_table(seeds).splitlines()
     assert len(table) == 3 and "probe" not in table[0]
     # avg before 0.2 (both), after 0.5 ± 0.141 (sample std), pass 0.9, entropy over the last 10 steps
-    assert table[2] == "| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 0.141 | 0.900 ± 0.000 | 0.500 ± 0.141 | 0.100 ± 0.000 |"
+    assert table[2] == ("| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 0.141 | 0.900 ± 0.000 | 0.500 ± 0.141 "
+                        "| 0.100 ± 0.000 |")
     probed = plot.summary_table(plot.group_runs([run("c", 0.4, True), run("d", 0.8, True)])).splitlines()
     assert probed[0].endswith("probe sign agreement | same, top 10% | probe corr |")
     assert probed[1].count("---") == 10
@@ -197,9 +198,9 @@ def _record_axes(monkeypatch):
     def savefig(fig, path, *args, **kwargs):
         ax = fig.axes[0]
         drawn[Path(path).stem] = {
-            "lines": [(l.get_xdata().tolist(), l.get_ydata().tolist()) for l in ax.get_lines()],
+            "lines": [(ln.get_xdata().tolist(), ln.get_ydata().tolist()) for ln in ax.get_lines()],
             "bands": [c for c in ax.collections if isinstance(c, PolyCollection)],
-            "colors": [l.get_color() for l in ax.get_lines()],
+            "colors": [ln.get_color() for ln in ax.get_lines()],
             "legend": [t.get_text() for t in ax.get_legend().get_texts()],
             "containers": list(ax.containers)}
         return save(fig, path, *args, **kwargs)
@@ -247,7 +248,7 @@ def test_smoothing_is_per_run_before_the_mean(seeds, tmp_path, monkeypatch):
     # step, 4 dropped): at 0: 1.2, at 2: 1.3, at 6: mean(1.2, 1.4, 1.8), at 8: mean(1.4, 1.8, 2.0)
     seed0 = [1.0, 1.1, 1.5, 1.7]
     seed1 = [1.2, 1.3, 4.4 / 3, 5.2 / 3]
-    assert values[:4] == pytest.approx([(a + b) / 2 for a, b in zip(seed0, seed1)])
+    assert values[:4] == pytest.approx([(a + b) / 2 for a, b in zip(seed0, seed1, strict=True)])
 
 
 def test_plot_runs_per_seed_draws_every_run(seeds, tmp_path, monkeypatch):

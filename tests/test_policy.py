@@ -71,7 +71,7 @@ def test_sampling_copy_is_bf16_tied_and_refreshed_from_the_masters(tiny_path):
         for p in model.parameters():
             p.add_(0.5)
     policy.refresh(sampler, model)
-    for theirs, ours in zip(sampler.parameters(), model.parameters()):
+    for theirs, ours in zip(sampler.parameters(), model.parameters(), strict=True):
         assert theirs.dtype == torch.bfloat16 and torch.equal(theirs, ours.to(torch.bfloat16))
     assert all(b.dtype == torch.float32 for n, b in sampler.named_buffers() if "inv_freq" in n)
 

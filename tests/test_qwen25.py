@@ -88,7 +88,7 @@ def test_training_final_folder_and_eval_on_a_qwen25_shaped_model(qwen_path, tmp_
                        "--steps", "2", "--prompts-per-step", "2", "--group-size", "2",
                        "--max-new-tokens", "8", "--micro-batch-size", "2", "--dtype", "bfloat16",
                        "--eval-every", "2", "--eval-limit", "2", "--eval-n", "2"]) == 0
-    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2] and all(r["entropy"] > 0 for r in records[1:])
     final = out / "final"
     with safe_open(str(final / "model.safetensors"), "pt") as f:           # the model's own dtype

@@ -115,7 +115,7 @@ def test_generate_shapes_groups_and_padding(batch, tokenizer):
     assert (batch.response_ids[~batch.response_mask] == PAD).all()
     assert batch.response_mask.long().diff(dim=-1).le(0).all()   # contiguous from column 0
     assert all(t == tokenizer.decode(r[:k], skip_special_tokens=True)
-               for t, r, k in zip(batch.texts, batch.response_ids, lengths.tolist()))
+               for t, r, k in zip(batch.texts, batch.response_ids, lengths.tolist(), strict=True))
 
 
 def test_eos_in_mask_and_truncation(batch):
@@ -124,7 +124,7 @@ def test_eos_in_mask_and_truncation(batch):
     # This seed samples EOS mid-batch in some rows while others run to the limit.
     assert batch.truncated.any() and (~batch.truncated).any()
     assert (lengths[~batch.truncated] < r_len).any()
-    for row, k, cut in zip(batch.response_ids, lengths.tolist(), batch.truncated.tolist()):
+    for row, k, cut in zip(batch.response_ids, lengths.tolist(), batch.truncated.tolist(), strict=True):
         eos_at = (row[:k] == EOS).nonzero().flatten().tolist()
         if cut:   # no EOS within max_new_tokens: every generated token, and the full length
             assert k == MAX_NEW and eos_at == []
@@ -138,7 +138,7 @@ def test_pad_equal_to_eos_keeps_eos_in_mask(model):
     assert (b.prompt_ids[~b.prompt_mask] == EOS).all()
     lengths = b.response_mask.sum(-1)
     assert (~b.truncated).any()
-    for row, k, cut in zip(b.response_ids, lengths.tolist(), b.truncated.tolist()):
+    for row, k, cut in zip(b.response_ids, lengths.tolist(), b.truncated.tolist(), strict=True):
         if not cut:
             assert row[k - 1] == EOS and (row[:k - 1] != EOS).all()
             assert (row[k:] == EOS).all()
@@ -254,7 +254,7 @@ def test_response_stats_gradients_equal_direct_path(model, batch):
     torch.testing.assert_close(stats.logp[mask], direct["old_logp"][mask].detach(), atol=1e-5,
                                rtol=1e-4)
     theirs = grads(direct["old_logp"], direct["entropy"])
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         assert a.abs().sum() > 0
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     model.zero_grad()

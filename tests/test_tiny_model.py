@@ -88,9 +88,9 @@ def test_greedy_responses_are_boxed_gradable_and_right_where_the_teacher_was(mod
     assert (responses == tokenizer.eos_token_id).any(-1).all(), "every response ends with EOS"
     texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
     assert all("\\boxed{" in t for t in texts), texts
-    scores = [rewards.math_reward(t, e.answer) for t, e in zip(texts, examples)]
+    scores = [rewards.math_reward(t, e.answer) for t, e in zip(texts, examples, strict=True)]
     assert set(scores) <= {0.0, 1.0}
-    assert len(examples) == 8 and sum(scores) >= 6, list(zip(texts, [e.answer for e in examples]))
+    assert len(examples) == 8 and sum(scores) >= 6, list(zip(texts, [e.answer for e in examples], strict=True))
 
 
 def test_build_report_leaves_room_for_rl():
@@ -145,7 +145,7 @@ def test_teacher_misreads_only_its_verbs_and_reverses_their_sign():
         written = re.findall(r"\d+([+-])\d+=", misread)
         steps, verbs = data.synthetic_steps(e.question), data.synthetic_verbs(e.question)
         assert len(written) == len(steps) == len(verbs)
-        for (_, op, _), verb, sign in zip(steps, verbs, written):
+        for (_, op, _), verb, sign in zip(steps, verbs, written, strict=True):
             if verb not in build_tiny_model.MISREAD_VERBS:
                 assert sign == op
         if verbs[0] in ("gives", "sells"):    # a subtraction can always be misread as an addition

@@ -7,7 +7,6 @@ short runs of each method and the resume test, where rewards, advantages and mas
 Runs go through train.main(argv) in-process, on CPU.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -225,7 +224,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_loadable(error, tiny_path,
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_then_fail)
     assert train.main(small(tiny_path, out, "--steps", "3", "--save-every", "1")) == 1
     err = capsys.readouterr().err
-    (line,) = [l for l in err.splitlines() if "error" in l.lower()]   # tqdm's bars aside
+    (line,) = [x for x in err.splitlines() if "error" in x.lower()]   # tqdm's bars aside
     assert "is the disk full?" in line and "checkpoint-1 is intact" in line and "--resume" in line
     assert "Traceback" not in err
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]
@@ -287,7 +286,7 @@ def test_out_of_memory_names_the_flags_of_its_phase(where, target, flags, tiny_p
     evaluate = ["--eval-every", "1", "--eval-limit", "2"] if where == "evaluating" else []
     assert train.main(small(tiny_path, tmp_path / "run", *evaluate)) == 1
     err = capsys.readouterr().err
-    (line,) = [l for l in err.splitlines() if l.startswith("error:")]
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
     assert f"ran out of memory while {where}" in line and "Traceback" not in err
     assert all(flag in line for flag in flags), line
 
@@ -489,7 +488,7 @@ def test_interrupted_and_resumed_run_equals_a_straight_run(model, tiny_path, tmp
     assert [r.get("prompts") for r in straight] == [r.get("prompts") for r in resumed]
     if model == "shipped":
         assert straight[-1]["grad_norm"] > 0
-    for a, b in zip(straight, resumed):
+    for a, b in zip(straight, resumed, strict=True):
         a, b = without_timing(a), without_timing(b)
         assert a.keys() == b.keys()
         for k in a:
@@ -513,7 +512,7 @@ def test_a_short_default_run_reproduces_its_stored_numbers(tmp_path):
                    loss=-0.0040871878154575825, grad_norm=0.18734405934810638),
               dict(reward=0.0, entropy=0.14819608628749847, masked_frac=0.046875, loss=0.0,
                    grad_norm=0.0)]   # step 2: every group has one reward, so all A = 0
-    for record, want in zip(read_jsonl(out / "metrics.jsonl"), stored):
+    for record, want in zip(read_jsonl(out / "metrics.jsonl"), stored, strict=True):
         for key, value in want.items():
             assert record[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
 
@@ -587,7 +586,7 @@ def test_bf16_sampling_logs_the_mismatch_and_float32_has_none(tmp_path):
         assert r["mismatch_logp_abs_max"] < 1e-5 and r["mismatch_kl"] < 1e-9
     for r in read_jsonl(bf16 / "metrics.jsonl"):
         assert r["mismatch_logp_abs_max"] > 1e-3 and r["mismatch_kl"] > 0
-    for a, b in zip(read_jsonl(fp32 / "metrics.jsonl"), read_jsonl(tis / "metrics.jsonl")):
+    for a, b in zip(read_jsonl(fp32 / "metrics.jsonl"), read_jsonl(tis / "metrics.jsonl"), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)  # weights 1: nothing to correct
 
 
