@@ -60,8 +60,9 @@ def run_tests(repo: Path, tests: list[str], timeout: float) -> dict[str, list[di
             env.setdefault("OMP_NUM_THREADS", "1")
             env.setdefault("HF_HUB_OFFLINE", "1")
             env.setdefault("TOKENIZERS_PARALLELISM", "false")
-            cmd = [sys.executable, "-m", "pytest", "-p", "harness", "-p", "no:cacheprovider", "-q", "--tb=no", "--no-header",
-                   "-o", "addopts=", "-o", "testpaths=", "--rootdir", str(repo), "-c", str(repo / "pytest.ini"),
+            cmd = [sys.executable, "-m", "pytest", "-p", "harness", "-p", "no:cacheprovider", "-q", "--tb=no",
+                   "--no-header", "-o", "addopts=", "-o", "testpaths=", "--rootdir", str(repo),
+                   "-c", str(repo / "pytest.ini"),
                    *[f"{TESTS}/{t}" for t in todo]]
             died = ""
             start = time.monotonic()

@@ -9,7 +9,7 @@ signature, decorators and docstring stay. Functions are found by name with `ast`
 reference carries no solution markers and new code in the tree (docs, notebooks, new methods)
 is copied as it is. Then:
   * pytest.ini deselects the repository tests that need a left-out file (manifest.DESELECT);
-  * --variant N changes the conventions of assignments/variants.py in the docstrings and writes
+  * --variant N changes the conventions of assignment/variants.py in the docstrings and writes
     assignment/variant.json, which the graded tests follow;
   * the leak check: no removed body, and none of its distinctive lines, may appear in any file
     of DIR (whitespace ignored; notebooks' cells and outputs included). A leak stops with the

@@ -39,16 +39,11 @@ MUTANTS = [
     ("P5", "clipping.py", "_discriminator_clip(s_star.double() - center, sigma,",
      "_discriminator_clip(s_star.double(), sigma,",
      "Clip-B's deviation not centred on the batch mean (Clip-V's convention)"),
-    ("P5", "clipping.py", "d = s_star.double() - es.double()\n",
-     "d = s_star.double() - es.double()\n    d = d - d[response_mask.bool()].mean()\n",
-     "Clip-V's deviation re-centred on its batch mean (Clip-B's convention)"),
     ("P5", "clipping.py", "(d < -mu * sigma)", "(d < mu * sigma)", "the lower rule's sign flipped"),
     ("P6", "eval.py", "return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))",
      "return 1.0 - (1.0 - c / n) ** k", "the biased pass@k 1 - (1 - c/n)^k"),
     ("P7", "entropy.py", "        n = hidden.shape[0]\n", "        n = hidden.shape[0]\n        chunk_size = n\n",
      "all T x V logits at once (values right, memory not bounded)"),
-    ("P7", "entropy.py", "coef = logp.add_(h_all[sl].unsqueeze(1)).mul_(-g_h[sl].unsqueeze(1))",
-     "coef = logp.mul_(0.0)", "backward without the entropy term"),
 ]
 
 

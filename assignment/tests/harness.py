@@ -1,9 +1,10 @@
 """The graded tests' harness, a pytest plugin that grade.py loads (`-p harness`; it is not a
 conftest.py, so that the repository's tests/, which import their own conftest, collect beside
-these): a time limit per test (`@pytest.mark.limit(seconds)`, default
-DEFAULT_LIMIT, or the ASSIGNMENT_TIME_LIMIT variable; an endless loop costs that test, not the run), and, when ASSIGNMENT_REPORT names a
-file, one JSON line per test event for grade.py: "start" when a test begins (so a test that kills
-the process is known), then its outcome and a one-line message saying what failed and where.
+these): a time limit per test (`@pytest.mark.limit(seconds)`, default DEFAULT_LIMIT, or the
+ASSIGNMENT_TIME_LIMIT variable; an endless loop costs that test, not the run), and, when
+ASSIGNMENT_REPORT names a file, one JSON line per test event for grade.py: "start" when a test
+begins (so a test that kills the process is known), then its outcome and a one-line message
+saying what failed and where.
 
 Time limits use SIGALRM (Linux and macOS); elsewhere only grade.py's limit on the whole run holds.
 """
