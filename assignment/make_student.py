@@ -1,0 +1,224 @@
+"""Write the student version of this repository into a folder (the course assignment).
+
+    python assignment/make_student.py DIR [--variant N]
+
+DIR receives every file of the repository (git's tracked and untracked-but-not-ignored files,
+or a walk of the tree outside git) except manifest.EXCLUDE, with the body of every function the
+manifest names replaced by `raise NotImplementedError("<problem id>: <what to implement>")`; the
+signature, decorators and docstring stay. Functions are found by name with `ast`, so the
+reference carries no solution markers and new code in the tree (docs, notebooks, new methods)
+is copied as it is. Then:
+  * pytest.ini deselects the repository tests that need a left-out file (manifest.DESELECT);
+  * --variant N changes the conventions of assignment/variants.py in the docstrings and writes
+    assignment/variant.json, which the graded tests follow;
+  * the leak check: no removed body, and none of its distinctive lines, may appear in any file
+    of DIR (whitespace ignored; notebooks' cells and outputs included). A leak stops with the
+    file to fix and exit status 1, and DIR is left for inspection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fnmatch
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import manifest  # noqa: E402
+import variants  # noqa: E402
+
+REPO = HERE.parent
+MIN_LINE = 24   # a removed line this long (whitespace removed) is distinctive unless kept code has it
+TEST_LINES = 3  # in tests/, this many distinctive lines of one body make a leak
+
+
+def source_files(repo: Path) -> list[str]:
+    """Relative paths of the repository's files, minus manifest.EXCLUDE."""
+    try:
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                             cwd=repo, capture_output=True, check=True).stdout.decode()
+        paths = [p for p in out.split("\0") if p]
+    except (OSError, subprocess.CalledProcessError):   # not a git checkout: walk it
+        paths = [p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()]
+    keep = [p for p in paths if (repo / p).is_file()
+            and not any(fnmatch.fnmatch(p, pat) or p == pat for pat in manifest.EXCLUDE)]
+    return sorted(keep)
+
+
+def _find(tree: ast.Module, qualname: str) -> ast.FunctionDef:
+    nodes: list = tree.body
+    node = None
+    for part in qualname.split("."):
+        matches = [n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                   and n.name == part]
+        if len(matches) != 1:
+            raise RuntimeError(f"{qualname}: found {len(matches)} definitions named {part!r}; "
+                               "fix assignment/manifest.py")
+        node = matches[0]
+        nodes = node.body
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        raise RuntimeError(f"{qualname} is not a function; fix assignment/manifest.py")
+    return node
+
+
+def stub_module(text: str, stubs: dict[str, str]) -> tuple[str, list[str]]:
+    """text with the bodies of stubs' functions ({qualname: 'P1: todo'}) replaced; the removed
+    bodies' source."""
+    lines = text.splitlines(keepends=True)
+    tree = ast.parse(text)
+    cuts = []
+    for qualname, message in stubs.items():
+        fn = _find(tree, qualname)
+        body = fn.body
+        has_doc = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str)
+        if has_doc and len(body) == 1:
+            raise RuntimeError(f"{qualname} has only a docstring; nothing to remove")
+        first = body[1] if has_doc else body[0]
+        start = body[0].end_lineno if has_doc else first.lineno - 1   # 0-based: the body's first line
+        indent = " " * first.col_offset
+        cuts.append((start, body[-1].end_lineno, indent + f"raise NotImplementedError({json.dumps(message)})\n"))
+    removed = []
+    for start, end, stub in sorted(cuts, reverse=True):
+        removed.append("".join(lines[start:end]))
+        lines[start:end] = [stub]
+    return "".join(lines), removed
+
+
+def _squash(text: str) -> str:
+    """Text without whitespace or comments, for a comparison that survives reformatting."""
+    text = re.sub(r"#[^\n]*", "", text)
+    return re.sub(r"\s+", "", text)
+
+
+def _searchable(path: Path) -> str | None:
+    """A file's text for the leak check (a notebook's cell sources and outputs), or None if binary."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return None
+    if path.suffix == ".ipynb":
+        try:
+            cells = json.loads(text).get("cells", [])
+        except json.JSONDecodeError:
+            return text
+        parts = []
+        for cell in cells:
+            parts.append("".join(cell.get("source", [])))
+            for out in cell.get("outputs", []):
+                parts.append("".join(out.get("text", [])))
+                parts.extend("".join(v) if isinstance(v, list) else str(v)
+                             for v in out.get("data", {}).values())
+        text = text + "\n" + "\n".join(parts)
+    return text
+
+
+def leaks(student: Path, removed: list[str]) -> list[str]:
+    """Where a removed body, or its distinctive lines, appear in the student tree. A line is
+    distinctive if it is at least MIN_LINE characters long and the kept code of the top-level .py
+    files does not have it (`valid = response_mask.bool()` is everywhere). The repository's own
+    tests/ state some released rules independently (a line may coincide), so there a body is
+    flagged from TEST_LINES of its distinctive lines on; anywhere else from one."""
+    kept = _squash("\n".join(p.read_text() for p in sorted(student.glob("*.py"))))
+    bodies = []
+    for body in removed:
+        lines = {_squash(line) for line in body.splitlines()}
+        bodies.append((_squash(body), {x for x in lines if len(x) >= MIN_LINE and x not in kept}))
+    found = []
+    for path in sorted(p for p in student.rglob("*") if p.is_file()):
+        text = _searchable(path)
+        if text is None:
+            continue
+        flat = _squash(text)
+        rel = path.relative_to(student).as_posix()
+        allowed = TEST_LINES - 1 if rel.startswith("tests/") else 0
+        for whole, lines in bodies:
+            if whole and whole in flat:
+                found.append(f"{rel}: a whole removed body ({whole[:50]}...)")
+            hits = sorted(line for line in lines if line in flat)
+            if len(hits) > allowed:
+                found += [f"{rel}: a removed line ({line[:70]})" for line in hits]
+    return found
+
+
+def _deselect(ini: str, node_ids: list[str]) -> str:
+    """pytest.ini with --deselect options for node_ids added to addopts."""
+    extra = "".join(f"\n    --deselect {n}" for n in node_ids)
+    if re.search(r"^addopts\s*=", ini, flags=re.M):
+        return re.sub(r"^(addopts\s*=[^\n]*)", lambda m: m.group(1) + extra, ini, count=1, flags=re.M)
+    return re.sub(r"^\[pytest\][^\n]*", lambda m: m.group(0) + "\naddopts =" + extra, ini, count=1, flags=re.M)
+
+
+def make_student(dest: Path, variant: int = 0, repo: Path = REPO) -> dict:
+    """Write the student version into dest (absent or empty). Returns {"files": [...], "removed":
+    [bodies], "leaks": [...]}; raises RuntimeError on a leak."""
+    switches = variants.switches(variant)
+    if dest.exists() and any(dest.iterdir()):
+        raise RuntimeError(f"{dest} is not empty; give a new folder.")
+    files = source_files(repo)
+    by_module: dict[str, dict[str, str]] = {}
+    for p in manifest.PROBLEMS:
+        for spec, todo in p["functions"].items():
+            module, qualname = spec.split(":")
+            by_module.setdefault(f"{module}.py", {})[qualname] = f"{p['id']}: {todo}"
+    missing = sorted(set(by_module) - set(files))
+    if missing:
+        raise RuntimeError(f"the manifest names functions in {missing}, which are not in the tree.")
+    removed = []
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / rel, target)
+        if rel in by_module:
+            text, gone = stub_module((repo / rel).read_text(), by_module[rel])
+            removed += gone
+            target.write_text(text)
+    deselect = list(manifest.DESELECT)
+    for bit in switches:
+        for rel, old, new in variants.SWITCHES[bit]["docs"]:
+            path = dest / rel
+            path.write_text(variants.substitute(path.read_text(), old, new, rel))
+        deselect += variants.SWITCHES[bit]["deselect"]
+    if switches:
+        (dest / "assignment" / "variant.json").write_text(json.dumps({
+            "variant": variant, "switches": switches,
+            "conventions": [variants.SWITCHES[b]["summary"] for b in switches]}, indent=1) + "\n")
+    ini = dest / "pytest.ini"
+    if ini.exists():
+        ini.write_text(_deselect(ini.read_text(), deselect))
+    readme = dest / "README.md"
+    if readme.exists():
+        readme.write_text("> **Student version** for the course assignment: start with "
+                          "[assignment/HANDOUT.md](assignment/HANDOUT.md).\n\n" + readme.read_text())
+    found = leaks(dest, removed)
+    if found:
+        raise RuntimeError("the student version would reveal removed code:\n  " + "\n  ".join(found)
+                           + "\nRemove it from those files or add them to manifest.EXCLUDE.")
+    return {"files": files, "removed": removed, "leaks": found}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Write the student version of the repository into DIR.")
+    p.add_argument("dest", type=Path, help="a new or empty folder")
+    p.add_argument("--variant", type=int, default=0,
+                   help="0: the released conventions; 1, 2, 3: see assignment/variants.py")
+    args = p.parse_args(argv)
+    try:
+        result = make_student(args.dest, args.variant)
+    except (RuntimeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    n = sum(len(p["functions"]) for p in manifest.PROBLEMS)
+    print(f"wrote {len(result['files'])} files into {args.dest}: {n} functions to implement "
+          f"(variant {args.variant}); start with {args.dest / 'assignment' / 'HANDOUT.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

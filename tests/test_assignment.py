@@ -1,0 +1,218 @@
+"""The course assignment (assignment/) does not rot: the student version is generated, imports,
+collects, fails every graded test with NotImplementedError and grades 0; the reference grades
+full marks; planted bugs (mutants of the reference) each lose points in their own problem; a
+variant makes the unchanged reference lose points and its solution earn them; the handout's ids
+and points are the manifest's; the student version holds no removed body; the handout's
+experiment command runs. The grading runs go two at a time, in child processes."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "assignment"))
+import make_student  # noqa: E402
+import manifest  # noqa: E402
+import variants  # noqa: E402
+
+HANDOUT = (REPO / "assignment" / "HANDOUT.md").read_text()
+AUTOGRADED = {p["id"]: sum(points for points, _ in p["tests"].values()) for p in manifest.PROBLEMS}
+
+# (problem, file, reference text, planted bug, what the bug is)
+MUTANTS = [
+    ("P1", "entropy.py", "return -(logp.exp() * logp).sum(-1)", "return -(logp.exp() * logp).sum(-1) / math.log(2)",
+     "entropy in bits (log base 2)"),
+    ("P1", "grpo.py", "mask.sum() if num_tokens is None", "mask.numel() if num_tokens is None",
+     "token-mean averaged over the padding too"),
+    ("P2", "grpo.py", "r.mean(-1, keepdim=True), r.std(-1, keepdim=True)",
+     "r.mean(-1, keepdim=True), r.std(-1, keepdim=True, correction=0)", "advantages with the population std"),
+    ("P3", "entropy.py", "return logp_k.exp() * (h + logp_k)", "return h + logp_k", "S* without its pi_k factor"),
+    ("P4", "entropy.py", "return (p * p * (h.unsqueeze(-1) + logp)).sum(-1)",
+     "return (p * (h.unsqueeze(-1) + logp)).sum(-1)", "E[S] with pi_i instead of pi_i^2"),
+    ("P5", "clipping.py", "_discriminator_clip(s_star.double() - center, sigma,",
+     "_discriminator_clip(s_star.double(), sigma,",
+     "Clip-B's deviation not centred on the batch mean (Clip-V's convention)"),
+    ("P5", "clipping.py", "(d < -mu * sigma)", "(d < mu * sigma)", "the lower rule's sign flipped"),
+    ("P6", "eval.py", "return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))",
+     "return 1.0 - (1.0 - c / n) ** k", "the biased pass@k 1 - (1 - c/n)^k"),
+    ("P7", "entropy.py", "        n = hidden.shape[0]\n", "        n = hidden.shape[0]\n        chunk_size = n\n",
+     "all T x V logits at once (values right, memory not bounded)"),
+]
+
+
+def _copy_reference(dest: Path) -> Path:
+    """The files the graded tests need (not the model, runs or figures)."""
+    dest.mkdir(parents=True)
+    for path in REPO.glob("*.py"):
+        shutil.copy2(path, dest / path.name)
+    shutil.copy2(REPO / "pytest.ini", dest / "pytest.ini")
+    ignore = shutil.ignore_patterns("__pycache__", "SOLUTIONS.md", "INSTRUCTORS.md")
+    shutil.copytree(REPO / "tests", dest / "tests", ignore=ignore)
+    shutil.copytree(REPO / "assignment", dest / "assignment", ignore=ignore)
+    (dest / "tiny-qwen2").symlink_to(REPO / "tiny-qwen2")
+    return dest
+
+
+def _patch(tree: Path, file: str, old: str, new: str) -> None:
+    path = tree / file
+    text = path.read_text()
+    assert text.count(old) == 1, f"the planted bug no longer applies to {file}: {old!r}; update it here"
+    path.write_text(text.replace(old, new))
+
+
+def _grade(tree: Path, out: Path, problems: str = "", variant: int | None = None) -> dict:
+    env_prefix = {} if variant is None else {"ASSIGNMENT_VARIANT": str(variant)}
+    cmd = [sys.executable, "assignment/grade.py", "--results", str(out), "--timeout", "600"]
+    if problems:
+        cmd += ["--problems", problems]
+    proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **env_prefix})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {**json.loads(out.read_text()), "table": proc.stdout}
+
+
+def _points(results: dict, pid: str) -> tuple[float, float]:
+    mine = [t for t in results["tests"] if t["name"].startswith(pid + " ")]
+    return sum(t["score"] for t in mine), sum(t["max_score"] for t in mine)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("student") / "tree"
+    result = make_student.make_student(dest)
+    return dest, result
+
+
+@pytest.fixture(scope="module")
+def gradings(student, tmp_path_factory):
+    """Every grading run of this file, started at once, two at a time."""
+    base = tmp_path_factory.mktemp("grading")
+    pool = ThreadPoolExecutor(max_workers=2)
+    jobs = {"student": pool.submit(_grade, student[0], base / "student.json"),
+            "reference": pool.submit(_grade, REPO, base / "reference.json")}
+
+    def mutant(i, spec):
+        pid, file, old, new, _ = spec
+        tree = _copy_reference(base / f"mutant{i}")
+        _patch(tree, file, old, new)
+        return _grade(tree, tree / "results.json", pid)
+
+    for i, spec in enumerate(MUTANTS):
+        jobs[f"mutant{i}"] = pool.submit(mutant, i, spec)
+
+    def variant(solved: bool):
+        tree = _copy_reference(base / f"variant-{solved}")
+        if solved:
+            for bit in variants.switches(3):
+                for file, old, new in variants.SWITCHES[bit]["solution"]:
+                    _patch(tree, file, old, new)
+        return _grade(tree, tree / "results.json", "P2,P5", variant=3)
+
+    jobs["variant-reference"] = pool.submit(variant, False)
+    jobs["variant-solution"] = pool.submit(variant, True)
+    yield jobs
+    pool.shutdown(wait=True)
+
+
+def test_student_version_collects_and_grades_zero(student, gradings):
+    tree, result = student
+    assert not (tree / "bench.py").exists() and not (tree / "assignment" / "SOLUTIONS.md").exists()
+    assert not (tree / "tests" / "test_assignment.py").exists() and (tree / "assignment" / "grade.py").exists()
+    collect = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              "tests", "assignment/tests"], cwd=tree, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(tree / "assignment" / "tests")})
+    assert collect.returncode == 0, collect.stdout[-3000:] + collect.stderr[-2000:]
+    results = gradings["student"].result()
+    assert results["score"] == 0, results["table"]
+    for entry in results["tests"]:
+        assert entry["output"].startswith("NotImplementedError: P"), entry
+    assert results["table"].count("not attempted") == len(manifest.PROBLEMS) - 1, results["table"]
+    assert "P8 " in results["table"] and "needs P" in results["table"]     # P8 reaches the others' stubs
+
+
+def test_the_experiment_command_runs_a_few_steps(gradings, tmp_path):   # beside the grading runs
+    section = HANDOUT.split("## P8 ", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^\s*(python train\.py [^\n]+)", section, re.M)
+    assert len(commands) >= 3, commands
+    argv = commands[0].split()[2:]
+    argv = argv[:argv.index("--out")] if "--out" in argv else argv
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "train.py", *argv, "--steps", "1", "--prompts-per-step", "2",
+                           "--group-size", "2", "--max-new-tokens", "8", "--eval-every", "0", "--out", str(run)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plot = re.search(r"^\s*python plot\.py [^\n]+", section, re.M)
+    assert plot, "the P8 section gives no plot.py command"
+    proc = subprocess.run([sys.executable, "plot.py", str(run), "--out", str(tmp_path / "fig"), "--no-show"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "fig" / "entropy.png").is_file()
+
+
+def test_reference_scores_full_marks(gradings):
+    results = gradings["reference"].result()
+    assert results["score"] == sum(AUTOGRADED.values()), results["table"]
+    assert all(e["score"] == e["max_score"] for e in results["tests"])
+
+
+@pytest.mark.parametrize("i", range(len(MUTANTS)), ids=[m[4] for m in MUTANTS])
+def test_each_planted_bug_loses_points_in_its_problem(gradings, i):
+    pid = MUTANTS[i][0]
+    results = gradings[f"mutant{i}"].result()
+    earned, possible = _points(results, pid)
+    assert possible == AUTOGRADED[pid] and earned < possible, results["table"]
+    row = next(line for line in results["table"].splitlines() if line.startswith(pid + " "))
+    assert "Hint:" in row and "not attempted" not in row, row    # the first failing check, with a hint
+
+
+def test_a_variant_fails_the_reference_and_passes_its_solution(gradings):
+    copied = gradings["variant-reference"].result()
+    for pid in ("P2", "P5"):
+        earned, possible = _points(copied, pid)
+        assert earned < possible, copied["table"]
+    solved = gradings["variant-solution"].result()
+    assert solved["score"] == AUTOGRADED["P2"] + AUTOGRADED["P5"], solved["table"]
+
+
+def test_variant_student_version_states_its_conventions(tmp_path):
+    dest = tmp_path / "v3"
+    make_student.make_student(dest, variant=3)
+    assert json.loads((dest / "assignment" / "variant.json").read_text())["switches"] == [1, 2]
+    assert "THIS COURSE'S VARIANT" in (dest / "grpo.py").read_text()
+    assert "THIS COURSE'S VARIANT" in (dest / "clipping.py").read_text()
+    ini = (dest / "pytest.ini").read_text()
+    assert all(f"--deselect {n}" in ini for n in variants.SWITCHES[1]["deselect"] + manifest.DESELECT)
+
+
+def test_no_removed_body_in_the_student_version(student, tmp_path):
+    tree, result = student
+    assert len(result["removed"]) == sum(len(p["functions"]) for p in manifest.PROBLEMS)
+    assert make_student.leaks(tree, result["removed"]) == []
+    # the check can fail: a docs page that quotes one removed body is caught
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "page.md").write_text("```python\n" + result["removed"][0] + "```\n")
+    assert make_student.leaks(tmp_path, result["removed"])
+
+
+def test_deselected_repository_tests_exist():
+    for node in manifest.DESELECT + [n for s in variants.SWITCHES.values() for n in s["deselect"]]:
+        file, name = node.split("::")
+        assert f"def {name.split('[')[0]}(" in (REPO / file).read_text(), node
+
+
+def test_handout_ids_and_points_equal_the_manifest():
+    found = {pid: int(points) for pid, points in re.findall(r"^## (P\d|B\d)\b.*?\((\d+) points\)", HANDOUT, re.M)}
+    expected = {p["id"]: manifest.total_points(p) for p in manifest.PROBLEMS}
+    expected.update({b["id"]: b["written"] for b in manifest.BONUS})
+    assert found == expected
+    assert sum(manifest.total_points(p) for p in manifest.PROBLEMS) == 100
+    for p in manifest.PROBLEMS:     # each problem says how it is tested
+        section = HANDOUT.split(f"## {p['id']} ", 1)[1].split("\n## ", 1)[0]
+        assert f"python assignment/grade.py --problems {p['id']}" in section, p["id"]
