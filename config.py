@@ -25,6 +25,7 @@ import entropy
 import grpo
 import rewards
 import rollout
+import tracking
 from methods import METHODS
 
 REPO = Path(__file__).resolve().parent
@@ -138,6 +139,10 @@ class Config:
                                       "(--no-save-optimizer: weights only; --resume then "
                                       "restarts AdamW's moments)")
     sample_every: int = _opt(10, "write a few decoded responses to samples.jsonl every N steps")
+    report_to: str | list = _opt("none", "also send metrics, evaluations, the configuration and "
+                                         "samples to these trackers: tensorboard, wandb, trackio "
+                                         "(comma- or space-separated; none: metrics.jsonl only)",
+                                 nargs="+")
     resume: bool = _opt(False, "continue the latest checkpoint in --out (its saved config, "
                                "overridden by flags given now)")
     dry_run: bool = _opt(False, "print what the run will generate, its disk and a memory "
@@ -261,6 +266,7 @@ def validate(cfg: Config) -> None:
     need(cfg.eval_limit is None or cfg.eval_limit >= 1, f"--eval-limit must be at least 1, got {cfg.eval_limit}.")
     need(cfg.eval_max_new_tokens is None or cfg.eval_max_new_tokens >= 1,
          f"--eval-max-new-tokens must be at least 1, got {cfg.eval_max_new_tokens}.")
+    tracking.check(cfg.report_to)
     need(not (cfg.device == "cuda" and not torch.cuda.is_available()),
          "--device cuda was asked for but no CUDA device is visible; use --device auto or cpu.")
 

@@ -57,6 +57,7 @@ import methods
 import policy
 import rewards
 import rollout
+import tracking
 from config import Config, resolve_config
 from distributed import World
 
@@ -364,6 +365,8 @@ def train(run: Run) -> int:
     handler and the failure guards. Returns the exit status."""
     cfg, out, world = run.cfg, run.out, run.world
     log = checkpoint.append_jsonl if world.main else (lambda path, record: None)
+    tracker = tracking.start(cfg.report_to, out, run.step, world.main)   # --report-to, rank 0 only
+    log = tracker.tee(log)          # metrics.jsonl records also go to the trackers
     stop = checkpoint.Stop()
     handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {s: signal.signal(s, stop) for s in handled}
@@ -380,8 +383,10 @@ def train(run: Run) -> int:
             run.step = step
             log(out / "metrics.jsonl", record)
             if step % cfg.sample_every == 0:
-                for sample in samples(batch, run.examples, indices, step):
+                rows = samples(batch, run.examples, indices, step)
+                for sample in rows:
                     log(out / "samples.jsonl", sample)
+                tracker.table(step, rows)
             bar.update(1)
             bar.set_postfix(reward=f"{record['reward']:.3f}", H=f"{record['entropy']:.3f}",
                             masked=f"{record['masked_frac']:.4f}", len=f"{record['response_len']:.0f}",
@@ -419,6 +424,7 @@ def train(run: Run) -> int:
         return 1
     finally:
         bar.close()
+        tracker.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype, world)
