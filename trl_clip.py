@@ -8,8 +8,9 @@ What it adds to TRL (tested with TRL 1.16; requirements.txt pins the tested rang
 else: for each generation batch, before any of its loss is computed,
 
 1. S*, E[S] and H per completion token under the policy that sampled it. They come from a
-   forward pass TRL makes anyway when it computes the old policy's log-probs (several updates
-   per generation, or vLLM's importance-sampling correction): a hook on the decoder keeps that
+   forward pass TRL makes anyway when it computes the old policy's log-probs (a generation
+   batch that feeds more than one optimizer step, or vLLM's importance-sampling correction):
+   a hook on the decoder keeps that
    pass's last hidden states and `entropy.token_stats` turns them into the statistics, chunk by
    chunk, with the output embedding, so the full float32 logits are never built (TRL's own head
    is chunked too). When TRL makes no such pass (one on-policy update per generation batch, its
@@ -98,8 +99,9 @@ class ClipGRPOTrainer(GRPOTrainer):
 
     def _causal_lm(self):
         """The Hugging Face causal LM inside the trainer's model (under PEFT, its base model)."""
+        from accelerate.utils import is_peft_model
         model = self.accelerator.unwrap_model(self.model)
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
+        return model.get_base_model() if is_peft_model(model) else model
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                            *args, **kwargs):

@@ -93,6 +93,48 @@ def trainer(tmp_path_factory):
     return make_trainer(tmp_path_factory.mktemp("trl"), method="clipv")
 
 
+class TwoProcesses:
+    """accelerate's pad_across_processes and gather as process `index` of two sees them, the
+    other process holding `other`: its tensors in the order keep_mask gathers them."""
+    def __init__(self, index: int, other: list[torch.Tensor]):
+        self.process_index, self.queue = index, list(other)
+
+    def pad_across_processes(self, t, dim=1, pad_index=0):
+        width = max(t.shape[1], self.queue[0].shape[1])
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad_index)
+
+    def gather(self, t):
+        other = self.queue.pop(0)
+        if t.dim() == 2:
+            other = torch.nn.functional.pad(other, (0, t.shape[1] - other.shape[1]))
+        return torch.cat([t, other] if self.process_index == 0 else [other, t])
+
+
+@pytest.mark.parametrize("method", ["clipb", "clipv"])
+def test_each_process_gets_its_rows_of_the_whole_batch_mask(method):
+    """Two processes whose rows have different widths: each one's mask is its rows of the mask
+    of the whole batch, with the whole batch's statistics."""
+    from types import SimpleNamespace
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([9, 3, 7, 5, 2, 4, 6, 3])
+    valid = torch.arange(9)[None, :] < lengths[:, None]
+    s_star, es = torch.randn(8, 9, generator=g) * 0.1, torch.randn(8, 9, generator=g) * 0.05
+    advantages = torch.tensor([1.0, -1.0, 0.0, -2.0, 1.5, -0.5, 0.0, -1.0])
+    keep, _ = (clipping.clip_b_mask(s_star, advantages, valid, 0.7) if method == "clipb" else
+               clipping.clip_v_mask(s_star, es, advantages, valid, 0.7))
+    assert not torch.equal(keep, valid)
+    halves = [slice(0, 4), slice(4, 8)]
+    local = [(s_star[h, :int(lengths[h].max())], es[h, :int(lengths[h].max())], advantages[h],
+              valid[h, :int(lengths[h].max())]) for h in halves]
+    args = SimpleNamespace(method=method, mu=0.7, mu_pos=math.inf, clip_max_frac=None)
+    for index, (s, e, a, v) in enumerate(local):
+        o = local[1 - index]
+        fake = SimpleNamespace(accelerator=TwoProcesses(index, [o[0], o[1], o[3].float(), o[2]]), args=args)
+        mine, metrics = trl_clip.ClipGRPOTrainer.keep_mask(fake, s, e, a, v)
+        assert torch.equal(mine, keep[halves[index], :v.shape[1]])
+        assert metrics["masked_frac"] == pytest.approx(int((valid & ~keep).sum()) / int(valid.sum()))
+
+
 # ----- training runs -----
 
 def test_clipb_reads_the_old_policy_pass_trl_makes(tmp_path):
