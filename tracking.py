@@ -40,8 +40,8 @@ import json
 import math
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}   # name -> package
 STATE_FILE = "tracking.json"

@@ -424,9 +424,9 @@ def train(run: Run) -> int:
         return 1
     finally:
         bar.close()
-        tracker.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+        tracker.close()
     checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype, world)
     if world.main:
         tqdm.write(f"done: {cfg.steps} steps; final model in {out / 'final'}")

@@ -7,16 +7,15 @@
 What it adds to TRL (tested with TRL 1.16; requirements.txt pins the tested range), and nothing
 else: for each generation batch, before any of its loss is computed,
 
-1. S*, E[S] and H per completion token under the policy that sampled it. They come from a
+1. S*, E[S] and H per completion token under the policy that sampled it. They come from the
    forward pass TRL makes anyway when it computes the old policy's log-probs (a generation
-   batch that feeds more than one optimizer step, or vLLM's importance-sampling correction):
-   a hook on the decoder keeps that
-   pass's last hidden states and `entropy.token_stats` turns them into the statistics, chunk by
-   chunk, with the output embedding, so the full float32 logits are never built (TRL's own head
-   is chunked too). When TRL makes no such pass (one on-policy update per generation batch, its
-   default), one no-grad pass through TRL's own `_get_per_token_logps_and_entropies` supplies
-   them, because the statistics of the whole generation batch must be known before the first
-   micro-batch's loss.
+   batch that feeds more than one optimizer step, or vLLM's importance-sampling correction): a
+   hook on the decoder keeps that pass's last hidden states, and `entropy.token_stats` turns
+   them into the statistics chunk by chunk with the output embedding, so the full float32
+   logits are never built (TRL's fused head is chunked too, but yields no E[S]). When TRL makes
+   no such pass (one on-policy update per generation batch, its default), one no-grad pass
+   through TRL's own `_get_per_token_logps_and_entropies` supplies them: the statistics of the
+   whole generation batch must be known before the first micro-batch's loss.
 2. The Clip-B / Clip-V keep mask (`clipping.clip_b_mask` / `clipping.clip_v_mask`, the code
    train.py uses) with the statistics of the whole generation batch: under accelerate each
    process gathers every process's rows (padded to one width, as TRL's own entropy quantile
@@ -54,7 +53,8 @@ class ClipGRPOConfig(GRPOConfig):
     """GRPOConfig plus the mask's settings, named as train.py's flags (config.Config)."""
 
     method: str = field(default="clipv", metadata={
-        "help": "clipb / clipv: the paper's masks; grpo: TRL's GRPOTrainer unchanged.", "choices": list(MASKS)})
+        "help": "clipb / clipv: the paper's masks; grpo: TRL's GRPOTrainer unchanged.",
+        "choices": list(MASKS)})
     mu: float | None = field(default=None, metadata={
         "help": "Threshold in sigmas (default: the method's released value, clipb 2.5, clipv 8.5); "
                 "smaller removes more tokens."})
@@ -138,7 +138,9 @@ class ClipGRPOTrainer(GRPOTrainer):
         attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
         self._capture = {"rows": None}
         try:
-            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            no_checkpointing = disable_gradient_checkpointing(self.model,
+                                                              self.args.gradient_checkpointing_kwargs)
+            with torch.no_grad(), no_checkpointing:
                 self._get_per_token_logps_and_entropies(
                     self.model, input_ids, attention_mask, batch["completion_ids"].size(1),
                     batch_size=self.args.per_device_train_batch_size, **forward)
@@ -172,7 +174,7 @@ class ClipGRPOTrainer(GRPOTrainer):
         logp, entropies, s_star, es = (torch.cat(parts) for parts in zip(*rows))
         valid = batch["completion_mask"].bool()
         if "tool_mask" in batch:
-            valid &= batch["tool_mask"].bool()
+            valid = valid & batch["tool_mask"].bool()
         keep, metrics = self.keep_mask(s_star, es, batch["advantages"], valid)
         batch["tool_mask"] = keep.to(batch["completion_mask"].dtype)   # valid and kept: the loss mask
         loss_mask = batch["completion_mask"] * batch["tool_mask"]

@@ -27,14 +27,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method", default="clipv", choices=["clipv", "clipb", "grpo"],
                         help="grpo: TRL's GRPOTrainer unchanged")
     parser.add_argument("--mu", type=float, default=None,
-                        help="threshold in sigmas (default: the method's released value, clipb 2.5, clipv 8.5)")
+                        help="threshold in sigmas (default: the method's released value, clipb 2.5, "
+                             "clipv 8.5)")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps")
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
     parser.add_argument("--group-size", type=int, default=8, help="completions per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="completion length budget")
     parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (1e-6 for 7B models)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (peft)")
-    parser.add_argument("--report-to", default="none", help="TRL's trackers: none, tensorboard, wandb, trackio")
+    parser.add_argument("--report-to", default="none",
+                        help="TRL's trackers: none, tensorboard, wandb, trackio")
     parser.add_argument("--out", default="runs/trl-example", help="output folder")
     return parser.parse_args(argv)
 

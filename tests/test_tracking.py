@@ -10,8 +10,6 @@ import shutil
 import struct
 from pathlib import Path
 
-import pytest
-
 import tracking
 import train
 
@@ -141,6 +139,8 @@ def test_trackers_hold_every_metric_once_after_a_kill_and_resume(tmp_path, monke
     numbers; wandb and trackio hold every step once, one run each, continued by the resume."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):   # tables are staged there
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name))
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
     monkeypatch.setenv("TRACKIO_PROJECT", "test-project")
     from trackio import sqlite_storage   # TRACKIO_DIR is read at import: set it here too
