@@ -228,10 +228,13 @@ def start(report_to, out: Path, step: int, main: bool = True) -> Tracker:
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     tracker = Tracker({}, state_path, state)
     state_path.write_text(json.dumps(state, indent=2) + "\n")
-    try:
-        for name in names:
+    for name in names:
+        try:
             tracker.backends[name] = BACKENDS[name](out, state["id"], config, step, resumed)
-    except BaseException:
-        tracker.close()
-        raise
+        except Exception as err:   # e.g. wandb online without a login: one sentence, exit status 2
+            tracker.close()
+            hint = (" Log in (wandb login), or set WANDB_MODE=offline to write the run locally."
+                    if name == "wandb" else "")
+            raise ValueError(f"--report-to {name} could not start ({type(err).__name__}: "
+                             f"{str(err).strip()}).{hint}") from err
     return tracker

@@ -10,6 +10,8 @@ import shutil
 import struct
 from pathlib import Path
 
+import pytest
+
 import tracking
 import train
 
@@ -45,6 +47,15 @@ def test_a_missing_or_unknown_tracker_is_one_sentence_before_anything_loads(tmp_
     assert train.main([*argv, "--report-to", "mlflow"]) == 2
     assert "unknown --report-to 'mlflow'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()          # nothing started
+
+
+def test_a_tracker_that_cannot_start_is_one_sentence(tmp_path, monkeypatch):
+    def no_login(*args):
+        raise RuntimeError("No API key configured.")
+    monkeypatch.setitem(tracking.BACKENDS, "wandb", no_login)
+    with pytest.raises(ValueError, match=r"^--report-to wandb could not start \(RuntimeError: No API "
+                                         r"key configured\.\)\. .*WANDB_MODE=offline"):
+        tracking.start("wandb", tmp_path, 0)
 
 
 class _Recorder:
