@@ -16,7 +16,8 @@ tab). metrics.jsonl stays the source of truth and is always written. Where they 
 
 Choices and why:
 * Each tracker is optional: `check` (called by config.validate) ends a run that asks for one
-  that is not installed with one sentence naming the package, before anything slow starts.
+  that is not installed with one sentence naming the package, before anything slow starts; a
+  tracker that cannot start (wandb online without a login) ends it in one sentence too.
 * Only rank 0 reports under torchrun: `start` returns a tracker with no backends elsewhere.
 * A resumed run continues the same tracker run: the wandb run id (also the trackio run's name)
   is kept in <out>/tracking.json, and wandb resumes it with resume="allow".
