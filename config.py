@@ -28,6 +28,7 @@ import grpo
 import policy
 import rewards
 import rollout
+import tracking
 from methods import METHODS
 
 REPO = Path(__file__).resolve().parent
@@ -174,6 +175,10 @@ class Config:
                                       "(--no-save-optimizer: weights only; --resume then "
                                       "restarts AdamW's moments)")
     sample_every: int = _opt(10, "write a few decoded responses to samples.jsonl every N steps")
+    report_to: str | list = _opt("none", "also send metrics, evaluations, the configuration and "
+                                         "samples to these trackers: tensorboard, wandb, trackio "
+                                         "(comma- or space-separated; none: metrics.jsonl only)",
+                                 nargs="+")
     resume: bool = _opt(False, "continue the latest checkpoint in --out (its saved config; flags "
                                "given now may lengthen the run or change evaluation, saving and "
                                "hardware settings, not what it trains: docs/failures.md)")
@@ -313,6 +318,7 @@ def validate(cfg: Config) -> None:
     low = cfg.mismatch_low if cfg.mismatch_low is not None else 1 / cfg.mismatch_high
     need(0 < low < cfg.mismatch_high, f"the --mismatch-low / --mismatch-high band must satisfy "
                                       f"0 < low < high, got {low}, {cfg.mismatch_high}.")
+    tracking.check(cfg.report_to)
     need(not (cfg.device == "cuda" and not torch.cuda.is_available()),
          "--device cuda was asked for but no CUDA device is visible; use --device auto or cpu.")
 
@@ -328,7 +334,7 @@ RESUME_MAY_CHANGE = {
                      "eval_max_new_tokens", "eval_limit", "eval_batch_size", "eval_question_key",
                      "eval_answer_key", "probe_every"),
                     "measurement only: the policy's updates do not read it"),
-    **dict.fromkeys(("save_every", "keep_last", "save_optimizer", "sample_every"),
+    **dict.fromkeys(("save_every", "keep_last", "save_optimizer", "sample_every", "report_to"),
                     "what is written, and how often"),
     **dict.fromkeys(("device", "dtype", "gradient_checkpointing", "micro_batch_size", "chunk_size",
                      "gen_batch_size", "rollout_engine"),

@@ -56,6 +56,7 @@ import methods
 import policy
 import rewards
 import rollout
+import tracking
 from config import Config, resolve_config, resume_changes
 from distributed import World
 
@@ -375,6 +376,8 @@ def train(run: Run) -> int:
     handler and the failure guards. Returns the exit status."""
     cfg, out, world = run.cfg, run.out, run.world
     log = checkpoint.append_jsonl if world.main else (lambda path, record: None)
+    tracker = tracking.start(cfg.report_to, out, run.step, world.main)   # --report-to, rank 0 only
+    log = tracker.tee(log)          # metrics.jsonl records also go to the trackers
     stop = checkpoint.Stop()
     handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {s: signal.signal(s, stop) for s in handled}
@@ -391,8 +394,10 @@ def train(run: Run) -> int:
             run.step = step
             log(out / "metrics.jsonl", record)
             if step % cfg.sample_every == 0:
-                for sample in samples(batch, run.examples, indices, step):
+                rows = samples(batch, run.examples, indices, step)
+                for sample in rows:
                     log(out / "samples.jsonl", sample)
+                tracker.table(step, rows)
             bar.update(1)
             if record["truncated_frac"] == 1 and not warned and world.main:
                 warned = True
@@ -439,6 +444,7 @@ def train(run: Run) -> int:
         bar.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+        tracker.close()
     if world.main:
         tqdm.write(f"done: {cfg.steps} steps; final model in {out / 'final'}")
     return 0

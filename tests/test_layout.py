@@ -16,10 +16,10 @@ METHODS_PAGE = (REPO / "docs" / "methods.md").read_text()
 LAYERS = [
     {"data", "rewards", "entropy", "policy", "memory", "distributed"},   # ..., loading, costs, processes
     {"rollout", "clipping", "grpo"},               # batches, masks, the loss (read entropy.py)
-    {"methods", "eval", "checkpoint"},             # the method table, evaluation, checkpoints
-    {"config"},                                    # flags, presets, validation
+    {"methods", "eval", "checkpoint", "tracking"},  # the method table, evaluation, checkpoints, trackers
+    {"config", "trl_clip"},                        # flags, presets, validation; the masks in TRL
     {"train"},                                     # the loop
-    {"bench_gpu", "plot", "build_tiny_model"},     # scripts around it
+    {"bench_gpu", "plot", "build_tiny_model", "trl_example"},   # scripts around it
     {"bench", "bench_dist"},                       # benchmarks that use bench_gpu's models
 ]
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
