@@ -403,6 +403,15 @@ def save_error(step: int, err: BaseException, last_saved: int, out: Path) -> str
             f"is the disk full? {earlier}")
 
 
+def nonfinite_error(in_a_row: int, step: int, last_saved: int) -> str:
+    """The one sentence for a run stopped by non-finite losses or gradients in a row."""
+    trust = (f"checkpoint-{last_saved} (step {last_saved}) is the last one saved" if last_saved
+             else "no checkpoint was saved")
+    return (f"error: the loss or gradient was not finite in {in_a_row} steps in a row (up to step "
+            f"{step}); those updates were skipped, but earlier ones may already have harmed the "
+            f"model, and the run stops; {trust}. Lower --lr or --grad-clip, or use --dtype float32.")
+
+
 def resume_command(out: Path, world: World = World()) -> str:
     start = ["torchrun", f"--nproc-per-node={world.size}"] if world.size > 1 else ["python"]
     return shlex.join([*start, "train.py", "--out", str(out), "--resume"])

@@ -100,6 +100,16 @@ class RolloutBatch:
             "zero_spread_frac": (self.by_group(self.rewards).std(-1) == 0).float().mean().item(),
         }
 
+    def samples(self, step: int, prompt_indices: list[int], questions: list[str], k: int = 4) -> list[dict]:
+        """The first response of the first k groups, for samples.jsonl (questions and
+        prompt_indices: one per group)."""
+        G = self.group_size
+        return [{"step": step, "prompt_index": prompt_indices[g], "question": questions[g],
+                 "answer": self.answers[g * G], "response": self.texts[g * G],
+                 "reward": self.rewards[g * G].item(), "advantage": self.advantages[g * G].item(),
+                 "truncated": bool(self.truncated[g * G])}
+                for g in range(min(k, len(prompt_indices)))]
+
     def select(self, idx: Tensor) -> "RolloutBatch":
         """Rows idx (long indices or a bool mask) as a new batch, with the prompt side trimmed of
         all-pad columns and the response side trimmed to the longest kept response."""

@@ -239,16 +239,6 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
     return out
 
 
-def samples(batch, examples: list, indices: list[int], step: int, k: int = 4) -> list[dict]:
-    """The first response of the first k groups, for samples.jsonl."""
-    G = batch.group_size
-    return [{"step": step, "prompt_index": indices[g], "question": examples[indices[g]].question,
-             "answer": batch.answers[g * G],
-             "response": batch.texts[g * G], "reward": batch.rewards[g * G].item(),
-             "advantage": batch.advantages[g * G].item(), "truncated": bool(batch.truncated[g * G])}
-            for g in range(min(k, len(indices)))]
-
-
 # ----------------------------------------------------------------------------- the run
 
 @dataclass
@@ -394,7 +384,7 @@ def train(run: Run) -> int:
             run.step = step
             log(out / "metrics.jsonl", record)
             if step % cfg.sample_every == 0:
-                rows = samples(batch, run.examples, indices, step)
+                rows = batch.samples(step, indices, [run.examples[i].question for i in indices])
                 for sample in rows:
                     log(out / "samples.jsonl", sample)
                 tracker.table(step, rows)
@@ -407,13 +397,7 @@ def train(run: Run) -> int:
                             masked=f"{record['masked_frac']:.4f}", len=f"{record['response_len']:.0f}",
                             kl=f"{record.get('approx_kl', math.nan):.1e}")
             if run.counters["nonfinite_in_a_row"] >= MAX_NONFINITE_IN_A_ROW:
-                trust = (f"checkpoint-{last_saved} (step {last_saved}) is the last one saved"
-                         if last_saved else "no checkpoint was saved")
-                tqdm.write(f"error: the loss or gradient was not finite in {MAX_NONFINITE_IN_A_ROW} "
-                           f"steps in a row (up to step {step}); those updates were skipped, but "
-                           f"earlier ones may already have harmed the model, and the run stops; "
-                           f"{trust}. Lower --lr or --grad-clip, or use --dtype float32.",
-                           file=sys.stderr)
+                tqdm.write(checkpoint.nonfinite_error(MAX_NONFINITE_IN_A_ROW, step, last_saved), file=sys.stderr)
                 return 1
             stopping = distributed.any_rank(stop.signum is not None, world)   # all ranks agree
             if step % cfg.save_every == 0 or step == cfg.steps or stopping:
