@@ -88,6 +88,12 @@ def checkpoints(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def finished(out: Path, steps: int) -> bool:
+    """Whether the run in out ended at `steps`: its last checkpoint is that step and final/ exists."""
+    found = checkpoints(out)
+    return bool(found) and found[-1][0] == steps and (Path(out) / "final").is_dir()
+
+
 def latest(out: Path) -> Path | None:
     found = checkpoints(out)
     return found[-1][1] if found else None

@@ -372,14 +372,15 @@ def resume_changes(saved: dict, cfg: Config) -> dict[str, list]:
 
 
 def check_resume(saved: dict, cfg: Config, step: int, finished: bool) -> None:
-    """Refuse, in one sentence, a FIXED flag changed at --resume, or a --steps with nothing left
-    to train (step: the checkpoint's; finished: final/ already written)."""
+    """Refuse, in one sentence, a FIXED flag changed at --resume, or a --steps below the
+    checkpoint's step (step: the checkpoint's; finished: final/ already written). A finished run
+    resumed with its own --steps is no mistake (a re-queued job): train.main says so, exit 0."""
     for name, (old, new) in resume_changes(saved, cfg).items():
         if name in RESUME_FIXED:
             raise ValueError(f"--{name.replace('_', '-')} cannot change at --resume: this run was "
                              f"trained with {old}, not {new} ({RESUME_FIXED[name]}); drop the flag, "
                              f"or start a new run in another --out.")
-    if cfg.steps < step or (cfg.steps == step and finished):
+    if cfg.steps < step:
         raise ValueError(f"--steps {cfg.steps}: this run is already at step {step}, so --resume has "
                          f"nothing to train; give --steps above {step} to train it further.")
 

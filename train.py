@@ -441,6 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(argv)
         distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, planned)
+        if cfg.resume and checkpoint.finished(Path(cfg.out), cfg.steps):   # a re-queued job: no mistake
+            if planned.main:
+                print(f"{cfg.out} already finished its {cfg.steps} steps (final/ is written); nothing "
+                      f"to do. Give --steps above {cfg.steps} to train it further.")
+            return 0
         if cfg.dry_run:   # no weights: the configuration and a meta-device model
             if planned.main:   # under torchrun: per GPU, printed once
                 print(memory.plan(cfg, *policy.describe(cfg.model), data.load_run_sets(cfg)[1],
