@@ -5,6 +5,7 @@
 #   bash experiments.sh directions    # entropy-up vs entropy-down: Theorem 2's prediction at model scale
 #   bash experiments.sh mu            # GRPO, Clip-B (mu 1.0, 2.5) and Clip-V (mu 1.0, 3.0, 8.5), 300 steps
 #   bash experiments.sh methods       # every entropy method side by side
+#   bash experiments.sh passk         # pass@k up to k = 64 of the finished runs above and the base model
 #
 # SEEDS (default "0 1 2"), JOBS (parallel runs, default 2, one thread each) and MODEL (a model
 # folder instead of the shipped tiny-qwen2/) can be set in the environment. Each run is the
@@ -12,7 +13,7 @@
 # (--probe-every 10: Theorem 2's prediction against the measured change).
 set -euo pipefail
 cd "$(dirname "$0")"
-experiment=${1:?usage: bash experiments.sh directions|mu|methods}
+experiment=${1:?usage: bash experiments.sh directions|mu|methods|passk}
 SEEDS=${SEEDS:-0 1 2}
 JOBS=${JOBS:-2}
 common=${MODEL:+--model $MODEL}
@@ -28,9 +29,31 @@ case "$experiment" in
   # ratio-based methods (clip-higher's eps_high, KL-Cov's |logp - old_logp|) act at all
   methods)    configs=("--method grpo" "--method clipb --mu 1.0" "--method clipv --mu 1.0"
                        "--method clip-higher" "--method entropy-bonus" "--method forking"
-                       "--method clip-cov" "--method kl-cov")
+                       "--method clip-cov" "--method kl-cov" "--method adaptive-entropy"
+                       "--method entropy-adv" "--method w-reinforce" "--method nsr" "--method passk"
+                       "--method gspo" "--method cispo")
               common="$common --mini-batches 4" ;;
-  *) echo "unknown experiment '$experiment': use directions, mu or methods" >&2; exit 2 ;;
+  # exploration as Yue et al. 2025 measure it: n = PASSK_N (64) samples of PASSK_LIMIT (100)
+  # held-out problems for the final model of every finished run of `methods` and of GRPO /
+  # Clip-B / Clip-V in `mu`, and for the base model once per seed; then pass@k against k
+  passk)      N=${PASSK_N:-64}; LIMIT=${PASSK_LIMIT:-100}; model=${MODEL:-tiny-qwen2}
+              evaluate="OMP_NUM_THREADS=1 python eval.py --datasets synthetic --n $N --limit $LIMIT --temperature 1.0"
+              mkdir -p runs/passk-base
+              { for d in runs/methods/*-seed*/ runs/mu/{grpo,clipb-mu2.5,clipv-mu1.0}-seed*/; do
+                  [ -f "$d/final/config.json" ] && [ ! -f "$d/passk$N.json" ] \
+                    && echo "$evaluate --model $d/final --seed 0 --out $d/passk$N.json > $d/passk$N.log 2>&1"
+                done
+                for seed in $SEEDS; do
+                  [ -f "runs/passk-base/seed$seed.json" ] \
+                    || echo "$evaluate --model $model --seed $seed --out runs/passk-base/seed$seed.json > /dev/null 2>&1"
+                done; } | xargs -P "$JOBS" -I{} bash -c "{}"
+              for group in methods mu; do
+                compgen -G "runs/$group/*/passk$N.json" > /dev/null || continue
+                python plot.py --passk runs/"$group"/*/passk"$N".json --base runs/passk-base/*.json \
+                  --band ci95 --out "figures/$group-passk" --no-show
+              done
+              exit 0 ;;
+  *) echo "unknown experiment '$experiment': use directions, mu, methods or passk" >&2; exit 2 ;;
 esac
 
 jobs_file=$(mktemp)
