@@ -23,6 +23,7 @@ import torch
 import checkpoint
 import clipping
 import data
+import distributed
 import entropy
 import grpo
 import policy
@@ -383,6 +384,17 @@ def check_resume(saved: dict, cfg: Config, step: int, finished: bool) -> None:
     if cfg.steps < step:
         raise ValueError(f"--steps {cfg.steps}: this run is already at step {step}, so --resume has "
                          f"nothing to train; give --steps above {step} to train it further.")
+
+
+def flag_mistake(argv: list[str] | None) -> bool:
+    """Whether argv holds a mistake every torchrun process finds alike, before its process group
+    starts: the checks of resolve_config and the split of the prompt groups over the processes."""
+    try:
+        cfg = resolve_config(argv)
+        distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, distributed.planned())
+    except ValueError:
+        return True
+    return False
 
 
 def resolve_config(argv: list[str] | None) -> Config:

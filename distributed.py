@@ -64,6 +64,15 @@ def planned() -> World:
     return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
 
 
+def hold_rank0(world: World, seconds: float = 5.0) -> None:
+    """Rank 0, having said a mistake every rank finds alike, waits before exiting: torchrun stops
+    the other ranks as soon as it exits, and one still importing would die by SIGTERM (-15)
+    instead of leaving with rank 0's status (seen under load; a rank that has reached train.main
+    leaves with it either way)."""
+    if world.main and world.size > 1:
+        time.sleep(seconds)
+
+
 def leave_after_rank0(message: str, status: int, wait_s: float = 30.0) -> None:
     """How a rank other than 0 leaves on a mistake every rank finds alike (a bad flag, a folder
     in use): rank 0 prints it and exits with `status`; this rank waits for torchrun, seeing rank

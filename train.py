@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -57,7 +58,7 @@ import policy
 import rewards
 import rollout
 import tracking
-from config import Config, resolve_config, resume_changes
+from config import Config, flag_mistake, resolve_config, resume_changes
 from distributed import World
 
 MAX_NONFINITE_IN_A_ROW = 3
@@ -438,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (2: a bad flag or input, with one
     line saying what to do)."""
     planned, mistake = distributed.planned(), None   # under torchrun: checked before the group starts
+    if not planned.main:   # torchrun stops this rank once rank 0 has said a mistake: leave with its status
+        signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(2 if flag_mistake(argv) else 128 + signum))
     try:
         cfg = resolve_config(argv)
         distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, planned)
@@ -462,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         distributed.close()
         if mistake and not planned.main:   # said once, by rank 0; every rank exits 2
             distributed.leave_after_rank0(mistake, 2)
+        elif mistake:
+            distributed.hold_rank0(planned)
 
 
 if __name__ == "__main__":
