@@ -372,10 +372,10 @@ def resume_changes(saved: dict, cfg: Config) -> dict[str, list]:
             if name not in RESUME_IGNORED and saved.get(name, defaults[name]) != getattr(cfg, name)}
 
 
-def check_resume(saved: dict, cfg: Config, step: int, finished: bool) -> None:
+def check_resume(saved: dict, cfg: Config, step: int) -> None:
     """Refuse, in one sentence, a FIXED flag changed at --resume, or a --steps below the
-    checkpoint's step (step: the checkpoint's; finished: final/ already written). A finished run
-    resumed with its own --steps is no mistake (a re-queued job): train.main says so, exit 0."""
+    checkpoint's step (step). A finished run resumed with its own --steps is no mistake (a
+    re-queued job): train.main says so (checkpoint.finished) and exits 0."""
     for name, (old, new) in resume_changes(saved, cfg).items():
         if name in RESUME_FIXED:
             raise ValueError(f"--{name.replace('_', '-')} cannot change at --resume: this run was "
@@ -409,6 +409,6 @@ def resolve_config(argv: list[str] | None) -> Config:
                              f"or drop --resume to start a new run.")
         state = checkpoint.load_trainer_state(latest)
         cfg = Config(**{**state["config"], **given_flags(argv), "resume": True})
-        check_resume(state["config"], cfg, state["step"], (Path(cfg.out) / "final").is_dir())
+        check_resume(state["config"], cfg, state["step"])
     validate(cfg)
     return cfg
