@@ -7,8 +7,9 @@
 #   bash experiments.sh methods       # every entropy method side by side
 #   bash experiments.sh passk         # pass@k up to k = 64 of the finished runs above and the base model
 #
-# SEEDS (default "0 1 2"), JOBS (parallel runs, default 2, one thread each) and MODEL (a model
-# folder instead of the shipped tiny-qwen2/) can be set in the environment. Each run is the
+# SEEDS (default "0 1 2"), JOBS (parallel runs, default 2, one thread each), MODEL (a model
+# folder instead of the shipped tiny-qwen2/) and ONLY (run names to keep, e.g.
+# ONLY="grpo clipv-mu1.0"; default all) can be set in the environment. Each run is the
 # default `python train.py` with the method's flags and the entropy probe every 10 steps
 # (--probe-every 10: Theorem 2's prediction against the measured change).
 set -euo pipefail
@@ -39,7 +40,7 @@ case "$experiment" in
   passk)      N=${PASSK_N:-64}; LIMIT=${PASSK_LIMIT:-100}; model=${MODEL:-tiny-qwen2}
               evaluate="OMP_NUM_THREADS=1 python eval.py --datasets synthetic --n $N --limit $LIMIT --temperature 1.0"
               mkdir -p runs/passk-base
-              { for d in runs/methods/*-seed*/ runs/mu/{grpo,clipb-mu2.5,clipv-mu1.0}-seed*/; do
+              { for d in runs/methods/*-seed*/ runs/mu/{grpo,clipb-mu1.0,clipb-mu2.5,clipv-mu1.0}-seed*/; do
                   [ -f "$d/final/config.json" ] && [ ! -f "$d/passk$N.json" ] \
                     && echo "$evaluate --model $d/final --seed 0 --out $d/passk$N.json > $d/passk$N.log 2>&1"
                 done
@@ -62,6 +63,7 @@ for seed in $SEEDS; do
     read -r -a flags <<< "$config"
     name=${flags[1]}
     [ "${flags[2]:-}" = "--mu" ] && name="$name-mu${flags[3]}"
+    [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]] && continue
     out="runs/$experiment/$name-seed$seed"
     [ -f "$out/final/config.json" ] && continue          # finished earlier
     resume=""; compgen -G "$out/checkpoint-*" > /dev/null && resume="--resume"   # interrupted
@@ -73,5 +75,5 @@ start=$(date +%s)
 xargs -P "$JOBS" -I{} bash -c "{}" < "$jobs_file"
 rm -f "$jobs_file"
 echo "$experiment: $(( $(date +%s) - start )) s"
-python plot.py runs/"$experiment"/*/ --out "figures/$experiment" --no-show --smooth 10
+python plot.py runs/"$experiment"/*/ --out "figures/$experiment" --no-show --smooth 10 --band ci95
 

@@ -15,8 +15,10 @@ panel, from what train.py writes into a run directory:
     config.json to the directory's name; plot.py keeps no list of methods of its own.
 
 Runs with the same label are seeds of one setting. By default each setting is ONE line, the
-mean over its runs at each step, with a shaded band of mean ± one standard deviation over
-the seeds (sample std, as in the table) -- as papers draw them. The mean is taken at the steps
+mean over its runs at each step, with a shaded band over the seeds -- as papers draw them:
+`--band std` (the default) is ± one sample standard deviation, `--band ci95` the 95%
+confidence interval of the mean (Student t with n - 1 degrees of freedom); the table uses the
+same. The mean is taken at the steps
 every run of the setting logged (a finite value); `--smooth N` smooths each run's curve (a
 trailing moving average) before the mean. The held-out evaluation points (avg@n, dashed with
 markers on the accuracy panel) are averaged the same way and drawn with error bars. A setting
@@ -24,13 +26,13 @@ with a single run is a plain line (no band, no error bars). `--per-seed` draws e
 own thin line instead (runs of one setting share a colour and one legend entry).
 
 It also prints (and writes to <out>/summary.md) a table with one row per label: the held-out
-avg@n before and after training and pass@n, mean ± std over the runs given (seeds).
+avg@n before and after training and pass@n, mean ± the band's half-width over the runs given
+(seeds), under a line that says which band.
 
     python plot.py --passk runs/methods/*/passk.json --base runs/methods/base-*/passk.json --out DIR
 
 draws instead pass@k against k (log2 axis), the exploration figure of Yue et al. 2025 (arXiv
-2504.13837): one line per setting, mean over its seeds with a band (--band std: ± one sample
-std; ci95: the 95% confidence interval of the mean, Student t), the base model as a dashed black
+2504.13837): one line per setting, mean over its seeds with the same band, the base model as a dashed black
 line, into <out>/passk.png, and prints (and writes to <out>/passk.md) the same numbers as a
 table. Each source is an eval.py result file (named after the run folder it sits in, else its
 file name) or a run directory (the last evaluation that logged pass@k; with --base, the first,
@@ -167,16 +169,17 @@ def smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def mean_over_runs(curves: list[tuple[list[float], list[float]]]
+def mean_over_runs(curves: list[tuple[list[float], list[float]]], band: str = "std"
                    ) -> tuple[list[float], list[float], list[float]]:
-    """(steps, mean, std) of several runs' (steps, values) curves at the steps all of them
-    logged, in increasing order; std is the sample standard deviation over the runs (ddof=1,
-    as in the summary table), 0 for a single run. No curves, or no shared step: empty lists."""
+    """(steps, mean, half-width) of several runs' (steps, values) curves at the steps all of
+    them logged, in increasing order; the half-width is the band's (_spread: the sample
+    standard deviation, ddof=1, or the 95% t interval of the mean), 0 for a single run. No
+    curves, or no shared step: empty lists."""
     if not curves:
         return [], [], []
     by_step = [dict(zip(steps, values, strict=True)) for steps, values in curves]
     shared = sorted(set.intersection(*(set(d) for d in by_step)))
-    stats = [_mean_std([d[step] for d in by_step]) for step in shared]
+    stats = [_spread([d[step] for d in by_step], band) for step in shared]
     return shared, [m for m, _ in stats], [s for _, s in stats]
 
 
@@ -187,14 +190,31 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, spread
 
 
+# Student t quantile t_{0.975, df} for df = 1..30 (beyond: the normal 1.960), for 95% intervals
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042)
+BANDS = ("std", "ci95")
+BAND_NAMES = {"std": "1 std (sample)", "ci95": "95% CI of the mean (t)"}
+
+
+def _spread(values: list[float], band: str) -> tuple[float, float]:
+    """Mean and half-width of the band: one sample std, or the 95% t interval of the mean."""
+    mean, std = _mean_std(values)
+    if band == "ci95" and len(values) > 1:
+        df = len(values) - 1
+        return mean, (T975[df - 1] if df <= len(T975) else 1.960) * std / math.sqrt(len(values))
+    return mean, std
+
+
 def plot_runs(groups: dict[str, list[list[dict]]], out_dir: Path, show: bool = True, window: int = 1,
-              per_seed: bool = False) -> list[Path]:
+              per_seed: bool = False, band: str = "std") -> list[Path]:
     """Write one PNG per panel that some run has data for; return the paths written.
 
     groups: group_runs' {label: [records of each run]} (the seeds of one setting). Default:
-    one line per label, the mean over its runs at their shared steps, with a band of ± one
-    std over the runs (none for a single run); held-out eval points likewise, with error
-    bars. per_seed: every run its own
+    one line per label, the mean over its runs at their shared steps, with the band over the
+    runs (`band`: std or ci95; none for a single run); held-out eval points likewise, with
+    error bars. per_seed: every run its own
     thin line, runs of a label sharing a colour and a legend entry. Training curves are
     smoothed per run by a trailing moving average of `window` steps, before the mean."""
     try:
@@ -215,12 +235,12 @@ def plot_runs(groups: dict[str, list[list[dict]]], out_dir: Path, show: bool = T
             key = next((k for k in keys if any(series(rs, k)[0] for rs in runs)), None)
             if key is not None:
                 curves = [(s, smooth(v, window)) for s, v in (series(rs, key) for rs in runs) if s]
-                drawn |= _draw(ax, curves, label, color, per_seed, stem, key)
+                drawn |= _draw(ax, curves, label, color, per_seed, stem, key, band)
             if stem == "accuracy":  # held-out accuracy from eval.evaluate, if logged
                 for k in sorted({k for rs in runs for r in rs for k in r if EVAL_AVG.match(k)}):
                     curves = [c for c in (series(rs, k) for rs in runs) if c[0]]
                     drawn |= _draw(ax, curves, f"{label} ({k.removeprefix('eval/')})", color,
-                                   per_seed, stem, k, eval_points=True)
+                                   per_seed, stem, k, band, eval_points=True)
         if not drawn:
             print(f"note: no run logged {' or '.join(keys)}; skipping the {stem} plot")
             plt.close(fig)
@@ -230,7 +250,7 @@ def plot_runs(groups: dict[str, list[list[dict]]], out_dir: Path, show: bool = T
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         if not per_seed and any(len(runs) > 1 for runs in groups.values()):
-            ax.set_title("mean over seeds ± 1 std (sample)", fontsize=9)
+            ax.set_title(f"mean over seeds ± {BAND_NAMES[band]}", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{stem}.png"
         fig.savefig(path, dpi=120)
@@ -243,7 +263,7 @@ def plot_runs(groups: dict[str, list[list[dict]]], out_dir: Path, show: bool = T
 
 
 def _draw(ax, curves: list[tuple[list[float], list[float]]], label: str, color: str,
-          per_seed: bool, stem: str, key: str, eval_points: bool = False) -> bool:
+          per_seed: bool, stem: str, key: str, band: str, eval_points: bool = False) -> bool:
     """Draw one label's curves of one key on ax (see plot_runs); whether anything was drawn."""
     if not curves:
         return False
@@ -253,7 +273,7 @@ def _draw(ax, curves: list[tuple[list[float], list[float]]], label: str, color: 
             ax.plot(steps, values, color=color, alpha=0.8, linewidth=1,
                     label=label if i == 0 else None, **style)
         return True
-    steps, mean, std = mean_over_runs(curves)
+    steps, mean, std = mean_over_runs(curves, band)
     if not steps:
         print(f"note: the runs of {label} share no step with {key} logged; "
               f"not drawn in the {stem} plot (try --per-seed)")
@@ -281,10 +301,11 @@ def _final_eval(records: list[dict], pattern: str) -> float | None:
     return None
 
 
-def _mean_spread(values: list[float]) -> str:
+def _mean_spread(values: list[float], band: str = "std") -> str:
+    """"mean ± half-width" of the band (_spread), or "-" for no values."""
     if not values:
         return "-"
-    mean, spread = _mean_std(values)
+    mean, spread = _spread(values, band)
     return f"{mean:.3f} ± {spread:.3f}"
 
 
@@ -302,8 +323,9 @@ PROBE_COLUMNS = (("probe/sign_agreement", "probe sign agreement"),
                  ("probe/sign_agreement_top", "same, top 10%"), ("probe/corr", "probe corr"))
 
 
-def summary_table(groups: dict[str, list[list[dict]]], last: int = 10) -> str:
-    """Markdown table, one row per label of group_runs' groups, mean ± std over its runs (seeds):
+def summary_table(groups: dict[str, list[list[dict]]], last: int = 10, band: str = "std") -> str:
+    """Markdown table, one row per label of group_runs' groups, mean ± the band's half-width
+    over its runs (seeds; band: std or ci95, see _spread):
     held-out avg@n before and after training, final pass@n, entropy and masked fraction over
     the last `last` training steps, and, when any run logged the entropy probe
     (train.py --probe-every), its sign agreement (all tokens, and the 10% with the largest
@@ -320,11 +342,11 @@ def summary_table(groups: dict[str, list[list[dict]]], last: int = 10) -> str:
         before = collect(lambda rs: _final_eval([r for r in rs if r["step"] == 0], r"/avg@\d+$"))
         after = collect(lambda rs: _final_eval(rs, r"/avg@\d+$"))
         pass_n = collect(lambda rs: _final_eval(rs, r"/pass@\d+$"))
-        cells = [_mean_spread(before), _mean_spread(after), _mean_spread(pass_n),
-                 _mean_spread(collect(_tail_mean("entropy", last))),
-                 _mean_spread(collect(_tail_mean("masked_frac", last)))]
+        cells = [_mean_spread(before, band), _mean_spread(after, band), _mean_spread(pass_n, band),
+                 _mean_spread(collect(_tail_mean("entropy", last)), band),
+                 _mean_spread(collect(_tail_mean("masked_frac", last)), band)]
         if probed:
-            cells += [_mean_spread(collect(_tail_mean(key, None))) for key, _ in PROBE_COLUMNS]
+            cells += [_mean_spread(collect(_tail_mean(key, None)), band) for key, _ in PROBE_COLUMNS]
         rows.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -332,11 +354,6 @@ def summary_table(groups: dict[str, list[list[dict]]], last: int = 10) -> str:
 # ----------------------------------------------------------------------------- pass@k against k
 
 PASS_AT = re.compile(r"^(?:eval/(?P<set>.+)/)?pass@(?P<k>\d+)$")
-# Student t quantile t_{0.975, df} for df = 1..30 (beyond: the normal 1.960), for 95% intervals
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042)
-BANDS = ("std", "ci95")
 
 
 def _by_set(values: dict[str, float], default_set: str) -> dict[str, dict[int, float]]:
@@ -384,15 +401,6 @@ def passk_label(source: Path) -> str:
         if (folder / "metrics.jsonl").is_file():
             return run_label(folder)
     return source.stem
-
-
-def _spread(values: list[float], band: str) -> tuple[float, float]:
-    """Mean and half-width of the band: one sample std, or the 95% t interval of the mean."""
-    mean, std = _mean_std(values)
-    if band == "ci95" and len(values) > 1:
-        df = len(values) - 1
-        return mean, (T975[df - 1] if df <= len(T975) else 1.960) * std / math.sqrt(len(values))
-    return mean, std
 
 
 def passk_curves(sources: list[Path], base: list[Path] = (), eval_set: str | None = None,
@@ -454,7 +462,7 @@ def plot_passk(sources: list[Path], out_dir: Path, base: list[Path] = (), eval_s
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if any(c[3] > 1 for c in curves.values()):
-        ax.set_title("mean over seeds ± " + ("1 std (sample)" if band == "std" else "95% CI (t)"), fontsize=9)
+        ax.set_title(f"mean over seeds ± {BAND_NAMES[band]}", fontsize=9)
     fig.tight_layout()
     path = out_dir / "passk.png"
     fig.savefig(path, dpi=120)
@@ -476,7 +484,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     p.add_argument("--smooth", type=int, default=1,
                    help="moving average over this many steps (per run, before the mean)")
     p.add_argument("--per-seed", action="store_true",
-                   help="one thin line per run instead of the mean ± std band per setting")
+                   help="one thin line per run instead of the mean and band per setting")
     p.add_argument("--until", type=int, default=None,
                    help="read the runs only up to this step (figures and table)")
     p.add_argument("--passk", action="store_true",
@@ -487,7 +495,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                         "step 0), one dashed line")
     p.add_argument("--eval-set", default=None, help="with --passk: the evaluation set to draw")
     p.add_argument("--band", default="std", choices=BANDS,
-                   help="with --passk: ± one sample std over seeds, or the 95%% t interval of the mean")
+                   help="the band over seeds in figures and tables: ± one sample std, or the 95%% "
+                        "confidence interval of the mean (Student t)")
     args = p.parse_args(argv)
     if args.until is not None and args.until < 0:
         raise ValueError(f"--until must be a step (0 or more), got {args.until}.")
@@ -503,12 +512,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
     groups = group_runs(unique_runs(args.run_dirs), args.until)   # read once: notes print once
     try:
         written = plot_runs(groups, args.out, show=not args.no_show, window=args.smooth,
-                            per_seed=args.per_seed)
+                            per_seed=args.per_seed, band=args.band)
         if not written:
             raise ValueError("none of the runs has any metric to plot"
                              + (f" up to step {args.until} (--until)" if args.until is not None else "")
                              + "; check their metrics.jsonl.")
-        table = summary_table(groups)
+        table = f"Mean ± {BAND_NAMES[args.band]} over the runs of each setting.\n\n" + summary_table(
+            groups, band=args.band)
         (args.out / "summary.md").write_text(table + "\n")
     except OSError as err:   # a folder that turned out not writable, a full disk
         raise ValueError(f"cannot write to --out {args.out} ({err.strerror or err}); pass a "

@@ -73,6 +73,27 @@ def test_mean_over_runs_at_shared_steps():
     assert plot.mean_over_runs([]) == ([], [], [])
 
 
+def test_ci95_band_is_the_t_interval_of_the_mean(tmp_path):
+    # three runs, std 1 and 2 at the two steps: half-width t_{0.975,2} * std / sqrt(3)
+    curves = [([0, 1], [1.0, 2.0]), ([0, 1], [2.0, 4.0]), ([0, 1], [3.0, 6.0])]
+    steps, mean, half = plot.mean_over_runs(curves, "ci95")
+    assert mean == pytest.approx([2.0, 4.0])
+    assert half == pytest.approx([4.303 / math.sqrt(3), 2 * 4.303 / math.sqrt(3)])
+    assert plot._mean_spread([1.0, 2.0, 3.0], "ci95") == f"2.000 ± {4.303 / math.sqrt(3):.3f}"
+    assert plot._spread([0.5], "ci95") == (0.5, 0.0)            # one run: no interval
+    # the table's quantiles: P(T <= t) = 0.975 for Student's t with df degrees of freedom,
+    # integrating its density numerically (Simpson's rule on [0, t], by symmetry)
+    def density(x, df):
+        return (math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+                * (1 + x * x / df) ** (-(df + 1) / 2))
+
+    for df, t in enumerate(plot.T975, start=1):
+        n = 4000
+        h = t / n
+        area = h / 3 * sum((1 if i in (0, n) else 4 if i % 2 else 2) * density(i * h, df) for i in range(n + 1))
+        assert 0.5 + area == pytest.approx(0.975, abs=3e-5), df   # 3 decimals: +-0.0005 in t
+
+
 def test_mean_over_runs_uses_the_steps_every_run_logged():
     a = ([0, 1, 2, 3, 4], [0.0, 1.0, 2.0, 3.0, 4.0])
     b = ([1, 3, 5], [3.0, 5.0, 7.0])               # logs every other step, one step further
@@ -164,6 +185,10 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
     assert probed[0].endswith("probe sign agreement | same, top 10% | probe corr |")
     assert probed[1].count("---") == 10
     assert probed[2].endswith("| 0.600 ± 0.283 | 1.000 ± 0.000 | 0.500 ± 0.000 |")
+    # the same runs with 95% t intervals: half-width 12.706 * std / sqrt(2) for two seeds
+    ci = plot.summary_table(seeds, band="ci95").splitlines()
+    assert ci[2] == ("| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 1.271 | 0.900 ± 0.000 | 0.500 ± 1.271 "
+                     "| 0.100 ± 0.000 |")
 
 
 @pytest.fixture
@@ -275,9 +300,12 @@ def test_main_per_seed_flag(seeds, tmp_path, monkeypatch):
     monkeypatch.setattr(plot, "plot_runs", lambda *a, **k: calls.append(k) or [tmp_path / "x.png"])
     (tmp_path / "plots").mkdir()
     plot.main([*map(str, seeds), "--out", str(tmp_path / "plots"), "--no-show", "--per-seed"])
-    plot.main([*map(str, seeds), "--out", str(tmp_path / "plots"), "--no-show", "--smooth", "5"])
-    assert calls == [{"show": False, "window": 1, "per_seed": True},
-                     {"show": False, "window": 5, "per_seed": False}]
+    plot.main([*map(str, seeds), "--out", str(tmp_path / "plots"), "--no-show", "--smooth", "5",
+               "--band", "ci95"])
+    assert calls == [{"show": False, "window": 1, "per_seed": True, "band": "std"},
+                     {"show": False, "window": 5, "per_seed": False, "band": "ci95"}]
+    assert (tmp_path / "plots" / "summary.md").read_text().startswith(
+        "Mean ± 95% CI of the mean (t) over the runs of each setting.\n\n| method | runs |")
 
 
 def test_until_reads_runs_up_to_a_step(tmp_path):
