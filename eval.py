@@ -45,26 +45,12 @@ from pathlib import Path
 import torch
 
 import data
+import grpo
 import policy
 import rewards
 import rollout
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "tiny-qwen2"
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k of one problem with n samples, c of them correct: 1 - C(n-c, k) / C(n, k).
-
-    Computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i), which never forms a binomial (stable for any n).
-    """
-    if not 0 <= c <= n:
-        raise ValueError(f"the number of correct samples c={c} must lie between 0 and n={n}.")
-    if not 1 <= k <= n:
-        raise ValueError(f"pass@{k} needs at least k samples per problem but n={n}; "
-                         f"choose k between 1 and n or sample more (--n).")
-    if n - c < k:  # every k-subset contains a correct sample
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
 def pass_ks(n: int) -> list[int]:
@@ -81,7 +67,7 @@ def aggregate(correct: list[int], n: int) -> dict[str, float]:
         raise ValueError("there are no problems to evaluate; check the data set and --limit.")
     out = {f"avg@{n}": sum(correct) / (n * len(correct))}
     for k in pass_ks(n):
-        out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in correct) / len(correct)
+        out[f"pass@{k}"] = sum(grpo.pass_at_k(n, c, k) for c in correct) / len(correct)
     return out
 
 

@@ -330,12 +330,29 @@ def _comb(a: int, b: int) -> int:
     return math.comb(a, b) if a >= 0 else 0
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem with n samples, c of them correct: 1 - C(n-c, k) / C(n, k),
+    the chance that k of the n drawn without replacement hold a correct one. eval.py reports it;
+    passk_advantages trains on it.
+
+    Computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i), which never forms a binomial (stable for any n).
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"the number of correct samples c={c} must lie between 0 and n={n}.")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@{k} needs at least k samples per problem but n={n}; "
+                         f"choose k between 1 and n or sample more (--n).")
+    if n - c < k:  # every k-subset contains a correct sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
 def passk_advantages(rewards: Tensor, group_size: int, k: int) -> Tensor:
     """Pass@k training advantages in closed form (Chen et al. 2025, arXiv 2508.10751: the
     "analytical derivation"; the release's code/passk_adv.py calc_adv) for binary rewards, per
     group of n = group_size responses with c correct:
 
-        R = 1 - C(n - c, k) / C(n, k)            the group's mean pass@k reward
+        R = 1 - C(n - c, k) / C(n, k)            the group's mean pass@k reward (pass_at_k)
         sigma = sqrt(R (1 - R))
         A_pos = (1 - R) / (sigma + 1e-6)
         A_neg = (1 - R - C(n - c - 1, k - 1) / C(n - 1, k - 1)) / (sigma + 1e-6)
@@ -347,7 +364,7 @@ def passk_advantages(rewards: Tensor, group_size: int, k: int) -> Tensor:
     correct = rewards.float().view(-1, group_size) > 0.5
     n, pos, neg = group_size, [], []
     for c in correct.sum(-1).tolist():
-        mean = 1 - math.comb(n - c, k) / math.comb(n, k)
+        mean = pass_at_k(n, c, k)
         sigma = math.sqrt(mean * (1 - mean))
         pos.append((1 - mean) / (sigma + ADV_EPS))
         neg.append((1 - mean - _comb(n - c - 1, k - 1) / math.comb(n - 1, k - 1)) / (sigma + ADV_EPS))

@@ -123,7 +123,7 @@ PROBLEMS = [
     {
         "id": "P6", "title": "Unbiased pass@k", "written": 2,
         "functions": {
-            "eval:pass_at_k": "the unbiased 1 - C(n - c, k) / C(n, k), without forming binomials",
+            "grpo:pass_at_k": "the unbiased 1 - C(n - c, k) / C(n, k), without forming binomials",
         },
         "tests": {
             "test_p6_pass_at_k.py::test_pass_at_k_by_hand": (1, "pass@k is a statement about k samples drawn "

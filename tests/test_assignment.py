@@ -40,7 +40,7 @@ MUTANTS = [
      "_discriminator_clip(s_star.double(), sigma,",
      "Clip-B's deviation not centred on the batch mean (Clip-V's convention)"),
     ("P5", "clipping.py", "(d < -mu * sigma)", "(d < mu * sigma)", "the lower rule's sign flipped"),
-    ("P6", "eval.py", "return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))",
+    ("P6", "grpo.py", "return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))",
      "return 1.0 - (1.0 - c / n) ** k", "the biased pass@k 1 - (1 - c/n)^k"),
     ("P7", "entropy.py", "        n = hidden.shape[0]\n", "        n = hidden.shape[0]\n        chunk_size = n\n",
      "all T x V logits at once (values right, memory not bounded)"),

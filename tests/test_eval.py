@@ -22,6 +22,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 import build_tiny_model
 import data
 import eval as ev
+import grpo
 import policy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,28 +41,28 @@ def test_pass_at_k_matches_enumeration_of_all_subsets():
     for n in range(1, 9):
         for c in range(n + 1):
             for k in range(1, n + 1):
-                assert ev.pass_at_k(n, c, k) == pytest.approx(
+                assert grpo.pass_at_k(n, c, k) == pytest.approx(
                     float(enumerated_pass_at_k(n, c, k)), abs=1e-12), (n, c, k)
 
 
 @pytest.mark.parametrize("n,c,k", [(512, 3, 32), (300, 150, 100), (1000, 1, 1), (400, 397, 3)])
 def test_pass_at_k_is_stable_for_n_in_the_hundreds(n, c, k):
     exact = 1 - Fraction(math.comb(n - c, k), math.comb(n, k))  # exact big-integer binomials
-    assert ev.pass_at_k(n, c, k) == pytest.approx(float(exact), rel=1e-12)
+    assert grpo.pass_at_k(n, c, k) == pytest.approx(float(exact), rel=1e-12)
 
 
 def test_pass_at_k_edge_cases():
-    assert ev.pass_at_k(16, 0, 4) == 0.0  # c = 0
-    assert ev.pass_at_k(16, 16, 4) == 1.0  # c = n
-    assert ev.pass_at_k(16, 1, 16) == 1.0  # k = n with one correct sample
-    assert ev.pass_at_k(16, 0, 16) == 0.0  # k = n with none
-    assert ev.pass_at_k(16, 5, 1) == pytest.approx(5 / 16)  # pass@1 is the accuracy
+    assert grpo.pass_at_k(16, 0, 4) == 0.0  # c = 0
+    assert grpo.pass_at_k(16, 16, 4) == 1.0  # c = n
+    assert grpo.pass_at_k(16, 1, 16) == 1.0  # k = n with one correct sample
+    assert grpo.pass_at_k(16, 0, 16) == 0.0  # k = n with none
+    assert grpo.pass_at_k(16, 5, 1) == pytest.approx(5 / 16)  # pass@1 is the accuracy
     with pytest.raises(ValueError, match="n=4"):
-        ev.pass_at_k(4, 2, 5)  # k > n
+        grpo.pass_at_k(4, 2, 5)  # k > n
     with pytest.raises(ValueError):
-        ev.pass_at_k(4, 2, 0)
+        grpo.pass_at_k(4, 2, 0)
     with pytest.raises(ValueError):
-        ev.pass_at_k(4, 5, 1)  # c > n
+        grpo.pass_at_k(4, 5, 1)  # c > n
 
 
 def test_pass_ks_are_powers_of_two_then_n():

@@ -1,4 +1,4 @@
-"""P6: unbiased pass@k (eval.pass_at_k), against an enumeration of every k-subset of the samples
+"""P6: unbiased pass@k (grpo.pass_at_k), against an enumeration of every k-subset of the samples
 (tests/test_eval.py) and exact binomials."""
 
 from fractions import Fraction
@@ -7,7 +7,7 @@ from math import comb
 import pytest
 from _support import close
 
-from eval import pass_at_k
+from grpo import pass_at_k
 from tests.test_eval import enumerated_pass_at_k
 
 
