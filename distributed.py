@@ -35,6 +35,8 @@ import os
 import signal
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import NoReturn
@@ -122,6 +124,18 @@ def exit(status: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(status)
+
+
+def run(entry: Callable[[], int]) -> NoReturn:
+    """A script's entry point under `exit`: entry()'s status, or 1 after printing the traceback
+    of an uncaught exception, which would otherwise leave through the interpreter's own exit
+    (and so could meet the abort `exit` describes)."""
+    try:
+        status = entry()
+    except Exception:
+        traceback.print_exc()
+        status = 1
+    exit(status)
 
 
 def local_device(device: torch.device, world: World) -> torch.device:

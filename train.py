@@ -470,4 +470,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    distributed.exit(main())
+    distributed.run(main)

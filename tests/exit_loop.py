@@ -4,11 +4,15 @@
     OMP_NUM_THREADS=1 python tests/exit_loop.py --runs 200 --old-exit      # close(), then Python's exit
     OMP_NUM_THREADS=1 python tests/exit_loop.py --runs 40 --in-flight --old-exit   # aborts often
     OMP_NUM_THREADS=1 python tests/exit_loop.py --runs 20 --launcher torchrun
+    OMP_NUM_THREADS=1 python tests/exit_loop.py --runs 40 --in-flight --fail   # an uncaught error
 
 Each run is two ranks of gloo on the CPU, as under torchrun: the process group
 (distributed.init), an FSDP2 forward and backward, the collectives train.py ends a run with
 (all_gather_object, a barrier, an all-reduce), then the exit every torchrun entry point takes,
-`distributed.exit(0)` (or, with --old-exit, `distributed.close()` and the interpreter's own exit).
+`distributed.run` (or, with --old-exit, `distributed.close()` and the interpreter's own exit). With
+--fail each rank raises an uncaught exception after its collectives instead: distributed.run
+prints the traceback and exits 1 through distributed.exit; --old-exit lets it leave through the
+interpreter, as a rank did before distributed.run.
 A rank that aborts at exit ("terminate called without an active exception", SIGABRT) is counted
 and the first one's output printed. --in-flight leaves all-reduces running in gloo's worker
 threads at the exit, which widens the race at the end of every run into a certainty.
@@ -48,8 +52,8 @@ STORE = ("import os, sys, time, torch.distributed as d; s = d.TCPStore('127.0.0.
          "while os.getppid() == int(sys.argv[2]): time.sleep(1)")   # ends with the loop
 
 
-def work(old_exit: bool, in_flight: bool) -> None:
-    """One rank's run: an FSDP2 step and collectives, then the exit of every torchrun entry point."""
+def work(in_flight: bool, fail: bool) -> int:
+    """One rank's run: an FSDP2 step and collectives; its status 0, or (fail) an uncaught error."""
     world = distributed.init(torch.device("cpu"))
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
     for module in (model[0], model[1], model):
@@ -63,10 +67,22 @@ def work(old_exit: bool, in_flight: bool) -> None:
         for _ in range(20):
             dist.all_reduce(torch.ones(1_000_000), async_op=True)
     print(f"rank {world.rank} done", flush=True)
-    if old_exit:
+    if fail:
+        raise RuntimeError(f"rank {world.rank}: an uncaught error after the collectives (--fail)")
+    return 0
+
+
+def leave(args) -> None:
+    """Run one rank's work and leave as every torchrun entry point does (distributed.run), or,
+    with --old-exit, close the group and leave through the interpreter's own exit, also for an
+    uncaught exception."""
+    if not args.old_exit:
+        distributed.run(lambda: work(args.in_flight, args.fail))
+    try:
+        work(args.in_flight, args.fail)
+    finally:
         distributed.close()
-        sys.exit(0)   # up through main(): the interpreter's own exit, as at the end of a script
-    distributed.exit(0)
+    sys.exit(0)   # up through main(): the interpreter's own exit, as at the end of a script
 
 
 def free_port() -> int:
@@ -86,7 +102,7 @@ def fork_rank(run: int, rank: int, port: int, log: Path, args) -> int:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
     store = dist.PrefixStore(f"run{run}", dist.TCPStore("127.0.0.1", port, 2, False))
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
-    work(args.old_exit, args.in_flight)
+    leave(args)
 
 
 def main() -> None:
@@ -95,11 +111,12 @@ def main() -> None:
     parser.add_argument("--launcher", choices=("fork", "torchrun"), default="fork")
     parser.add_argument("--old-exit", action="store_true", help="distributed.close(), then Python's exit")
     parser.add_argument("--in-flight", action="store_true", help="collectives still running at the exit")
+    parser.add_argument("--fail", action="store_true", help="each rank ends with an uncaught exception")
     parser.add_argument("--rank-work", action="store_true", help=argparse.SUPPRESS)  # torchrun's ranks
     args = parser.parse_args()
-    flags = ["--old-exit"] * args.old_exit + ["--in-flight"] * args.in_flight
+    flags = ["--old-exit"] * args.old_exit + ["--in-flight"] * args.in_flight + ["--fail"] * args.fail
     if args.rank_work:
-        return work(args.old_exit, args.in_flight)
+        return leave(args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     store = None
     if args.launcher == "fork":
@@ -117,12 +134,13 @@ def main() -> None:
             statuses = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
             text = "".join(f"--- rank {r} (exit {s}):\n" + (logs / f"rank{r}.log").read_text()
                            for r, s in enumerate(statuses))
-            ok = statuses == [0, 0]
+            ok = statuses == [int(args.fail)] * 2   # --fail: each rank exits 1 with its traceback
             text += "SIGABRT\n" * statuses.count(-6)
         else:
             run = subprocess.run(TORCHRUN + [__file__, "--rank-work", *flags], cwd=REPO, env=env,
                                  capture_output=True, text=True)
-            text, ok = run.stdout + run.stderr, run.returncode == 0
+            text, ok = run.stdout + run.stderr, run.returncode == int(args.fail)
+        ok = ok and "terminate called" not in text and (not args.fail or "(--fail)" in text)
         if not ok:
             failed += 1
             aborted += "terminate called" in text or "SIGABRT" in text
@@ -131,7 +149,7 @@ def main() -> None:
     seconds = time.time() - start
     if store:
         store.kill()
-    print(f"{args.runs} runs ({args.launcher}, {' '.join(flags) or 'distributed.exit'}): {failed} failed, "
+    print(f"{args.runs} runs ({args.launcher}, {' '.join(flags) or 'distributed.run'}): {failed} failed, "
           f"{aborted} aborted at exit; "
           f"{seconds:.0f} s, {seconds / args.runs:.2f} s a run")
     if first:

@@ -35,6 +35,22 @@ def torchrun_script(tmp_path: Path, code: str, *args: str) -> subprocess.Complet
     return torchrun([str(script), *args], env={**ENV, "PYTHONPATH": str(REPO)})
 
 
+def test_run_exits_with_the_entrys_status_or_1_and_the_traceback(capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "1")   # one process: exit's sys.exit, which pytest can catch
+    with pytest.raises(SystemExit) as done:
+        distributed.run(lambda: 3)
+    assert done.value.code == 3
+
+    def entry():
+        raise RuntimeError("an uncaught error")
+
+    with pytest.raises(SystemExit) as done:
+        distributed.run(entry)
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "RuntimeError: an uncaught error" in err
+
+
 def test_rank_groups_split_every_mini_batch_evenly():
     # 8 groups, 2 mini-batches (groups 0-3 and 4-7), 2 ranks: each rank half of each mini-batch
     assert distributed.rank_groups(8, 2, World(0, 2)) == [0, 1, 4, 5]
