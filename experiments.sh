@@ -36,9 +36,11 @@ case "$experiment" in
               common="$common --mini-batches 4" ;;
   # exploration as Yue et al. 2025 measure it: n = PASSK_N (64) samples of PASSK_LIMIT (100)
   # held-out problems for the final model of every finished run of `methods` and of GRPO /
-  # Clip-B / Clip-V in `mu`, and for the base model once per seed; then pass@k against k
+  # Clip-B / Clip-V in `mu`, and for the base model once per seed, with the runs' own response
+  # budget (train.py's default --max-new-tokens 48; eval.py's 512 would let a high-entropy policy
+  # that does not stop write 512 tokens, ten times the training budget); then pass@k against k
   passk)      N=${PASSK_N:-64}; LIMIT=${PASSK_LIMIT:-100}; model=${MODEL:-tiny-qwen2}
-              evaluate="OMP_NUM_THREADS=1 python eval.py --datasets synthetic --n $N --limit $LIMIT --temperature 1.0"
+              evaluate="OMP_NUM_THREADS=1 python eval.py --datasets synthetic --n $N --limit $LIMIT --temperature 1.0 --max-new-tokens 48"
               mkdir -p runs/passk-base
               { for d in runs/methods/*-seed*/ runs/mu/{grpo,clipb-mu1.0,clipb-mu2.5,clipv-mu1.0}-seed*/; do
                   [ -f "$d/final/config.json" ] && [ ! -f "$d/passk$N.json" ] \
