@@ -107,46 +107,41 @@ class _TensorBoard:
         self.writer.close()
 
 
-class _Wandb:
+class _RunTracker:
+    """What wandb and trackio share: a run that logs a dict at a step, and the package's Table
+    (self.package) for the samples. Neither can rewrite a run's history."""
     rewinds = False
-
-    def __init__(self, out: Path, run_id: str, config: dict, step: int, resumed: bool):
-        import wandb
-        self.wandb = wandb
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), name=out.name,
-                              id=run_id, resume="allow", dir=str(out), config=config,
-                              allow_val_change=True)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)
 
     def table(self, step: int, rows: list[dict]) -> None:
         data = [[r.get(c) for c in SAMPLE_COLUMNS] for r in rows]
-        self.run.log({"samples": self.wandb.Table(columns=list(SAMPLE_COLUMNS), data=data)}, step=step)
+        self.run.log({"samples": self.package.Table(columns=list(SAMPLE_COLUMNS), data=data)}, step=step)
+
+
+class _Wandb(_RunTracker):
+    def __init__(self, out: Path, run_id: str, config: dict, step: int, resumed: bool):
+        import wandb
+        self.package = wandb
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), name=out.name,
+                              id=run_id, resume="allow", dir=str(out), config=config,
+                              allow_val_change=True)
 
     def close(self) -> None:
         self.run.finish()
 
 
-class _Trackio:
-    rewinds = False
-
+class _Trackio(_RunTracker):
     def __init__(self, out: Path, run_id: str, config: dict, step: int, resumed: bool):
         import trackio
-        self.trackio = trackio
+        self.package = trackio
         self.run = trackio.init(project=os.environ.get("TRACKIO_PROJECT", PROJECT),
                                 name=f"{out.name}-{run_id}", resume="allow" if resumed else "never",
                                 config=config, embed=False, auto_log_gpu=False, auto_log_cpu=False)
 
-    def log(self, step: int, values: dict[str, float]) -> None:
-        self.run.log(values, step=step)
-
-    def table(self, step: int, rows: list[dict]) -> None:
-        data = [[r.get(c) for c in SAMPLE_COLUMNS] for r in rows]
-        self.run.log({"samples": self.trackio.Table(columns=list(SAMPLE_COLUMNS), data=data)}, step=step)
-
     def close(self) -> None:
-        self.trackio.finish()   # also forgets the run, so that it is not finished again at exit
+        self.package.finish()   # also forgets the run, so that it is not finished again at exit
 
 
 BACKENDS = {"tensorboard": _TensorBoard, "wandb": _Wandb, "trackio": _Trackio}
