@@ -51,6 +51,8 @@ import rewards
 import rollout
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "tiny-qwen2"
+# eval.py's own defaults of the flags that a model trained by train.py takes from its run instead
+OWN_DEFAULTS = {"max_new_tokens": 512, "prompt_style": "qwen-math", "box_rule": "last"}
 
 
 def pass_ks(n: int) -> list[int]:
@@ -180,24 +182,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=8, help="samples per problem (the paper: 32)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=512,
-                   help="response budget in tokens (competition math: several thousand)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="response budget in tokens (competition math: several thousand; default: "
+                        "the training run's, see run_defaults, else 512)")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per generate call")
     p.add_argument("--limit", type=int, default=None,
                    help="a fixed seeded subset of N problems of each data set (default: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prompt-style", default="qwen-math", choices=data.PROMPT_STYLES)
+    p.add_argument("--prompt-style", default=None, choices=data.PROMPT_STYLES,
+                   help="default: the training run's, else qwen-math")
     p.add_argument("--rollout-engine", default="generate", choices=rollout.ENGINES,
                    help="generate: HF model.generate; paged: transformers' continuous batching")
-    p.add_argument("--box-rule", default="last", choices=rewards.BOX_RULES,
-                   help="with several \\boxed{} answers: the last decides, or strict: all must agree")
+    p.add_argument("--box-rule", default=None, choices=rewards.BOX_RULES,
+                   help="with several \\boxed{} answers: the last decides, or strict: all must "
+                        "agree (default: the training run's, else last)")
     p.add_argument("--dtype", default="auto", choices=policy.DTYPES,
                    help="weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                    help="auto: cuda, then mps, then cpu")
     p.add_argument("--out", default="out/eval.json",
                    help="JSON file for the results (a folder: FOLDER/eval.json)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    inherited = {key: value for key, value in run_defaults(args.model).items()
+                 if getattr(args, key) is None}
+    vars(args).update(inherited)
+    if inherited != {key: OWN_DEFAULTS[key] for key in inherited}:
+        print("from the training run: " + ", ".join(f"--{key.replace('_', '-')} {value}"
+                                                    for key, value in inherited.items()))
+    return args
+
+
+def run_defaults(model: str) -> dict:
+    """Defaults for --max-new-tokens, --prompt-style and --box-rule: when `model` is a run's final/
+    or checkpoint-N/ (the run's config.json one folder up), the run's own (its --eval-max-new-tokens,
+    else --max-new-tokens), so that the model is sampled and graded as it was in training; else
+    OWN_DEFAULTS. At 512 tokens a model trained with 48 that does not stop writes ten times
+    its training budget, and its evaluation takes ten times as long."""
+    run_config = Path(model).parent / "config.json"
+    if not (Path(model).is_dir() and policy.is_run_folder(run_config.parent)):
+        return dict(OWN_DEFAULTS)
+    try:
+        run = json.loads(run_config.read_text())
+    except (OSError, ValueError):   # a run folder without a readable configuration
+        run = None
+    if not isinstance(run, dict):
+        return dict(OWN_DEFAULTS)
+    found = {"max_new_tokens": run.get("eval_max_new_tokens") or run.get("max_new_tokens"),
+             "prompt_style": run.get("prompt_style"), "box_rule": run.get("box_rule")}
+    return {key: found[key] or OWN_DEFAULTS[key] for key in OWN_DEFAULTS}
 
 
 def check_args(args: argparse.Namespace) -> list[str]:

@@ -286,3 +286,42 @@ def test_samples_of_a_problem_come_in_chunks_of_batch_size(boxed7_model, monkeyp
         ev.evaluate(model, tokenizer, examples, n=10 ** 9, temperature=0.7, top_p=1.0,
                     max_new_tokens=4, batch_size=4, seed=10)
     assert calls == [(1, 4, 10), (1, 4, 11), (1, 4, 12)]     # one problem, 4 samples a call
+
+
+# ----- a run's model is evaluated with the run's response budget, prompt style and box rule -----
+
+def fake_run(root: Path, **config) -> Path:
+    """A train.py run folder (its config.json has no model_type) holding final/ and checkpoint-5/."""
+    for folder in ("final", "checkpoint-5"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (root / "config.json").write_text(json.dumps(config))
+    return root
+
+
+def test_a_runs_model_takes_the_runs_budget_style_and_box_rule(tmp_path, capsys):
+    run = fake_run(tmp_path / "run", max_new_tokens=48, eval_max_new_tokens=None,
+                   prompt_style="dapo", box_rule="strict")
+    for model in (run / "final", run / "checkpoint-5"):
+        args = ev.parse_args(["--model", str(model)])
+        assert (args.max_new_tokens, args.prompt_style, args.box_rule) == (48, "dapo", "strict")
+    assert "from the training run: --max-new-tokens 48, --prompt-style dapo, --box-rule strict" \
+        in capsys.readouterr().out
+    args = ev.parse_args(["--model", str(run / "final"), "--max-new-tokens", "300", "--box-rule", "last"])
+    assert (args.max_new_tokens, args.prompt_style, args.box_rule) == (300, "dapo", "last")  # flags win
+    other = fake_run(tmp_path / "other", max_new_tokens=48, eval_max_new_tokens=96)
+    assert ev.parse_args(["--model", str(other / "final")]).max_new_tokens == 96  # the run's eval budget
+    assert ev.parse_args(["--model", str(other / "final")]).prompt_style == "qwen-math"  # not recorded
+
+
+def test_a_model_outside_a_run_takes_eval_pys_own_defaults(tmp_path, capsys):
+    args = ev.parse_args([])                                       # the shipped tiny model
+    assert (args.max_new_tokens, args.prompt_style, args.box_rule) == (512, "qwen-math", "last")
+    hf_output = tmp_path / "trainer"                               # a Trainer's folder: its config.json
+    fake_run(hf_output, model_type="qwen2", max_new_tokens=48)     # is a model's, not a run's
+    assert ev.parse_args(["--model", str(hf_output / "final")]).max_new_tokens == 512
+    broken = fake_run(tmp_path / "broken")
+    (broken / "config.json").write_text("[not json")
+    assert ev.parse_args(["--model", str(broken / "final")]).max_new_tokens == 512
+    assert ev.parse_args(["--model", "Qwen/Qwen2.5-Math-7B"]).max_new_tokens == 512   # a hub id
+    assert "from the training run" not in capsys.readouterr().out
