@@ -18,6 +18,15 @@ experiment=${1:?usage: bash experiments.sh directions|mu|methods|passk}
 SEEDS=${SEEDS:-0 1 2}
 JOBS=${JOBS:-2}
 common=${MODEL:+--model $MODEL}
+# the settings drawn together, one figure per group (fifteen lines in one figure would be
+# unreadable): the comparison of the paper's Table 1 and GRPO with the methods added in issue 25
+PAPER="grpo clipb-mu1.0 clipv-mu1.0 clip-higher entropy-bonus forking clip-cov kl-cov"
+ADDED="grpo adaptive-entropy entropy-adv w-reinforce nsr passk gspo cispo"
+
+# the finished or started runs runs/EXPERIMENT/NAME-seed*/ of the NAMES given, with FILE appended
+runs_of() {   # runs_of EXPERIMENT "NAMES" [FILE]
+  for name in $2; do compgen -G "runs/$1/$name-seed*/${3:-}" || true; done
+}
 
 case "$experiment" in
   directions) configs=("--method entropy-up" "--method entropy-down") ;;
@@ -50,10 +59,12 @@ case "$experiment" in
                   [ -f "runs/passk-base/seed$seed.json" ] \
                     || echo "$evaluate --model $model --seed $seed --out runs/passk-base/seed$seed.json > /dev/null 2>&1"
                 done; } | xargs -P "$JOBS" -I{} bash -c "{}"
-              for group in methods mu; do
-                compgen -G "runs/$group/*/passk$N.json" > /dev/null || continue
-                python plot.py --passk runs/"$group"/*/passk"$N".json --base runs/passk-base/*.json \
-                  --band ci95 --out "figures/$group-passk" --no-show
+              for figure in "mu:grpo clipb-mu1.0 clipb-mu2.5 clipv-mu1.0:mu-passk" \
+                            "methods:$ADDED:methods-passk" "methods:$PAPER:methods-paper-passk"; do
+                IFS=: read -r group names out <<< "$figure"
+                files=$(runs_of "$group" "$names" "passk$N.json")
+                [ -z "$files" ] || python plot.py --passk $files --base runs/passk-base/*.json \
+                  --band ci95 --out "figures/$out" --no-show
               done
               exit 0 ;;
   *) echo "unknown experiment '$experiment': use directions, mu, methods or passk" >&2; exit 2 ;;
@@ -77,5 +88,11 @@ start=$(date +%s)
 xargs -P "$JOBS" -I{} bash -c "{}" < "$jobs_file"
 rm -f "$jobs_file"
 echo "$experiment: $(( $(date +%s) - start )) s"
-python plot.py runs/"$experiment"/*/ --out "figures/$experiment" --no-show --smooth 10 --band ci95
+draw() { python plot.py $(runs_of "$experiment" "$1") --out "figures/$2" --no-show --smooth 10 --band ci95; }
+if [ "$experiment" = methods ]; then
+  draw "$PAPER" methods
+  draw "$ADDED" methods-added
+else
+  python plot.py runs/"$experiment"/*/ --out "figures/$experiment" --no-show --smooth 10 --band ci95
+fi
 
