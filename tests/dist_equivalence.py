@@ -93,7 +93,7 @@ def one_step(flags: list[str], world, whole, local_statistics: bool, untied: boo
             "update": None if after is None else {k: after[k] - before[k] for k in before}}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
@@ -110,9 +110,8 @@ def main() -> None:
                for name in args.configs}
     if world.main:
         torch.save(results, args.out)
-    distributed.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
-    distributed.exit(0)
+    distributed.run(main)
