@@ -436,7 +436,8 @@ def passk_table(curves: dict) -> str:
 def plot_passk(sources: list[Path], out_dir: Path, base: list[Path] = (), eval_set: str | None = None,
                band: str = "std", show: bool = True) -> Path:
     """pass@k against k (log2 axis) for the settings of `sources` and the base model (see
-    passk_curves); a band where a setting has several seeds. Writes and returns out_dir/passk.png."""
+    passk_curves); a band where a setting has several seeds, cut to [0, 1] (a t interval of three
+    seeds can reach past 1). Writes and returns out_dir/passk.png."""
     try:
         import matplotlib
         import matplotlib.pyplot as plt
@@ -450,9 +451,9 @@ def plot_passk(sources: list[Path], out_dir: Path, base: list[Path] = (), eval_s
     for label, (ks, means, halves, n) in curves.items():
         style = dict(color="black", linestyle="--") if label == "base model" else dict(color=next(colors))
         ax.plot(ks, means, marker="o", markersize=4, linewidth=1.5, label=label, **style)
-        if n > 1:
-            ax.fill_between(ks, [m - h for m, h in zip(means, halves, strict=True)],
-                            [m + h for m, h in zip(means, halves, strict=True)],
+        if n > 1:   # the band drawn within [0, 1], where pass@k lives; the table keeps mean ± h
+            ax.fill_between(ks, [max(0.0, m - h) for m, h in zip(means, halves, strict=True)],
+                            [min(1.0, m + h) for m, h in zip(means, halves, strict=True)],
                             color=style["color"], alpha=0.2, linewidth=0)
     all_ks = sorted({k for c in curves.values() for k in c[0]})
     ax.set_xscale("log", base=2)

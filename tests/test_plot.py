@@ -460,6 +460,11 @@ def test_passk_figure_mean_band_and_base_line(band, passk_sources, tmp_path, mon
     curves = plot.passk_curves(files, runs, "synthetic", band)
     half = curves["base model"][2][0]                         # pass@1 of the base: 0.1, 0.3, 0.2 -> std 0.1
     assert half == pytest.approx(0.1 if band == "std" else 4.303 * 0.1 / math.sqrt(3))
+    lows = [band_.get_paths()[0].vertices[:, 1].min() for band_ in figure["bands"]]
+    highs = [band_.get_paths()[0].vertices[:, 1].max() for band_ in figure["bands"]]
+    assert min(lows) >= 0 and max(highs) <= 1                 # the band stays where pass@k lives
+    if band == "ci95":                                        # 0.1 - 0.248 at the base's k = 1: cut at 0
+        assert lows[1] == 0
 
 
 def test_main_passk_writes_the_figure_and_the_table(passk_sources, tmp_path):
