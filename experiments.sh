@@ -22,6 +22,7 @@ common=${MODEL:+--model $MODEL}
 # unreadable): the comparison of the paper's Table 1 and GRPO with the methods added in issue 25
 PAPER="grpo clipb-mu1.0 clipv-mu1.0 clip-higher entropy-bonus forking clip-cov kl-cov"
 ADDED="grpo adaptive-entropy entropy-adv w-reinforce nsr passk gspo cispo"
+MU_PASSK="grpo clipb-mu1.0 clipb-mu2.5 clipv-mu1.0"   # the 300-step settings evaluated by passk
 
 # the finished or started runs runs/EXPERIMENT/NAME-seed*/ of the NAMES given, with FILE appended
 runs_of() {   # runs_of EXPERIMENT "NAMES" [FILE]
@@ -51,7 +52,7 @@ case "$experiment" in
   passk)      N=${PASSK_N:-64}; LIMIT=${PASSK_LIMIT:-100}; model=${MODEL:-tiny-qwen2}
               evaluate="OMP_NUM_THREADS=1 python eval.py --datasets synthetic --n $N --limit $LIMIT --temperature 1.0 --max-new-tokens 48"
               mkdir -p runs/passk-base
-              { for d in runs/methods/*-seed*/ runs/mu/{grpo,clipb-mu1.0,clipb-mu2.5,clipv-mu1.0}-seed*/; do
+              { for d in runs/methods/*-seed*/ $(runs_of mu "$MU_PASSK"); do
                   [ -f "$d/final/config.json" ] && [ ! -f "$d/passk$N.json" ] \
                     && echo "$evaluate --model $d/final --seed 0 --out $d/passk$N.json > $d/passk$N.log 2>&1"
                 done
@@ -59,7 +60,7 @@ case "$experiment" in
                   [ -f "runs/passk-base/seed$seed.json" ] \
                     || echo "$evaluate --model $model --seed $seed --out runs/passk-base/seed$seed.json > /dev/null 2>&1"
                 done; } | xargs -P "$JOBS" -I{} bash -c "{}"
-              for figure in "mu:grpo clipb-mu1.0 clipb-mu2.5 clipv-mu1.0:mu-passk" \
+              for figure in "mu:$MU_PASSK:mu-passk" \
                             "methods:$ADDED:methods-passk" "methods:$PAPER:methods-paper-passk"; do
                 IFS=: read -r group names out <<< "$figure"
                 files=$(runs_of "$group" "$names" "passk$N.json")
@@ -88,11 +89,11 @@ start=$(date +%s)
 xargs -P "$JOBS" -I{} bash -c "{}" < "$jobs_file"
 rm -f "$jobs_file"
 echo "$experiment: $(( $(date +%s) - start )) s"
-draw() { python plot.py $(runs_of "$experiment" "$1") --out "figures/$2" --no-show --smooth 10 --band ci95; }
+draw() { local out=$1; shift; python plot.py "$@" --out "figures/$out" --no-show --smooth 10 --band ci95; }
 if [ "$experiment" = methods ]; then
-  draw "$PAPER" methods
-  draw "$ADDED" methods-added
+  draw methods $(runs_of methods "$PAPER")
+  draw methods-added $(runs_of methods "$ADDED")
 else
-  python plot.py runs/"$experiment"/*/ --out "figures/$experiment" --no-show --smooth 10 --band ci95
+  draw "$experiment" runs/"$experiment"/*/
 fi
 
