@@ -101,8 +101,8 @@ class Config:
     model: str = _opt(str(REPO / "tiny-qwen2"), "local model folder or hub id")
     dataset: str = _opt("synthetic", "training set: synthetic, a short name of data.KNOWN, or a "
                                      "local .jsonl/.json/.parquet/.csv file")
-    split: str | None = _opt(None, "split of --dataset (default: train for synthetic, the "
-                                   "table's split for data.KNOWN names)")
+    split: str | None = _opt(None, "split of --dataset (default: train for synthetic and "
+                                   "countdown, the table's split for data.KNOWN names)")
     question_key: str | None = _opt(None, "question column of a local file")
     answer_key: str | None = _opt(None, "answer column of a local file")
     holdout: int = _opt(0, "problems of --dataset held out from training as the 'heldout' "
@@ -281,9 +281,11 @@ def validate(cfg: Config) -> None:
     need(cfg.clip_max_frac is None or 0 < cfg.clip_max_frac <= 1,
          f"--clip-max-frac must be in (0, 1], got {cfg.clip_max_frac}.")
     policy.check_model_folder(cfg.model)
-    known = cfg.dataset == "synthetic" or cfg.dataset in data.KNOWN or Path(cfg.dataset).is_file()
-    need(known, f"unknown --dataset {cfg.dataset!r}: use synthetic, one of "
+    known = cfg.dataset in data.BUILT_IN or cfg.dataset in data.KNOWN or Path(cfg.dataset).is_file()
+    need(known, f"unknown --dataset {cfg.dataset!r}: use synthetic, countdown, one of "
                 f"{', '.join(sorted(data.KNOWN))}, or the path of an existing local file.")
+    for spec in [f"{cfg.dataset}:{cfg.split or 'train'}", *cfg.eval_datasets.split(",")]:
+        need(data.built_in_split_error(spec.strip()) is None, data.built_in_split_error(spec.strip()))
     need(cfg.group_size >= 2, f"--group-size must be at least 2 (advantages compare responses "
                               f"to the same prompt), got {cfg.group_size}.")
     for name in ("steps", "prompts_per_step", "max_new_tokens", "gen_batch_size", "mini_batches",

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+import countdown
+
 logger = logging.getLogger(__name__)
 
 
@@ -88,6 +90,8 @@ KNOWN: dict[str, HubDataset] = {  # hub ids, configs, splits and columns as the 
     "aime25": HubDataset("math-ai/aime25", None, "test", "problem", "answer"),
     "amc23": HubDataset("math-ai/amc23", None, "test", "question", "answer"),
 }
+# the built-in tasks (no network) and the sets a run on them evaluates by default (--eval-datasets auto)
+BUILT_IN = {"synthetic": ["synthetic:test"], "countdown": ["countdown:test", "countdown:hard"]}
 QUESTION_KEYS = ("question", "problem", "prompt", "input", "query")  # tried in order for local files
 ANSWER_KEYS = ("answer", "solution", "final_answer", "target", "ground_truth")
 KEY_FLAGS = ("--question-key", "--answer-key")  # the flags that name the columns, for messages
@@ -100,7 +104,8 @@ def load_examples(name: str, split: str | None = None, question_key: str | None 
                   key_flags: tuple[str, str] | None = KEY_FLAGS) -> list[Example]:
     """Examples of a data set: "synthetic", a short name of KNOWN, or a local .jsonl/.json/.parquet/.csv.
 
-    split: "train" / "test" for synthetic (default "train"), a hub split for KNOWN (default: the
+    split: "train" / "test" for synthetic, "train" / "test" / "hard" for countdown (default
+    "train"), a hub split for KNOWN (default: the
     table's); ignored for local files. question_key / answer_key: column names, overriding the
     table's or, for local files, the defaults QUESTION_KEYS / ANSWER_KEYS tried in order; a dotted
     key reads a nested field ("reward_model.ground_truth" in verl-style parquet files).
@@ -113,6 +118,8 @@ def load_examples(name: str, split: str | None = None, question_key: str | None 
     """
     if name == "synthetic":
         return synthetic_examples(split or "train", n=limit, seed=seed)
+    if name == "countdown":
+        return countdown_examples(split or "train", n=limit, seed=seed)
     if name in KNOWN:
         spec = KNOWN[name]
         rows = _load_from_hub(name, spec, split or spec.split)
@@ -126,7 +133,7 @@ def load_examples(name: str, split: str | None = None, question_key: str | None 
         examples = _unique(_to_examples(rows, question_key, answer_key, name, key_flags,
                                         question_transform=_strip_dapo_instruction), name)
     else:
-        raise ValueError(f"Unknown data set {name!r}: use 'synthetic', one of {', '.join(KNOWN)}, "
+        raise ValueError(f"Unknown data set {name!r}: use 'synthetic', 'countdown', one of {', '.join(KNOWN)}, "
                          f"or a local file ending in {', '.join(LOCAL_FORMATS)}.")
     if limit is not None and limit < len(examples):
         keep = sorted(random.Random(seed).sample(range(len(examples)), max(limit, 0)))
@@ -297,7 +304,7 @@ def load_set(spec: str, limit: int | None, question_key: str | None = None, answ
     sets keep their documented columns. The `limit` subset is drawn with seed 0 whatever the
     run's seed is, so runs with different seeds see the same problems."""
     name, _, split = spec.partition(":")
-    if name == "synthetic":
+    if name in BUILT_IN:
         split = split or "test"
     if name in KNOWN:
         return load_examples(name, split=split or None, limit=limit, seed=0, key_flags=None)
@@ -319,8 +326,7 @@ def load_run_sets(cfg) -> tuple[list[Example], dict[str, list[Example]]]:
                          f"{cfg.prompts_per_step}; lower one of them.")
     names = cfg.eval_datasets if cfg.eval_every else ""
     if names == "auto":
-        names = ",".join((["synthetic:test"] if cfg.dataset == "synthetic" else [])
-                         + (["heldout"] if cfg.holdout else []))
+        names = ",".join(BUILT_IN.get(cfg.dataset, []) + (["heldout"] if cfg.holdout else []))
     eval_sets = {}
     for spec in filter(None, (s.strip() for s in names.split(","))):
         if spec == "heldout" and not heldout:
@@ -427,6 +433,16 @@ def synthetic_steps(question: str) -> list[tuple[int, str, int]]:
     return steps
 
 
+def sign_guess_curve(ks: list[int], difficulty: int = 2) -> dict[int, float]:
+    """pass@k of a model that gets every number of a synthetic problem right and picks each
+    step's sign at random: one of the 2^difficulty sign patterns is the gold, so one sample is
+    right with probability 2^-difficulty and k independent samples with 1 - (1 - 2^-d)^k (at
+    difficulty 2: 0.25 at k = 1, 0.99 at k = 16). What large-k pass@k on this task cannot rise above
+    without showing anything but guessing."""
+    p = 0.5 ** difficulty
+    return {k: 1 - (1 - p) ** k for k in ks}
+
+
 def synthetic_examples(split: str, n: int | None = None, seed: int = 0,
                        difficulty: int = 2) -> list[Example]:
     """`n` distinct word problems of `split` ("train" or "test"; 4000 / 300 by default), each
@@ -463,3 +479,19 @@ def synthetic_examples(split: str, n: int | None = None, seed: int = 0,
         seen.add(question)
         examples.append(Example(question, str(total)))
     return examples
+
+
+def built_in_split_error(spec: str) -> str | None:
+    """The one-sentence error for "NAME:SPLIT" naming a split a built-in task does not have,
+    else None (other names are checked when they load)."""
+    name, _, split = spec.partition(":")
+    splits = {"synthetic": tuple(_SYNTHETIC_SIZES), "countdown": countdown.SPLITS}.get(name)
+    if splits is None or not split or split in splits:
+        return None
+    return f"the {name} task has no split {split!r}; use one of {', '.join(splits)}."
+
+
+def countdown_examples(split: str, n: int | None = None, seed: int = 0) -> list[Example]:
+    """`n` problems of the countdown testbed's `split` ("train", "test" or "hard"; countdown.py),
+    each as (question, its self-describing gold "countdown:START->TARGET:N1,...")."""
+    return [Example(p.question, p.gold) for p in countdown.problems(split, n, seed)]

@@ -78,11 +78,13 @@ def merge(results: list[dict], n: int) -> dict:
     the counts pooled, the means weighted by the problems behind them."""
     results = [r for r in results if r is not None]
     correct = [c for r in results for c in r["correct"]]
+    distinct = [d for r in results for d in r["distinct"]]
     weight = [r["num_problems"] / len(correct) for r in results]
     return {"num_problems": len(correct), "n": n, **aggregate(correct, n),
+            "distinct_correct": sum(distinct) / len(distinct),
             **{key: sum(w * r[key] for w, r in zip(weight, results, strict=True))
                for key in ("mean_response_len", "truncated_frac")},
-            "correct": correct}
+            "correct": correct, "distinct": distinct}
 
 
 def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature: float,
@@ -92,7 +94,9 @@ def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature
 
     Returns {"num_problems", "n", "avg@n", "pass@k" for k in pass_ks(n), "mean_response_len"
     (tokens, EOS included), "truncated_frac" (responses that hit max_new_tokens),
-    "correct": list[int] (correct samples per problem, in the order of `examples`)}.
+    "correct": list[int] (correct samples per problem, in the order of `examples`),
+    "distinct": list[int] (different right solutions per problem, rewards.solution_key: routes on
+    the countdown task, 0 or 1 on a task with one answer) and "distinct_correct", their mean}.
     rollout.generate samples in eval mode and restores the model's train/eval mode.
     """
     if batch_size < 1:
@@ -102,26 +106,33 @@ def evaluate(model, tokenizer, examples: list[data.Example], n: int, temperature
     per_call = max(1, batch_size // n)  # problems per generate call: about batch_size samples
     group = min(n, batch_size)          # samples of a problem per call (n > batch_size: several calls)
     correct: list[int] = []
+    distinct: list[int] = []
     tokens = truncated = call = 0       # sums, not per-sample lists: n may be large
     for start in range(0, len(examples), per_call):
         chunk = examples[start:start + per_call]
         prompts = [data.format_prompt(tokenizer, ex.question, prompt_style) for ex in chunk]
         counts = torch.zeros(len(chunk), dtype=torch.long)
+        solutions: list[set] = [set() for _ in chunk]   # distinct right solutions per problem
         for done in range(0, n, group):
             batch = rollout.generate(model, tokenizer, prompts, [ex.answer for ex in chunk],
                                      group_size=min(group, n - done), max_new_tokens=max_new_tokens,
                                      temperature=temperature, top_p=top_p,
                                      micro_batch_size=batch_size, seed=seed + call, engine=engine)
             call += 1
-            scores = torch.tensor(rewards.batch_rewards(batch.texts, batch.answers, style=style, boxes=boxes))
-            counts += batch.by_group(scores > 0.5).sum(-1).cpu()
+            scores = rewards.batch_rewards(batch.texts, batch.answers, style=style, boxes=boxes)
+            counts += batch.by_group(torch.tensor(scores) > 0.5).sum(-1).cpu()
+            for row, (text, gold, score) in enumerate(zip(batch.texts, batch.answers, scores, strict=True)):
+                if score > 0.5:
+                    solutions[row // batch.group_size].add(rewards.solution_key(text, gold, style, boxes))
             tokens += int(batch.response_mask.sum())
             truncated += int(batch.truncated.sum())
         correct += counts.tolist()
+        distinct += [len(found) for found in solutions]
     samples = n * len(correct)
     return {"num_problems": len(correct), "n": n, **aggregate(correct, n),
+            "distinct_correct": sum(distinct) / len(distinct),
             "mean_response_len": tokens / samples, "truncated_frac": truncated / samples,
-            "correct": correct}
+            "correct": correct, "distinct": distinct}
 
 
 # ----- command line -----

@@ -6,6 +6,8 @@
 #   bash experiments.sh mu            # GRPO, Clip-B (mu 1.0, 2.5) and Clip-V (mu 1.0, 3.0, 8.5), 300 steps
 #   bash experiments.sh methods       # every entropy method side by side
 #   bash experiments.sh passk         # pass@k up to k = 64 of the finished runs above and the base model
+#   bash experiments.sh testbed       # the registered comparison on the countdown task (docs/testbed.md)
+#   bash experiments.sh testbed-eval  # its pass@k up to k = 128 on the test and hard splits, and figures
 #
 # SEEDS (default "0 1 2"), JOBS (parallel runs, default 2, one thread each), MODEL (a model
 # folder instead of the shipped tiny-qwen2/) and ONLY (run names to keep, e.g.
@@ -14,7 +16,7 @@
 # (--probe-every 10: Theorem 2's prediction against the measured change).
 set -euo pipefail
 cd "$(dirname "$0")"
-experiment=${1:?usage: bash experiments.sh directions|mu|methods|passk}
+experiment=${1:?usage: bash experiments.sh directions|mu|methods|passk|testbed|testbed-eval}
 SEEDS=${SEEDS:-0 1 2}
 JOBS=${JOBS:-2}
 common=${MODEL:+--model $MODEL}
@@ -23,6 +25,13 @@ common=${MODEL:+--model $MODEL}
 PAPER="grpo clipb-mu1.0 clipv-mu1.0 clip-higher entropy-bonus forking clip-cov kl-cov"
 ADDED="grpo adaptive-entropy entropy-adv w-reinforce nsr passk gspo cispo"
 MU_PASSK="grpo clipb-mu1.0 clipb-mu2.5 clipv-mu1.0"   # the 300-step settings evaluated by passk
+probe="--probe-every 10"
+# the countdown testbed as docs/testbed.md registers it: its model, task, budget and evaluation
+TB_MODEL=${MODEL:-tiny-qwen2-countdown}
+TB_STEPS=${TB_STEPS:-200}
+TB_N=${TB_N:-128}; TB_LIMIT=${TB_LIMIT:-50}
+TB_MAIN="grpo clipb-mu1.0 clipv-mu1.0"                                  # five seeds (0-4)
+TB_MORE="clipb-mu2.5 clipv-mu8.5 clip-higher entropy-bonus"             # three seeds (0-2)
 
 # the finished or started runs runs/EXPERIMENT/NAME-seed*/ of the NAMES given, with FILE appended
 runs_of() {   # runs_of EXPERIMENT "NAMES" [FILE]
@@ -44,6 +53,35 @@ case "$experiment" in
                        "--method entropy-adv" "--method w-reinforce" "--method nsr" "--method passk"
                        "--method gspo" "--method cispo")
               common="$common --mini-batches 4" ;;
+  # the five-seed settings first, then the three-seed ones (SEEDS is ignored; ONLY still applies)
+  testbed)    common="--model $TB_MODEL --dataset countdown --max-new-tokens 96 --steps $TB_STEPS --eval-every $TB_STEPS --eval-limit 50"
+              probe=""
+              main=("--method grpo" "--method clipb --mu 1.0" "--method clipv --mu 1.0")
+              more=("--method clipb --mu 2.5" "--method clipv --mu 8.5 --clip-max-frac 1e-4"
+                    "--method clip-higher" "--method entropy-bonus") ;;
+  # n = TB_N samples of the first TB_LIMIT problems of the test and hard splits for every finished
+  # testbed run and the base model (three sampling seeds), the chance curves, then the figures
+  testbed-eval) evaluate="OMP_NUM_THREADS=1 python eval.py --datasets countdown:test,countdown:hard --n $TB_N --limit $TB_LIMIT --temperature 1.0 --max-new-tokens 96 --batch-size 256"
+              mkdir -p runs/testbed-base
+              { for d in runs/testbed/*-seed*/; do
+                  [ -f "$d/final/config.json" ] && [ ! -f "$d/eval$TB_N.json" ] \
+                    && echo "$evaluate --model $d/final --seed 0 --out $d/eval$TB_N.json > $d/eval$TB_N.log 2>&1"
+                done
+                for seed in 0 1 2; do
+                  [ -f "runs/testbed-base/seed$seed.json" ] \
+                    || echo "$evaluate --model $TB_MODEL --seed $seed --out runs/testbed-base/seed$seed.json > /dev/null 2>&1"
+                done; } | xargs -P "$JOBS" -I{} bash -c "{}"
+              python countdown.py --n "$TB_LIMIT" --max-k "$TB_N" --out runs/testbed-base/chance.json > /dev/null
+              for split in test hard; do
+                for group in "main:$TB_MAIN" "more:grpo $TB_MORE"; do
+                  IFS=: read -r tag names <<< "$group"
+                  files=$(runs_of testbed "$names" "eval$TB_N.json")
+                  [ -z "$files" ] || python plot.py --passk $files --base runs/testbed-base/seed*.json \
+                    --chance runs/testbed-base/chance.json --eval-set "countdown:$split" \
+                    --band ci95 --out "figures/testbed-$tag-passk-$split" --no-show
+                done
+              done
+              exit 0 ;;
   # exploration as Yue et al. 2025 measure it: n = PASSK_N (64) samples of PASSK_LIMIT (100)
   # held-out problems for the final model of every finished run of `methods` and of GRPO /
   # Clip-B / Clip-V in `mu`, and for the base model once per seed, with the runs' own response
@@ -68,12 +106,21 @@ case "$experiment" in
                   --band ci95 --out "figures/$out" --no-show
               done
               exit 0 ;;
-  *) echo "unknown experiment '$experiment': use directions, mu, methods or passk" >&2; exit 2 ;;
+  *) echo "unknown experiment '$experiment': use directions, mu, methods, passk, testbed or testbed-eval" >&2; exit 2 ;;
 esac
 
 jobs_file=$(mktemp)
-for seed in $SEEDS; do
-  for config in "${configs[@]}"; do
+# one (seeds, settings) batch after another: the testbed's five-seed settings, then its others
+if [ "$experiment" = testbed ]; then
+  batches=("0 1 2 3 4|main" "0 1 2|more")
+else
+  batches=("$SEEDS|configs")
+fi
+for batch in "${batches[@]}"; do
+  IFS="|" read -r batch_seeds batch_configs <<< "$batch"
+  declare -n settings="$batch_configs"
+for seed in $batch_seeds; do
+  for config in "${settings[@]}"; do
     read -r -a flags <<< "$config"
     name=${flags[1]}
     [ "${flags[2]:-}" = "--mu" ] && name="$name-mu${flags[3]}"
@@ -81,8 +128,9 @@ for seed in $SEEDS; do
     out="runs/$experiment/$name-seed$seed"
     [ -f "$out/final/config.json" ] && continue          # finished earlier
     resume=""; compgen -G "$out/checkpoint-*" > /dev/null && resume="--resume"   # interrupted
-    echo "OMP_NUM_THREADS=1 python train.py $config $common --probe-every 10 --seed $seed --out $out $resume > $out.log 2>&1 && echo done: $out" >> "$jobs_file"
+    echo "OMP_NUM_THREADS=1 python train.py $config $common $probe --seed $seed --out $out $resume > $out.log 2>&1 && echo done: $out" >> "$jobs_file"
   done
+done
 done
 mkdir -p "runs/$experiment"
 start=$(date +%s)
@@ -93,6 +141,9 @@ draw() { local out=$1; shift; python plot.py "$@" --out "figures/$out" --no-show
 if [ "$experiment" = methods ]; then
   draw methods $(runs_of methods "$PAPER")
   draw methods-added $(runs_of methods "$ADDED")
+elif [ "$experiment" = testbed ]; then
+  draw testbed $(runs_of testbed "$TB_MAIN")
+  draw testbed-more $(runs_of testbed "grpo $TB_MORE")
 else
   draw "$experiment" runs/"$experiment"/*/
 fi

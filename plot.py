@@ -433,11 +433,31 @@ def passk_table(curves: dict) -> str:
     return "\n".join(rows)
 
 
+def read_chance(files: list[Path], eval_set: str | None = None) -> dict[str, tuple[list[int], list[float], list[float], int]]:
+    """Chance curves to draw beside pass@k, from JSON files {label: {k: pass@k}} (or, for several
+    evaluation sets, {set: {label: {k: pass@k}}}, of which `eval_set` is read), in passk_curves'
+    form with no band."""
+    curves = {}
+    for file in files:
+        try:
+            content = json.loads(Path(file).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read the chance curves {file} ({error}); pass a JSON file "
+                             f"{{label: {{k: pass@k}}}}.") from None
+        if eval_set is not None and isinstance(content.get(eval_set), dict):
+            content = content[eval_set]
+        for label, values in content.items():
+            ks = sorted(int(k) for k in values)
+            curves[label] = (ks, [float(values[str(k)]) for k in ks], [0.0] * len(ks), 1)
+    return curves
+
+
 def plot_passk(sources: list[Path], out_dir: Path, base: list[Path] = (), eval_set: str | None = None,
-               band: str = "std", show: bool = True) -> Path:
+               band: str = "std", show: bool = True, chance: list[Path] = ()) -> Path:
     """pass@k against k (log2 axis) for the settings of `sources` and the base model (see
-    passk_curves); a band where a setting has several seeds, cut to [0, 1] (a t interval of three
-    seeds can reach past 1). Writes and returns out_dir/passk.png."""
+    passk_curves), and the `chance` curves (read_chance) as dotted grey lines; a band where a
+    setting has several seeds, cut to [0, 1] (a t interval of three seeds can reach past 1).
+    Writes and returns out_dir/passk.png."""
     try:
         import matplotlib
         import matplotlib.pyplot as plt
@@ -445,11 +465,14 @@ def plot_passk(sources: list[Path], out_dir: Path, base: list[Path] = (), eval_s
         raise ValueError("plot.py needs matplotlib, which is not installed: "
                          "run `pip install matplotlib` and try again.") from None
     curves = passk_curves(sources, base, eval_set, band)
+    guesses = read_chance(chance, eval_set)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     colors = iter(f"C{i % 10}" for i in range(len(curves)))
-    for label, (ks, means, halves, n) in curves.items():
-        style = dict(color="black", linestyle="--") if label == "base model" else dict(color=next(colors))
+    greys = iter(("grey", "darkgrey", "dimgrey", "silver"))
+    for label, (ks, means, halves, n) in {**curves, **guesses}.items():
+        style = (dict(color=next(greys), linestyle=":") if label in guesses else
+                 dict(color="black", linestyle="--") if label == "base model" else dict(color=next(colors)))
         ax.plot(ks, means, marker="o", markersize=4, linewidth=1.5, label=label, **style)
         if n > 1:   # the band drawn within [0, 1], where pass@k lives; the table keeps mean ± h
             ax.fill_between(ks, [max(0.0, m - h) for m, h in zip(means, halves, strict=True)],
@@ -494,6 +517,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     p.add_argument("--base", type=Path, nargs="+", default=[],
                    help="with --passk: the base model's result files (or run directories, read at "
                         "step 0), one dashed line")
+    p.add_argument("--chance", type=Path, nargs="+", default=[],
+                   help="with --passk: JSON files of chance curves {label: {k: pass@k}}, drawn dotted")
     p.add_argument("--eval-set", default=None, help="with --passk: the evaluation set to draw")
     p.add_argument("--band", default="std", choices=BANDS,
                    help="the band over seeds in figures and tables: ± one sample std, or the 95%% "
@@ -505,8 +530,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise ValueError(f"--smooth must be at least 1 (1: no smoothing), got {args.smooth}.")
     check_output(args.out)
     if args.passk:
-        path = plot_passk(args.run_dirs, args.out, args.base, args.eval_set, args.band, show=not args.no_show)
-        table = passk_table(passk_curves(args.run_dirs, args.base, args.eval_set, args.band))
+        path = plot_passk(args.run_dirs, args.out, args.base, args.eval_set, args.band,
+                          show=not args.no_show, chance=args.chance)
+        table = passk_table({**passk_curves(args.run_dirs, args.base, args.eval_set, args.band),
+                             **read_chance(args.chance, args.eval_set)})
         (args.out / "passk.md").write_text(table + "\n")
         print(table)
         return [path]

@@ -47,6 +47,8 @@ import threading
 from collections import Counter
 from fractions import Fraction
 
+import countdown
+
 logger = logging.getLogger(__name__)
 
 REWARD_STYLES = ("boxed", "answer")
@@ -412,6 +414,9 @@ def _grade(pred: str | None, gold: str, timeout: float) -> float:
         logger.warning("an answer of %d characters is too long to grade; reward 0", len(pred))
         return 0.0
     try:
+        problem = countdown.parse_gold(str(gold))
+        if problem is not None:  # the countdown testbed: the answer is a route, checked exactly
+            return float(countdown.verify(pred, problem))
         gold = _gold_answer(str(gold))
         verdict = answers_match(pred, gold)
         if verdict is None:
@@ -427,6 +432,23 @@ def math_reward(response: str, gold: str, style: str = "boxed", timeout: float =
     """1.0 if the response's final answer equals `gold`, else 0.0. style: "boxed" | "answer";
     boxes: "last" | "strict" (see the top of this file)."""
     return batch_rewards([response], [gold], style=style, timeout=timeout, boxes=boxes)[0]
+
+
+def solution_key(response: str, gold: str, style: str = "boxed", boxes: str = "last") -> str | None:
+    """What makes two right responses different solutions: for a countdown gold the route with
+    its terms sorted (countdown.solution_key), else the normalised final answer (so on a task with
+    one answer every right response is the same solution: 0.5 and 1/2 are one). None when there is
+    no answer."""
+    try:
+        pred = extract_answer(response, style, boxes)
+    except Exception:  # as in batch_rewards: a response that breaks extraction has no answer
+        return None
+    if pred is None:
+        return None
+    if countdown.is_gold(gold):
+        return countdown.solution_key(pred)
+    number = parse_number(normalize_answer(pred))
+    return str(number) if number is not None else normalize_answer(pred)
 
 
 def batch_rewards(responses: list[str], golds: list[str], style: str = "boxed",

@@ -1,0 +1,121 @@
+"""Build `tiny-qwen2-countdown/`: the small policy of the countdown testbed (countdown.py, docs/testbed.md).
+
+    python build_countdown_model.py       # about 15 minutes on 2 CPU cores, seeded
+
+The same recipe as `build_tiny_model.py` (its tokenizer, model and warm-start functions are
+reused: a byte-level BPE with one token per digit, Qwen2's special tokens and chat template, a
+~2 M-parameter `Qwen2ForCausalLM`, supervised training on the response tokens only), on the
+countdown train split, with a teacher that is imperfect in the way the testbed needs:
+
+* **A common route that fails on hard problems.** With probability 1 - `--rare` (0.75) the
+  teacher takes the shortcut `countdown.greedy_route`: always the number and sign that land
+  closest to the target. It solves about 31% of training problems and, by construction, no hard
+  one. When it stops short, the teacher boxes the route it has, as a person would hand in
+  unfinished working: a wrong answer, written confidently.
+* **A rare route that works.** With probability `--rare` the teacher writes a right route drawn
+  uniformly among all of the problem's routes (`countdown.routes`; about 4.9 per training
+  problem), its terms in random order. This is the only route that ever solves a hard problem,
+  and there are several per problem, so a policy that collapses onto one can be seen doing so.
+  So the base model has something to find on the hard split (samples of the rare route) but
+  rarely finds it: the exploration the paper's masks are meant to protect.
+* The response is the working, one step at a time, then the route boxed:
+  "27+14=41, 41+6=47, 47-4=43. \\boxed{27+14+6-4}". The grader reads only the box
+  (countdown.verify), so wrong working with a right box still earns the reward, as on any math
+  task.
+
+At the end it measures what it saved, loaded back as train.py loads it: avg@16 at temperature 1
+on the test and hard splits, the mean response entropy and length, in
+`tiny-qwen2-countdown/build_report.json`.
+"""
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+import countdown
+import data
+from build_tiny_model import build_model, build_tokenizer, measure, warm_start
+
+
+def target_response(problem: countdown.Problem, rng: random.Random, rare: float) -> str:
+    """The teacher's response: the greedy shortcut, or with probability `rare` a right route
+    drawn uniformly (terms shuffled); each step "a+b=c", then the route in a box."""
+    if rng.random() < rare:
+        terms = list(rng.choice(countdown.routes(problem)))
+        rng.shuffle(terms)
+    else:
+        terms = list(countdown.greedy_route(problem))
+    total, steps = problem.start, []
+    for term in terms:
+        steps.append(f"{total}{term:+d}={total + term}")
+        total += term
+    working = ", ".join(steps) if steps else str(problem.start)
+    return f"{working}. \\boxed{{{countdown.format_route(problem.start, terms)}}}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "tiny-qwen2-countdown"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-problems", type=int, default=20000)
+    parser.add_argument("--vocab-size", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=192)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--rare", type=float, default=0.25,
+                        help="probability that the teacher writes a right route instead of the "
+                             "greedy shortcut")
+    parser.add_argument("--eval-problems", type=int, default=200)
+    parser.add_argument("--eval-samples", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    args = parser.parse_args()
+    t0 = time.time()
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+
+    train = countdown.problems("train", args.train_problems, seed=args.seed)
+    responses = [target_response(p, rng, args.rare) for p in train]
+    bootstrap = build_tokenizer([""], 260)  # renders the chat template, which needs no vocabulary
+    prompts = [data.format_prompt(bootstrap, p.question, "qwen-math") for p in train]
+    tokenizer = build_tokenizer(prompts + responses, args.vocab_size)
+    pairs = [(tokenizer.encode(p, add_special_tokens=False),
+              tokenizer.encode(r, add_special_tokens=False) + [tokenizer.eos_token_id])
+             for p, r in zip(prompts, responses, strict=True)]
+    longest = max(len(r) for _, r in pairs)
+    print(f"responses: mean {sum(len(r) for _, r in pairs) / len(pairs):.1f} tokens, longest {longest}")
+    if longest > args.max_new_tokens:
+        raise SystemExit(f"the teacher writes up to {longest} tokens, more than --max-new-tokens "
+                         f"{args.max_new_tokens}; raise it.")
+
+    model = build_model(tokenizer, args.hidden, args.layers)
+    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {len(tokenizer)}")
+    warm_start(model, pairs, args.steps, args.batch_size, args.lr, tokenizer.pad_token_id, args.seed)
+
+    out = Path(args.out)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    build_seconds = time.time() - t0
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    report = {"build_seconds": round(build_seconds), "parameters": sum(p.numel() for p in model.parameters())}
+    for split in ("test", "hard"):
+        examples = data.countdown_examples(split, args.eval_problems, seed=0)
+        report[split] = measure(model, tokenizer, examples, args.eval_samples, args.max_new_tokens, args.seed)
+    report.update({k: v for k, v in vars(args).items() if k != "out"})
+    (out / "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
