@@ -433,7 +433,7 @@ def passk_table(curves: dict) -> str:
     return "\n".join(rows)
 
 
-def read_chance(files: list[Path], eval_set: str | None = None) -> dict[str, tuple[list[int], list[float], list[float], int]]:
+def read_chance(files: list[Path], eval_set: str | None = None) -> dict[str, tuple]:
     """Chance curves to draw beside pass@k, from JSON files {label: {k: pass@k}} (or, for several
     evaluation sets, {set: {label: {k: pass@k}}}, of which `eval_set` is read), in passk_curves'
     form with no band."""
