@@ -9,17 +9,17 @@ countdown train split, with a teacher that is imperfect in the way the testbed n
 
 * **A common route that fails on hard problems.** With probability 1 - `--rare` (0.75) the
   teacher takes the shortcut `countdown.greedy_route`: always the number and sign that land
-  closest to the target. It solves about 31% of training problems and, by construction, no hard
+  closest to the target. It solves 34% of training problems and, by construction, no hard
   one. When it stops short, the teacher boxes the route it has, as a person would hand in
   unfinished working: a wrong answer, written confidently.
 * **A rare route that works.** With probability `--rare` the teacher writes a right route drawn
-  uniformly among all of the problem's routes (`countdown.routes`; about 4.9 per training
-  problem), its terms in random order. This is the only route that ever solves a hard problem,
+  uniformly among all of the problem's routes (`countdown.routes`; 4.2 per training
+  problem on average), its terms in random order. This is the only route that ever solves a hard problem,
   and there are several per problem, so a policy that collapses onto one can be seen doing so.
   So the base model has something to find on the hard split (samples of the rare route) but
   rarely finds it: the exploration the paper's masks are meant to protect.
 * The response is the working, one step at a time, then the route boxed:
-  "27+14=41, 41+6=47, 47-4=43. \\boxed{27+14+6-4}". The grader reads only the box
+  "47+9=56, 56+8=64, 64-5=59, 59+2=61. \\boxed{47+9+8-5+2}". The grader reads only the box
   (countdown.verify), so wrong working with a right box still earns the reward, as on any math
   task.
 

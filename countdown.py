@@ -1,7 +1,7 @@
 """The countdown testbed: a built-in task on which exploration can be measured (docs/testbed.md).
 
-    Start at 47. Reach 81 by adding or subtracting some of 12, 8, 19, 5, each at most once.
-    -> a response whose last box holds an expression, e.g.  47+12=59, 59+19=78, ... \\boxed{47+12+19+8-5}
+    Start at 47. Reach 61 by adding or subtracting some of 9, 8, 2, 5, each at most once.
+    -> a response whose last box holds a route, e.g.  47+9=56, 56+8=64, 64-5=59, 59+2=61. \\boxed{47+9+8-5+2}
 
 The synthetic task's answers are one of a few sign variants, so guessing reaches pass@64 near 1
 and large-k pass@k there cannot show exploration. Here the answer is a *route*: a start, then
@@ -11,10 +11,10 @@ Python's eval); a problem usually has several right routes, so collapse onto one
 counted (`solution_key`: the multiset of signed terms, order ignored).
 
 Splits, disjoint by construction:
-* "train" / "test": 4 to 6 numbers from 2-19, a start of 10-99, and a target that needs two or
+* "train" / "test": 4 or 5 numbers from 2-9, a start of 10-99, and a target that needs two or
   three terms at least (`min_terms` in {2, 3}); a hash of (start, target, numbers) sends 10% of
   problems to "test" whatever the seed, as the synthetic task's split does.
-* "hard": 6 numbers, a target that needs at least four terms (no route of three or fewer
+* "hard": 6 numbers from 2-9, a target that needs at least four terms (no route of three or fewer
   exists) and on which the common shortcut (`greedy_route`: always take the number that lands
   closest to the target) fails. No hard problem can be a train or test problem: their
   `min_terms` differ. It is the edge of the shipped model's competence: longer routes, a larger
@@ -47,7 +47,7 @@ from pathlib import Path
 
 SPLITS = ("train", "test", "hard")
 SIZES = {"train": 4000, "test": 300, "hard": 300}
-NUMBERS = range(2, 20)          # the listed numbers are drawn from these, distinct
+NUMBERS = range(2, 10)          # the listed numbers are drawn from these, distinct
 STARTS = range(10, 100)
 TEST_PERCENT = 10
 MAX_EXPRESSION_CHARS = 200      # a longer box is no route (a list of numbers cannot be one)
@@ -178,7 +178,7 @@ def split_of(problem: Problem) -> str:
 
 def _draw(rng: random.Random, hard: bool) -> Problem | None:
     """One candidate problem from a planted route (None if it falls outside the split's rules)."""
-    numbers = tuple(rng.sample(NUMBERS, 6 if hard else rng.choice((4, 5, 6))))
+    numbers = tuple(rng.sample(NUMBERS, 6 if hard else rng.choice((4, 5))))
     planted = rng.sample(numbers, 4 if hard else rng.choice((2, 3)))
     start = rng.choice(STARTS)
     target = start + sum(n * rng.choice((1, -1)) for n in planted)

@@ -54,7 +54,7 @@ case "$experiment" in
                        "--method gspo" "--method cispo")
               common="$common --mini-batches 4" ;;
   # the five-seed settings first, then the three-seed ones (SEEDS is ignored; ONLY still applies)
-  testbed)    common="--model $TB_MODEL --dataset countdown --max-new-tokens 96 --steps $TB_STEPS --eval-every $TB_STEPS --eval-limit 50"
+  testbed)    common="--model $TB_MODEL --dataset countdown --max-new-tokens 96 --mini-batches 4 --steps $TB_STEPS --eval-every $TB_STEPS --eval-limit 50"
               probe=""
               main=("--method grpo" "--method clipb --mu 1.0" "--method clipv --mu 1.0")
               more=("--method clipb --mu 2.5" "--method clipv --mu 8.5 --clip-max-frac 1e-4"
@@ -98,12 +98,15 @@ case "$experiment" in
                   [ -f "runs/passk-base/seed$seed.json" ] \
                     || echo "$evaluate --model $model --seed $seed --out runs/passk-base/seed$seed.json > /dev/null 2>&1"
                 done; } | xargs -P "$JOBS" -I{} bash -c "{}"
+              # the sign-guessing bound (data.sign_guess_curve), drawn dotted on every figure
+              python -c "import data, json; print(json.dumps({'chance: random signs': data.sign_guess_curve(
+                  [2 ** i for i in range(7) if 2 ** i <= $N])}))" > runs/passk-base/sign-guess.json
               for figure in "mu:$MU_PASSK:mu-passk" \
                             "methods:$ADDED:methods-passk" "methods:$PAPER:methods-paper-passk"; do
                 IFS=: read -r group names out <<< "$figure"
                 files=$(runs_of "$group" "$names" "passk$N.json")
-                [ -z "$files" ] || python plot.py --passk $files --base runs/passk-base/*.json \
-                  --band ci95 --out "figures/$out" --no-show
+                [ -z "$files" ] || python plot.py --passk $files --base runs/passk-base/seed*.json \
+                  --chance runs/passk-base/sign-guess.json --band ci95 --out "figures/$out" --no-show
               done
               exit 0 ;;
   *) echo "unknown experiment '$experiment': use directions, mu, methods, passk, testbed or testbed-eval" >&2; exit 2 ;;

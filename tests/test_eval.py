@@ -165,7 +165,9 @@ def test_cli_end_to_end_on_the_shipped_model(tmp_path):
     assert saved["settings"]["n"] == 2 and saved["settings"]["model"] == str(ev.DEFAULT_MODEL)
     res = saved["results"]["synthetic"]
     assert set(res) == {"num_problems", "n", "avg@2", "pass@1", "pass@2", "mean_response_len",
-                        "truncated_frac", "correct"}
+                        "truncated_frac", "correct", "distinct", "distinct_correct"}
+    # one answer per synthetic problem: a problem solved at all has exactly one distinct solution
+    assert res["distinct"] == [int(c > 0) for c in res["correct"]]
     assert res["num_problems"] == 3 and res["n"] == 2
     assert len(res["correct"]) == 3 and all(0 <= c <= 2 for c in res["correct"])
     assert res["avg@2"] == pytest.approx(sum(res["correct"]) / 6)

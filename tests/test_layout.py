@@ -14,13 +14,14 @@ REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 METHODS_PAGE = (REPO / "docs" / "methods.md").read_text()
 LAYERS = [
+    {"countdown"},                                 # the countdown task: problems, grader, chance
     {"data", "rewards", "entropy", "policy", "memory", "distributed"},   # ..., loading, costs, processes
     {"rollout", "clipping", "grpo"},               # batches, masks, the loss (read entropy.py)
     {"methods", "eval", "checkpoint", "tracking"},  # the method table, evaluation, checkpoints, trackers
     {"config", "trl_clip"},                        # flags, presets, validation; the masks in TRL
     {"train"},                                     # the loop
     {"bench_gpu", "plot", "build_tiny_model", "trl_example"},   # scripts around it
-    {"bench", "bench_dist"},                       # benchmarks that use bench_gpu's models
+    {"bench", "bench_dist", "build_countdown_model"},   # benchmarks; the testbed's model builder
 ]
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 FILES = sorted(p.stem for p in REPO.glob("*.py"))
