@@ -1,27 +1,29 @@
 """Build `tiny-qwen2-countdown/`: the small policy of the countdown testbed (countdown.py, docs/testbed.md).
 
-    python build_countdown_model.py       # about 15 minutes on 2 CPU cores, seeded
+    python build_countdown_model.py       # about 25 minutes on 2 CPU cores, seeded
 
 The same recipe as `build_tiny_model.py` (its tokenizer, model and warm-start functions are
 reused: a byte-level BPE with one token per digit, Qwen2's special tokens and chat template, a
 ~2 M-parameter `Qwen2ForCausalLM`, supervised training on the response tokens only), on the
 countdown train split, with a teacher that is imperfect in the way the testbed needs:
 
-* **A common route that fails on hard problems.** With probability 1 - `--rare` (0.75) the
-  teacher takes the shortcut `countdown.greedy_route`: always the number and sign that land
-  closest to the target. It solves 34% of training problems and, by construction, no hard
-  one. When it stops short, the teacher boxes the route it has, as a person would hand in
-  unfinished working: a wrong answer, written confidently.
-* **A rare route that works.** With probability `--rare` the teacher writes a right route drawn
-  uniformly among all of the problem's routes (`countdown.routes`; 4.2 per training
-  problem on average), its terms in random order. This is the only route that ever solves a hard problem,
-  and there are several per problem, so a policy that collapses onto one can be seen doing so.
-  So the base model has something to find on the hard split (samples of the rare route) but
-  rarely finds it: the exploration the paper's masks are meant to protect.
-* The response is the working, one step at a time, then the route boxed:
-  "47+9=56, 56+8=64, 64-5=59, 59+2=61. \\boxed{47+9+8-5+2}". The grader reads only the box
-  (countdown.verify), so wrong working with a right box still earns the reward, as on any math
-  task.
+* **A common route with exploration noise.** At each step the teacher takes the shortcut,
+  `countdown.greedy_step` (the number and sign that land closest to the target), except that
+  with probability `--noise` (0.25) it takes any unused number with a random sign instead. The
+  shortcut alone solves about 70% of train and test problems and, by construction, no hard one
+  (countdown.py); the noise is what gives the base model other routes to sample, among them
+  the detours that solve hard problems. When the teacher stops short it boxes the route it
+  has, as a person hands in unfinished working: a wrong answer, written confidently.
+* **The working shows the gap.** Before each step the response writes what is still missing,
+  then the step: "61-47=14, 47+9=56; 61-56=5, 56+5=61; 61-61=0. \\boxed{47+9+5}". The
+  shortcut needs the gap, and a ~2 M-parameter model cannot hold it in its head: a version
+  without it learnt to write routes that ignore the target (docs/testbed.md, version 2).
+  The grader reads only the box (countdown.verify), so wrong working with a right box still
+  earns the reward, as on any math task.
+
+So GRPO has a clear thing to learn on the train distribution (drop the noise where the
+shortcut works) and a clear way to lose the hard split (drop the noise everywhere): the
+narrowing the paper's masks are meant to prevent.
 
 At the end it measures what it saved, loaded back as train.py loads it: avg@16 at temperature 1
 on the test and hard splits, the mean response entropy and length, in
@@ -42,20 +44,34 @@ import data
 from build_tiny_model import build_model, build_tokenizer, measure, warm_start
 
 
-def target_response(problem: countdown.Problem, rng: random.Random, rare: float) -> str:
-    """The teacher's response: the greedy shortcut, or with probability `rare` a right route
-    drawn uniformly (terms shuffled); each step "a+b=c", then the route in a box."""
-    if rng.random() < rare:
-        terms = list(rng.choice(countdown.routes(problem)))
-        rng.shuffle(terms)
-    else:
-        terms = list(countdown.greedy_route(problem))
+def teacher_route(problem: countdown.Problem, rng: random.Random, noise: float) -> list[int]:
+    """The shortcut with exploration noise: at every step, with probability `noise`, any unused
+    number with a random sign instead of `countdown.greedy_step`'s choice."""
+    total, unused, terms = problem.start, list(problem.numbers), []
+    while total != problem.target and unused:
+        if rng.random() < noise:
+            term = rng.choice(unused) * rng.choice((1, -1))
+        else:
+            term = countdown.greedy_step(problem.target, total, unused)
+            if term is None:
+                break
+        terms.append(term)
+        total += term
+        unused.remove(abs(term))
+    return terms
+
+
+def target_response(problem: countdown.Problem, rng: random.Random, noise: float) -> str:
+    """The teacher's response: before each step the gap still to cover, then the step, then
+    the route in a box, e.g. "61-47=14, 47+9=56; 61-56=5, 56+5=61; 61-61=0. \\boxed{47+9+5}"."""
+    terms = teacher_route(problem, rng, noise)
     total, steps = problem.start, []
     for term in terms:
-        steps.append(f"{total}{term:+d}={total + term}")
+        steps.append(f"{problem.target}-{total}={problem.target - total}, "
+                     f"{total}{term:+d}={total + term}")
         total += term
-    working = ", ".join(steps) if steps else str(problem.start)
-    return f"{working}. \\boxed{{{countdown.format_route(problem.start, terms)}}}"
+    steps.append(f"{problem.target}-{total}={problem.target - total}")
+    return f"{'; '.join(steps)}. \\boxed{{{countdown.format_route(problem.start, terms)}}}"
 
 
 def main() -> None:
@@ -69,19 +85,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--rare", type=float, default=0.25,
-                        help="probability that the teacher writes a right route instead of the "
-                             "greedy shortcut")
+    parser.add_argument("--noise", type=float, default=0.25,
+                        help="probability, at each step, that the teacher takes a random unused "
+                             "number and sign instead of the shortcut's")
     parser.add_argument("--eval-problems", type=int, default=200)
     parser.add_argument("--eval-samples", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
     args = parser.parse_args()
     t0 = time.time()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
 
     train = countdown.problems("train", args.train_problems, seed=args.seed)
-    responses = [target_response(p, rng, args.rare) for p in train]
+    responses = [target_response(p, rng, args.noise) for p in train]
     bootstrap = build_tokenizer([""], 260)  # renders the chat template, which needs no vocabulary
     prompts = [data.format_prompt(bootstrap, p.question, "qwen-math") for p in train]
     tokenizer = build_tokenizer(prompts + responses, args.vocab_size)

@@ -297,9 +297,9 @@ def validate(cfg: Config) -> None:
                  "entropy_coef", "kl_cov_coef", "eval_every", "probe_every"):
         need(getattr(cfg, name) >= 0, f"--{name.replace('_', '-')} must not be negative, "
                                       f"got {getattr(cfg, name)}.")
-    rows = cfg.prompts_per_step * cfg.group_size
-    need(rows % cfg.mini_batches == 0, f"--mini-batches {cfg.mini_batches} must divide the "
-                                       f"{rows} responses of a step (prompts x group size).")
+    need(cfg.prompts_per_step % cfg.mini_batches == 0,
+         f"--mini-batches {cfg.mini_batches} must divide --prompts-per-step {cfg.prompts_per_step}, "
+         f"so that every optimiser update sees whole prompt groups; change one of them.")
     need(cfg.lr > 0, f"--lr must be positive, got {cfg.lr}.")
     need(cfg.temperature > 0, f"--temperature must be positive for training (the loss uses "
                               f"softmax(z / T)), got {cfg.temperature}.")

@@ -1,7 +1,7 @@
 """The countdown testbed: a built-in task on which exploration can be measured (docs/testbed.md).
 
     Start at 47. Reach 61 by adding or subtracting some of 9, 8, 2, 5, each at most once.
-    -> a response whose last box holds a route, e.g.  47+9=56, 56+8=64, 64-5=59, 59+2=61. \\boxed{47+9+8-5+2}
+    -> a response whose last box holds a route, e.g.  ... 61-61=0. \\boxed{47+9+5}
 
 The synthetic task's answers are one of a few sign variants, so guessing reaches pass@64 near 1
 and large-k pass@k there cannot show exploration. Here the answer is a *route*: a start, then
@@ -13,12 +13,14 @@ counted (`solution_key`: the multiset of signed terms, order ignored).
 Splits, disjoint by construction:
 * "train" / "test": 4 or 5 numbers from 2-9, a start of 10-99, and a target that needs two or
   three terms at least (`min_terms` in {2, 3}); a hash of (start, target, numbers) sends 10% of
-  problems to "test" whatever the seed, as the synthetic task's split does.
+  problems to "test" whatever the seed, as the synthetic task's split does. The common
+  shortcut (`greedy_route`: always take the number that lands closest to the target) solves
+  SHORTCUT_SHARE (70%) of them, by construction: a coin decides which kind each draw must be.
 * "hard": 6 numbers from 2-9, a target that needs at least four terms (no route of three or fewer
-  exists) and on which the common shortcut (`greedy_route`: always take the number that lands
-  closest to the target) fails. No hard problem can be a train or test problem: their
-  `min_terms` differ. It is the edge of the shipped model's competence: longer routes, a larger
-  search, and the shortcut that the teacher mostly uses leads nowhere.
+  exists), on which the shortcut fails but a *detour* works (`detour_routes`: the shortcut with
+  one step changed). No hard problem can be a train or test problem: their `min_terms` differ.
+  It is the edge of the shipped model's competence: longer routes, a larger search, and the
+  route the teacher mostly takes leads nowhere unless it is left once at the right step.
 
 Chance, computed exactly (`blind_curve`, `search_curve`): a problem-blind strategy that answers
 every problem with the k routes most frequent among the *training* problems' solutions (its
@@ -50,6 +52,7 @@ SIZES = {"train": 4000, "test": 300, "hard": 300}
 NUMBERS = range(2, 10)          # the listed numbers are drawn from these, distinct
 STARTS = range(10, 100)
 TEST_PERCENT = 10
+SHORTCUT_SHARE = 0.7              # of train / test problems, the shortcut solves this share
 MAX_EXPRESSION_CHARS = 200      # a longer box is no route (a list of numbers cannot be one)
 GOLD_PREFIX = "countdown:"
 _GOLD = re.compile(r"countdown:(\d+)->(-?\d+):(\d+(?:,\d+)*)")
@@ -144,21 +147,51 @@ def min_terms(problem: Problem) -> int | None:
     return min(lengths) if lengths else None
 
 
-def greedy_route(problem: Problem) -> tuple[int, ...]:
-    """The common shortcut: repeatedly take the unused number and sign that land closest to the
-    target (the first listed on ties), while that strictly helps. Its terms, in the order taken;
-    they reach the target or stop short of it."""
-    total, unused, terms = problem.start, list(problem.numbers), []
-    while total != problem.target and unused:
-        gap = abs(problem.target - total)
-        best = min(((abs(problem.target - total - s * n), i, s * n) for i, n in enumerate(unused)
-                    for s in (1, -1)), key=lambda c: (c[0], c[1]))
-        if best[0] >= gap:
+def greedy_step(target: int, total: int, unused: Iterable[int]) -> int | None:
+    """The common shortcut's next signed term from `total`: the unused number and sign that land
+    closest to `target` (the first listed on ties), or None when none strictly helps."""
+    gap = abs(target - total)
+    best = min(((abs(target - total - s * n), i, s * n) for i, n in enumerate(unused)
+                for s in (1, -1)), key=lambda c: (c[0], c[1]), default=None)
+    return None if best is None or best[0] >= gap else best[2]
+
+
+def _continue_greedy(problem: Problem, terms: list[int]) -> tuple[int, ...]:
+    """`terms`, then the shortcut's steps from where they leave off until it stops."""
+    terms, unused = list(terms), list(problem.numbers)
+    for term in terms:
+        unused.remove(abs(term))
+    total = problem.start + sum(terms)
+    while total != problem.target:
+        term = greedy_step(problem.target, total, unused)
+        if term is None:
             break
-        terms.append(best[2])
-        total += best[2]
-        unused.pop(best[1])
+        terms.append(term)
+        total += term
+        unused.remove(abs(term))
     return tuple(terms)
+
+
+def greedy_route(problem: Problem) -> tuple[int, ...]:
+    """The common shortcut: repeatedly take `greedy_step` while it helps. Its terms, in the
+    order taken; they reach the target or stop short of it."""
+    return _continue_greedy(problem, [])
+
+
+def detour_routes(problem: Problem) -> set[tuple[int, ...]]:
+    """The right routes that follow the shortcut except at one step, where they take any other
+    unused number and sign (the teacher's exploration can find these; docs/testbed.md)."""
+    shortcut, found = greedy_route(problem), set()
+    for i in range(len(shortcut) + 1):
+        prefix = list(shortcut[:i])
+        unused = [n for n in problem.numbers if n not in {abs(t) for t in prefix}]
+        for term in (s * n for n in unused for s in (1, -1)):
+            if i < len(shortcut) and term == shortcut[i]:
+                continue
+            route = _continue_greedy(problem, prefix + [term])
+            if problem.start + sum(route) == problem.target:
+                found.add(route)
+    return found
 
 
 def format_route(start: int, terms: Iterable[int]) -> str:
@@ -176,20 +209,25 @@ def split_of(problem: Problem) -> str:
     return "test" if int(hashlib.sha256(key).hexdigest()[:8], 16) % 100 < TEST_PERCENT else "train"
 
 
-def _draw(rng: random.Random, hard: bool) -> Problem | None:
-    """One candidate problem from a planted route (None if it falls outside the split's rules)."""
-    numbers = tuple(rng.sample(NUMBERS, 6 if hard else rng.choice((4, 5))))
-    planted = rng.sample(numbers, 4 if hard else rng.choice((2, 3)))
-    start = rng.choice(STARTS)
-    target = start + sum(n * rng.choice((1, -1)) for n in planted)
-    if target < 1 or target == start:
-        return None
-    problem = Problem(start, target, numbers)
-    need = min_terms(problem)
-    if hard:
-        fails = start + sum(greedy_route(problem)) != target
-        return problem if need is not None and need >= 4 and fails else None
-    return problem if need in (2, 3) else None
+def _draw(rng: random.Random, hard: bool) -> Problem:
+    """One problem from planted routes, redrawn until it meets its split's rules: for train /
+    test, whether the shortcut solves it is decided first (SHORTCUT_SHARE), then met."""
+    shortcut_wanted = hard is False and rng.random() < SHORTCUT_SHARE
+    while True:
+        numbers = tuple(rng.sample(NUMBERS, 6 if hard else rng.choice((4, 5))))
+        planted = rng.sample(numbers, 4 if hard else rng.choice((2, 3)))
+        start = rng.choice(STARTS)
+        target = start + sum(n * rng.choice((1, -1)) for n in planted)
+        if target < 1 or target == start:
+            continue
+        problem = Problem(start, target, numbers)
+        need = min_terms(problem)
+        shortcut_works = start + sum(greedy_route(problem)) == target
+        if hard and need is not None and need >= 4 and not shortcut_works \
+                and detour_routes(problem):
+            return problem
+        if not hard and need in (2, 3) and shortcut_works == shortcut_wanted:
+            return problem
 
 
 def problems(split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
@@ -204,7 +242,7 @@ def problems(split: str, n: int | None = None, seed: int = 0) -> list[Problem]:
     out, seen = [], set()
     while len(out) < n:
         problem = _draw(rng, hard=split == "hard")
-        if problem is None or problem in seen or split_of(problem) != split:
+        if problem in seen or split_of(problem) != split:
             continue
         seen.add(problem)
         out.append(problem)

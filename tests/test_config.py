@@ -65,6 +65,10 @@ def test_comparison_method_defaults():
     (["--group-size", "1"], "--group-size must be at least 2"),
     (["--dataset", "no-such-set"], "unknown --dataset"),
     (["--prompts-per-step", "3", "--group-size", "2", "--mini-batches", "4"], "must divide"),
+    # 6 responses split into 2 updates evenly, but 3 prompts do not: one group would be lost
+    (["--prompts-per-step", "3", "--group-size", "2", "--mini-batches", "2"],
+     "--mini-batches 2 must divide --prompts-per-step 3, so that every optimiser update sees whole prompt groups"),
+    (["--prompts-per-step", "2", "--group-size", "4", "--mini-batches", "4"], "must divide --prompts-per-step 2"),
     (["--steps", "0"], "--steps must be at least 1"),
     (["--lr", "0"], "--lr must be positive"),
     (["--eval-n", "0"], "--eval-n must be at least 1"),

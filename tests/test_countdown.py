@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,15 @@ def test_hard_split_is_harder_by_construction():
         assert countdown.min_terms(p) >= 4 and len(p.numbers) == 6
         greedy = countdown.greedy_route(p)
         assert p.start + sum(greedy) != p.target          # the common shortcut fails on it
+        assert countdown.detour_routes(p)                  # one changed step mends it
         assert countdown.verify(countdown.format_route(p.start, countdown.routes(p)[0]), p)
+
+
+def test_shortcut_solves_its_share_of_train_and_test():
+    for split, n in (("train", 400), ("test", 200)):
+        solved = [p.start + sum(countdown.greedy_route(p)) == p.target
+                  for p in countdown.problems(split, n)]
+        assert abs(sum(solved) / n - countdown.SHORTCUT_SHARE) < 0.1
 
 
 def test_routes_and_least_terms_by_hand():
@@ -54,6 +63,11 @@ def test_routes_and_least_terms_by_hand():
     # greedy: +14 -> 41 (gap 2); then the closest move, 41+4 = 45, is still 2 away, so it
     # stops at 41: the shortcut fails here although three routes exist
     assert countdown.greedy_route(P) == (14,)
+    assert countdown.greedy_step(43, 27, P.numbers) == 14 and countdown.greedy_step(43, 41, (8, 6, 9, 4)) is None
+    # detours: the shortcut with one step changed, then the shortcut again; e.g. 27-6 = 21,
+    # +14 = 35 (closest to 43), +8 = 43. The four-term route -8+14+6+4 is no detour.
+    assert countdown.detour_routes(P) == {(-6, 14, 8), (14, -6, 8), (14, 6, -4), (14, 8, -6),
+                                          (-4, 14, 6), (14, -4, 6)}
     assert countdown.min_terms(countdown.Problem(10, 11, (4, 6))) is None
 
 
@@ -189,15 +203,22 @@ def test_countdown_cli_writes_chance_curves_for_plot(tmp_path):
 
 # ----- the teacher, the model and a run -----
 
-def test_teacher_writes_the_greedy_route_or_a_right_one():
+def test_teacher_writes_the_shortcut_with_noise_and_true_working():
+    shortcut = "43-27=16, 27+14=41; 43-41=2. \\boxed{27+14}"
+    assert build_countdown_model.target_response(P, random.Random(0), noise=0.0) == shortcut
     rng = random.Random(0)
-    texts = [build_countdown_model.target_response(P, rng, rare=0.5) for _ in range(200)]
-    greedy = "27+14=41. \\boxed{27+14}"
-    assert greedy in texts
-    rare = [t for t in texts if t != greedy]
-    assert 60 <= len(rare) <= 140 and all(rewards.batch_rewards(rare, [P.gold] * len(rare)))
-    assert len({rewards.solution_key(t, P.gold) for t in rare}) == 3   # every route appears
-    assert build_countdown_model.target_response(P, rng, rare=0.0) == greedy
+    texts = [build_countdown_model.target_response(P, rng, noise=0.5) for _ in range(300)]
+    for text in texts:                       # every line of working is true arithmetic
+        working, box = text.split(". \\boxed{")
+        for equation in re.split(r"[;,] ", working):
+            a, b, c = re.fullmatch(r"(-?\d+)([+-]\d+)=(-?\d+)", equation).groups()
+            assert int(a) + int(b) == int(c)
+        start, terms = countdown.parse_route(box.rstrip("}"))  # listed numbers, each once
+        assert start == P.start and len({abs(t) for t in terms}) == len(terms)
+        assert {abs(t) for t in terms} <= set(P.numbers)
+    right = [t for t in texts if rewards.batch_rewards([t], [P.gold]) == [1.0]]
+    assert shortcut in texts and 0 < len(right) < len(texts)
+    assert len({rewards.solution_key(t, P.gold) for t in right}) >= 2   # the noise finds routes
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +239,7 @@ def test_model_answers_with_routes(countdown_model):
     model, tokenizer = countdown_model
     examples = data.countdown_examples("test", 16)
     result = evaluation.evaluate(model, tokenizer, examples, n=4, temperature=1.0, top_p=1.0,
-                                 max_new_tokens=96, batch_size=64, seed=0)
+                                 max_new_tokens=160, batch_size=64, seed=0)
     assert result["avg@4"] > 0.1 and result["truncated_frac"] < 0.1
     assert len(result["distinct"]) == 16 and 0 < result["distinct_correct"] <= 4
     assert all(d <= c for d, c in zip(result["distinct"], result["correct"], strict=True))
@@ -227,7 +248,7 @@ def test_model_answers_with_routes(countdown_model):
 def test_two_step_run_on_the_task(tmp_path):
     out = tmp_path / "run"
     assert train.main(["--model", str(FOLDER), "--dataset", "countdown", "--steps", "2",
-                       "--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "96",
+                       "--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "160",
                        "--eval-limit", "2", "--eval-n", "2", "--out", str(out)]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/countdown:hard/avg@2" in r for r in records)

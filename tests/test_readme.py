@@ -195,7 +195,7 @@ def test_each_other_command_shown_parses(command, monkeypatch, capsys):
                     f"{capsys.readouterr().err}")
 
 
-EXPERIMENTS = set(re.findall(r"(?m)^\s+(\w+)\)\s", (REPO / "experiments.sh").read_text()))
+EXPERIMENTS = set(re.findall(r"(?m)^\s+([\w-]+)\)\s", (REPO / "experiments.sh").read_text()))
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c[1] == "bash"], ids=command_id)
