@@ -16,11 +16,12 @@ Splits, disjoint by construction:
   problems to "test" whatever the seed, as the synthetic task's split does. The common
   shortcut (`greedy_route`: always take the number that lands closest to the target) solves
   SHORTCUT_SHARE (70%) of them, by construction: a coin decides which kind each draw must be.
-* "hard": 6 numbers from 2-9, a target that needs at least four terms (no route of three or fewer
-  exists), on which the shortcut fails but a *detour* works (`detour_routes`: the shortcut with
-  one step changed). No hard problem can be a train or test problem: their `min_terms` differ.
-  It is the edge of the shipped model's competence: longer routes, a larger search, and the
-  route the teacher mostly takes leads nowhere unless it is left once at the right step.
+* "hard": the held-out problems (the test split's hash) of the hard kind (`is_hard`): five
+  numbers, a target three terms away, on which the shortcut fails but a *detour* works
+  (`detour_routes`: the shortcut with one step changed). The test split is the other held-out
+  problems, so the three splits never share a problem. Training has problems of the hard kind
+  (with a training hash); what makes them hard is the search: the route the teacher mostly
+  takes leads nowhere unless it is left once, at the right step.
 
 Chance, computed exactly (`blind_curve`, `search_curve`): a problem-blind strategy that answers
 every problem with the k routes most frequent among the *training* problems' solutions (its
@@ -200,33 +201,47 @@ def format_route(start: int, terms: Iterable[int]) -> str:
 
 # ----------------------------------------------------------------------------- the splits
 
-def split_of(problem: Problem) -> str:
-    """"hard" when the target needs four or more terms; otherwise "test" for a seed-independent
-    TEST_PERCENT of (start, target, numbers) and "train" for the rest."""
-    if (min_terms(problem) or 0) >= 4:
-        return "hard"
+def shortcut_solves(problem: Problem) -> bool:
+    return problem.start + sum(greedy_route(problem)) == problem.target
+
+
+def is_hard(problem: Problem) -> bool:
+    """The hard kind: five numbers, a target three terms away at least and at most, the shortcut
+    fails, and a detour of it works."""
+    return (len(problem.numbers) == 5 and min_terms(problem) == 3 and not shortcut_solves(problem)
+            and bool(detour_routes(problem)))
+
+
+def _held_out(problem: Problem) -> bool:
+    """A seed-independent TEST_PERCENT of (start, target, numbers), as the synthetic task's split."""
     key = f"{problem.start},{problem.target},{sorted(problem.numbers)}".encode()
-    return "test" if int(hashlib.sha256(key).hexdigest()[:8], 16) % 100 < TEST_PERCENT else "train"
+    return int(hashlib.sha256(key).hexdigest()[:8], 16) % 100 < TEST_PERCENT
+
+
+def split_of(problem: Problem) -> str:
+    """"train" for the problems outside the held-out hash; of the held-out ones, "hard" for the
+    hard kind (`is_hard`) and "test" for the rest."""
+    if not _held_out(problem):
+        return "train"
+    return "hard" if is_hard(problem) else "test"
 
 
 def _draw(rng: random.Random, hard: bool) -> Problem:
     """One problem from planted routes, redrawn until it meets its split's rules: for train /
-    test, whether the shortcut solves it is decided first (SHORTCUT_SHARE), then met."""
+    test, whether the shortcut solves it is decided first (SHORTCUT_SHARE), then met; a hard
+    one is held out and of the hard kind."""
     shortcut_wanted = hard is False and rng.random() < SHORTCUT_SHARE
     while True:
-        numbers = tuple(rng.sample(NUMBERS, 6 if hard else rng.choice((4, 5))))
-        planted = rng.sample(numbers, 4 if hard else rng.choice((2, 3)))
+        numbers = tuple(rng.sample(NUMBERS, 5 if hard else rng.choice((4, 5))))
+        planted = rng.sample(numbers, 3 if hard else rng.choice((2, 3)))
         start = rng.choice(STARTS)
         target = start + sum(n * rng.choice((1, -1)) for n in planted)
         if target < 1 or target == start:
             continue
         problem = Problem(start, target, numbers)
-        need = min_terms(problem)
-        shortcut_works = start + sum(greedy_route(problem)) == target
-        if hard and need is not None and need >= 4 and not shortcut_works \
-                and detour_routes(problem):
+        if hard and _held_out(problem) and is_hard(problem):
             return problem
-        if not hard and need in (2, 3) and shortcut_works == shortcut_wanted:
+        if not hard and min_terms(problem) in (2, 3) and shortcut_solves(problem) == shortcut_wanted:
             return problem
 
 

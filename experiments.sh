@@ -7,7 +7,7 @@
 #   bash experiments.sh methods       # every entropy method side by side
 #   bash experiments.sh passk         # pass@k up to k = 64 of the finished runs above and the base model
 #   bash experiments.sh testbed       # the registered comparison on the countdown task (docs/testbed.md)
-#   bash experiments.sh testbed-eval  # its pass@k up to k = 64 on the test and hard splits, and figures
+#   bash experiments.sh testbed-eval  # its pass@k up to k = 32 on the test and hard splits, and figures
 #
 # SEEDS (default "0 1 2"), JOBS (parallel runs, default 2, one thread each), MODEL (a model
 # folder instead of the shipped tiny-qwen2/) and ONLY (run names to keep, e.g.
@@ -28,8 +28,8 @@ MU_PASSK="grpo clipb-mu1.0 clipb-mu2.5 clipv-mu1.0"   # the 300-step settings ev
 probe="--probe-every 10"
 # the countdown testbed as docs/testbed.md registers it: its model, task, budget and evaluation
 TB_MODEL=${MODEL:-tiny-qwen2-countdown}
-TB_STEPS=${TB_STEPS:-150}
-TB_N=${TB_N:-64}; TB_LIMIT=${TB_LIMIT:-50}; TB_TOKENS=160
+TB_STEPS=${TB_STEPS:-100}
+TB_N=${TB_N:-32}; TB_LIMIT=${TB_LIMIT:-50}; TB_TOKENS=160
 TB_MAIN="grpo clipb-mu1.0 clipv-mu1.0"                                  # three seeds (0-2)
 TB_MORE="clipb-mu2.5 clipv-mu8.5 clip-higher entropy-bonus"             # three seeds (0-2)
 
@@ -54,7 +54,7 @@ case "$experiment" in
                        "--method gspo" "--method cispo")
               common="$common --mini-batches 4" ;;
   # the registered settings first, then the others (SEEDS is ignored; ONLY still applies)
-  testbed)    common="--model $TB_MODEL --dataset countdown --max-new-tokens $TB_TOKENS --mini-batches 4 --steps $TB_STEPS --eval-every $TB_STEPS --eval-limit 50"
+  testbed)    common="--model $TB_MODEL --dataset countdown --max-new-tokens $TB_TOKENS --mini-batches 4 --steps $TB_STEPS --eval-every 0"
               probe=""
               main=("--method grpo" "--method clipb --mu 1.0" "--method clipv --mu 1.0")
               more=("--method clipb --mu 2.5" "--method clipv --mu 8.5 --clip-max-frac 1e-4"

@@ -42,12 +42,15 @@ def test_splits_are_disjoint_for_any_seeds(seeds):
 def test_hard_split_is_harder_by_construction():
     for p in countdown.problems("train", 300) + countdown.problems("test", 100):
         assert countdown.min_terms(p) in (2, 3) and 4 <= len(p.numbers) <= 5
+    for p in countdown.problems("test", 100):
+        assert not countdown.is_hard(p)
     for p in countdown.problems("hard", 100):
-        assert countdown.min_terms(p) >= 4 and len(p.numbers) == 6
-        greedy = countdown.greedy_route(p)
-        assert p.start + sum(greedy) != p.target          # the common shortcut fails on it
+        assert countdown.is_hard(p) and countdown.min_terms(p) == 3 and len(p.numbers) == 5
+        assert not countdown.shortcut_solves(p)            # the common shortcut fails on it
         assert countdown.detour_routes(p)                  # one changed step mends it
         assert countdown.verify(countdown.format_route(p.start, countdown.routes(p)[0]), p)
+        # held out by the same hash as the test split: never a training problem
+        assert countdown.split_of(p) == "hard" and countdown._held_out(p)
 
 
 def test_shortcut_solves_its_share_of_train_and_test():
@@ -211,8 +214,9 @@ def test_teacher_writes_the_shortcut_with_noise_and_true_working():
     for text in texts:                       # every line of working is true arithmetic
         working, box = text.split(". \\boxed{")
         for equation in re.split(r"[;,] ", working):
-            a, b, c = re.fullmatch(r"(-?\d+)([+-]\d+)=(-?\d+)", equation).groups()
-            assert int(a) + int(b) == int(c)
+            # "gap = target - total" may subtract a negative total: "43--2=45"
+            a, op, b, c = re.fullmatch(r"(-?\d+)([+-])(-?\d+)=(-?\d+)", equation).groups()
+            assert int(a) + (int(b) if op == "+" else -int(b)) == int(c)
         start, terms = countdown.parse_route(box.rstrip("}"))  # listed numbers, each once
         assert start == P.start and len({abs(t) for t in terms}) == len(terms)
         assert {abs(t) for t in terms} <= set(P.numbers)
