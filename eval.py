@@ -36,9 +36,11 @@ slow work), as train.py and plot.py; 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -151,13 +153,25 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def writable_output(path: Path) -> Path:
+def default_output(model: str, names: list[str], n: int, seed: int) -> Path:
+    """out/eval-MODEL-SETS-nN-seedS.json: one file per evaluation, so that two of them never
+    share a default (a run's final/ or checkpoint-N/ is named with its run folder)."""
+    parts = Path(model).parts
+    tag = "-".join(parts[-2:]) if parts[-1] == "final" or parts[-1].startswith("checkpoint-") else parts[-1]
+    sets = "+".join(Path(name).stem if Path(name).suffix else name for name in names)
+    return Path("out") / re.sub(r"[^\w.+-]", "-", f"eval-{tag}-{sets}-n{n}-seed{seed}.json")
+
+
+def writable_output(path: Path, overwrite: bool = False) -> Path:
     """The JSON file to write: `path`, or path/eval.json when path is a folder. Checked before the
     evaluation runs, so that a bad --out fails in a second, not after an hour of sampling; a
     folder that does not exist yet is not created here (a later mistake leaves nothing behind),
-    only its nearest existing parent is checked."""
+    only its nearest existing parent is checked. An existing file is refused unless `overwrite`."""
     if path.is_dir():
         path = path / "eval.json"
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} already holds results; pass --overwrite to replace them, or "
+                         f"another --out.")
     existing = next(folder for folder in path.parents if folder.exists())
     try:
         if not existing.is_dir():
@@ -173,6 +187,32 @@ def writable_output(path: Path) -> Path:
         raise ValueError(f"cannot write the results to {path} ({err.strerror or err}); pass a "
                          f"writable file as --out.") from None
     return path
+
+
+_HELD: dict[Path, object] = {}   # results files this process is writing: their flocked lock files
+
+
+def hold_output(out: Path) -> None:
+    """Create out's folder and take an flock on .OUT.lock beside it until this process exits, so that two
+    evaluations given the same --out cannot both write it: the second is refused, naming the
+    first (the kernel releases the lock of a killed process)."""
+    if out.resolve() in _HELD:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(out.with_name(f".{out.name}.lock"), "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise ValueError(f"{out} is being written by another evaluation ({holder}); wait for it "
+                         f"or pass another --out.") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    _HELD[out.resolve()] = lock
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -211,8 +251,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weights' dtype (auto: bfloat16 on CUDA, float32 elsewhere)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                    help="auto: cuda, then mps, then cpu")
-    p.add_argument("--out", default="out/eval.json",
-                   help="JSON file for the results (a folder: FOLDER/eval.json)")
+    p.add_argument("--out", default=None,
+                   help="JSON file for the results (a folder: FOLDER/eval.json; default: "
+                        "out/eval-MODEL-SETS-nN-seedS.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
     inherited = {key: value for key, value in run_defaults(args.model).items()
                  if getattr(args, key) is None}
@@ -271,9 +313,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     names = check_args(args)
     policy.check_model_folder(args.model)   # a run folder, not its final/: say so before anything slow
-    out = writable_output(Path(args.out))                              # before any slow work
+    out = writable_output(Path(args.out) if args.out else
+                          default_output(args.model, names, args.n, args.seed), args.overwrite)
     sets = {name: data.load_set(name, args.limit, args.question_key, args.answer_key)
             for name in names}                                         # before the slow model load
+    hold_output(out)
     device = policy.pick_device(args.device)
     model, tokenizer = policy.load_policy(args.model, device, policy.compute_dtype(args.dtype, device))
     results = {name: evaluate(model, tokenizer, examples, n=args.n, temperature=args.temperature,
@@ -283,9 +327,10 @@ def main(argv: list[str] | None = None) -> dict:
                               engine=args.rollout_engine)
                for name, examples in sets.items()}
     print(format_table(results))
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "datasets")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "datasets", "overwrite")}
+    partial = out.with_name(f".{out.name}.partial")    # written whole, then renamed: never half a file
+    partial.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
+    os.replace(partial, out)
     print(f"wrote {out}")
     return results
 

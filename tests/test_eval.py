@@ -327,3 +327,40 @@ def test_a_model_outside_a_run_takes_eval_pys_own_defaults(tmp_path, capsys):
     assert ev.parse_args(["--model", str(broken / "final")]).max_new_tokens == 512
     assert ev.parse_args(["--model", "Qwen/Qwen2.5-Math-7B"]).max_new_tokens == 512   # a hub id
     assert "from the training run" not in capsys.readouterr().out
+
+
+def test_each_evaluation_has_its_own_file_and_none_is_overwritten(tmp_path, monkeypatch):
+    assert ev.default_output("runs/x/final", ["synthetic"], 4, 0) == \
+        Path("out/eval-x-final-synthetic-n4-seed0.json")
+    assert ev.default_output("Qwen/Qwen2.5-1.5B", ["countdown:hard", "data/mine.jsonl"], 64, 2) == \
+        Path("out/eval-Qwen2.5-1.5B-countdown-hard+mine-n64-seed2.json")
+    out = tmp_path / "e.json"
+    out.write_text("{}")
+    with pytest.raises(ValueError, match="already holds results; pass --overwrite"):
+        ev.main(["--out", str(out), "--model", str(tmp_path / "none")])   # before any loading
+    assert ev.writable_output(out, overwrite=True) == out
+    # a second evaluation writing the same file at the same time is refused, naming the first
+    held = tmp_path / "busy.json"
+    proc = subprocess.Popen([sys.executable, "-c", f"import eval, time; eval.hold_output(eval.Path({str(held)!r})); "
+                             "print('held', flush=True); time.sleep(30)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=r"busy.json is being written by another evaluation \(pid \d+\)"):
+            ev.hold_output(held)
+    finally:
+        proc.kill()
+        proc.wait()
+    ev.hold_output(held)          # the kernel released the killed holder's lock
+
+
+def test_results_are_written_whole_and_replace_only_when_asked(tmp_path):
+    out = tmp_path / "r.json"
+    args = ["--n", "1", "--limit", "1", "--max-new-tokens", "8", "--out", str(out), "--device", "cpu"]
+    ev.main(args)
+    first = json.loads(out.read_text())
+    assert not list(tmp_path.glob("*.partial")) and first["results"]["synthetic"]["n"] == 1
+    assert "overwrite" not in first["settings"]
+    with pytest.raises(ValueError, match="already holds results"):
+        ev.main(args)
+    ev.main([*args, "--overwrite"])
+    assert json.loads(out.read_text())["results"]["synthetic"]["n"] == 1
