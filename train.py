@@ -35,7 +35,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +51,14 @@ import distributed
 import entropy
 import eval as evaluation
 import grpo
+import lifecycle
 import memory
 import methods
 import policy
 import rewards
 import rollout
-import tracking
 from config import Config, flag_mistake, resolve_config, resume_changes
 from distributed import World
-
-MAX_NONFINITE_IN_A_ROW = 3
 
 
 # ----------------------------------------------------------------------------- steps 1-4
@@ -363,76 +360,24 @@ def save(run: Run, step: int) -> Path:
 
 
 def train(run: Run) -> int:
-    """The main loop from run.step to cfg.steps, with metrics, samples, checkpoints, the signal
-    handler and the failure guards. Returns the exit status."""
-    cfg, out, world = run.cfg, run.out, run.world
-    log = checkpoint.append_jsonl if world.main else (lambda path, record: None)
-    tracker = tracking.start(cfg.report_to, out, run.step, world.main)   # --report-to, rank 0 only
-    log = tracker.tee(log)          # metrics.jsonl records also go to the trackers
-    stop = checkpoint.Stop()
-    handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
-    previous = {s: signal.signal(s, stop) for s in handled}
-    resume = checkpoint.resume_command(out, world)
-    last_saved, step, warned = run.step, run.step, False
-    bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.method, dynamic_ncols=True,
-               disable=not world.main)
-    try:
+    """The loop from run.step to cfg.steps: each training step, its record and samples logged;
+    checkpoints, signals and the failure guards in lifecycle.Loop. Returns the exit status."""
+    cfg = run.cfg
+    with lifecycle.Loop(cfg, run.out, run.world, run.step, lambda step: save(run, step),
+                        run.device.type) as loop:
         if run.step == 0 and cfg.eval_every and run.eval_sets:   # the baseline the run improves on
-            log(out / "metrics.jsonl", {"step": 0, **run_evaluation(
-                run.sampling_model or run.model, run.tokenizer, run.eval_sets, cfg, run.amp, 0, world)})
-        for step in range(run.step + 1, cfg.steps + 1):
+            loop.log({"step": 0, **run_evaluation(run.sampling_model or run.model, run.tokenizer,
+                                                  run.eval_sets, cfg, run.amp, 0, run.world)})
+        for step in loop.steps():
             record, batch, indices = train_step(run, step)
             run.step = step
-            log(out / "metrics.jsonl", record)
+            loop.log(record)
             if step % cfg.sample_every == 0:
-                rows = batch.samples(step, indices, [run.examples[i].question for i in indices])
-                for sample in rows:
-                    log(out / "samples.jsonl", sample)
-                tracker.table(step, rows)
-            bar.update(1)
-            if record["truncated_frac"] == 1 and not warned and world.main:
-                warned = True
-                tqdm.write(f"warning: every response of step {step} was cut at --max-new-tokens "
-                           f"{cfg.max_new_tokens}, so none could finish its answer; raise it.")
-            bar.set_postfix(reward=f"{record['reward']:.3f}", H=f"{record['entropy']:.3f}",
-                            masked=f"{record['masked_frac']:.4f}", len=f"{record['response_len']:.0f}",
-                            kl=f"{record.get('approx_kl', math.nan):.1e}")
-            if run.counters["nonfinite_in_a_row"] >= MAX_NONFINITE_IN_A_ROW:
-                tqdm.write(checkpoint.nonfinite_error(MAX_NONFINITE_IN_A_ROW, step, last_saved), file=sys.stderr)
-                return 1
-            stopping = distributed.any_rank(stop.signum is not None, world)   # all ranks agree
-            if step % cfg.save_every == 0 or step == cfg.steps or stopping:
-                try:
-                    path = save(run, step)
-                except Exception as err:   # OSError, torch's RuntimeError, SafetensorError
-                    tqdm.write(checkpoint.save_error(step, err, last_saved, out), file=sys.stderr)
-                    return 1
-                last_saved = step
-            if stopping:
-                if world.main:
-                    tqdm.write(f"stopped at step {step}; checkpoint {path}. Resume with:\n  {resume}")
-                return 128 + (stop.signum or signal.SIGTERM)
+                loop.samples(step, batch.samples(step, indices, [run.examples[i].question for i in indices]))
+            loop.end_step(step, record, run.counters["nonfinite_in_a_row"])
         # a first Ctrl-C lets final/ be written (minutes on 7B), a second abandons it
-        checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype, world)
-    except KeyboardInterrupt:
-        what = "writing final/ (it is not written)" if last_saved == cfg.steps else f"step {step}"
-        tqdm.write(f"abandoned {what}; " + (f"the latest checkpoint is step {last_saved}. Resume "
-                   f"with:\n  {resume}" if last_saved else "no checkpoint was written: run the "
-                   "same command again to start over (the logs move aside)."))
-        return 130
-    except memory.OutOfMemory as err:
-        tqdm.write(f"error: the {run.device.type} device ran out of memory while {err.phase} in "
-                   f"step {step}: {memory.oom_advice(cfg, err.phase)}"
-                   + (f"; then resume with: {resume}" if last_saved else "."), file=sys.stderr)
-        return 1
-    finally:
-        bar.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        tracker.close()
-    if world.main:
-        tqdm.write(f"done: {cfg.steps} steps; final model in {out / 'final'}")
-    return 0
+        checkpoint.save_model(run.out / "final", run.model, run.tokenizer, run.model.native_dtype, run.world)
+    return loop.status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 import checkpoint
 import config
 import grpo
+import lifecycle
 import policy
 import rollout
 import train
@@ -363,7 +364,7 @@ def test_sigterm_checkpoints_the_step_and_says_how_to_resume(tiny_path, tmp_path
     assert train.main(small(tiny_path, out, "--steps", "5", "--save-every", "100")) == 128 + signal.SIGTERM
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
     assert f"--out {out} --resume" in capsys.readouterr().out
-    assert not isinstance(signal.getsignal(signal.SIGTERM), checkpoint.Stop)   # handler restored
+    assert not isinstance(signal.getsignal(signal.SIGTERM), lifecycle.Stop)   # handler restored
 
 
 def test_a_second_run_on_a_live_run_folder_is_refused_and_a_killed_run_resumes(tiny_path, tmp_path, capsys):
