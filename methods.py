@@ -8,8 +8,8 @@ grpo.kl_cov_penalty prices. Adding a method is adding a row to METHODS.
 
 Every mask reads the batch-wide statistics of one rollout batch (rollout.RolloutBatch: s_star,
 es, entropy, old_logp, advantages, response_mask) and the run's configuration (config.Config),
-and returns (keep (N, R) bool, metrics). The methods added in issue 25 (docs/methods.md) also
-change the advantages (`advantages`: W-REINFORCE, pass@k), the loss (their defaults set
+and returns (keep (N, R) bool, metrics). The methods added since the paper (docs/methods.md)
+also change the advantages (`advantages`: W-REINFORCE, pass@k), the loss (their defaults set
 --policy-loss, --entropy-adv-alpha or --adaptive-entropy) or both.
 """
 
@@ -122,7 +122,7 @@ METHODS = {
     "kl-cov": Method(_keep_all, {}, penalty=_kl_cov),
     "entropy-up": Method(_entropy_direction("up"), {}),
     "entropy-down": Method(_entropy_direction("down"), {}),
-    # issue 25 (docs/methods.md): the entropy methods and losses the peers ship
+    # added since the paper (docs/methods.md): the entropy methods and losses the peers ship
     "adaptive-entropy": Method(_keep_all, {"adaptive_entropy": True}),       # TRL: 0.2, 0.005, [0, 1]
     "entropy-adv": Method(_keep_all, {"entropy_adv_alpha": 0.4}),           # Cheng et al.: kappa 2
     "w-reinforce": Method(_w_reinforce, {"positive_weight": 0.1}, advantages=_w_reinforce_advantages),
@@ -157,7 +157,7 @@ def label(method: str, mu: float | None) -> str:
 
 
 def loss_metrics(stats, mb, keep: Tensor, cfg) -> dict[str, float]:
-    """The issue-25 loss metrics of a micro-batch over its kept tokens: what --policy-loss's clip
+    """The peer losses' metrics of a micro-batch over its kept tokens: what --policy-loss's clip
     did (grpo.policy_loss_metrics) and, with --entropy-adv-alpha, the entropy shaping term."""
     out = grpo.policy_loss_metrics(cfg.policy_loss, stats.logp, mb.old_logp, mb.advantages, keep,
                                    mb.response_mask, cfg.eps_low, cfg.eps_high)
