@@ -28,8 +28,8 @@ SWITCHES = {
              "    when scale_std is False. THIS COURSE'S VARIANT: std is the POPULATION std of the group\n"
              "    (sum of squared deviations divided by G, not G - 1); a group of one still gets A = r."),
             ("grpo.py", "* std is unbiased (torch default), as in the authors' release",
-             "* (this course's variant: std is the population std, see group_advantages; the release's is\n"
-             "  unbiased) std is unbiased (torch default), as in the authors' release"),
+             "* std: THIS COURSE'S VARIANT uses the population std (see group_advantages); the authors'\n"
+             "  release uses the unbiased one (torch's default)"),
         ],
         "solution": [("grpo.py", "r.mean(-1, keepdim=True), r.std(-1, keepdim=True)",
                       "r.mean(-1, keepdim=True), r.std(-1, keepdim=True, correction=0)")],

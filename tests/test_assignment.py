@@ -47,7 +47,32 @@ MUTANTS = [
      "return 1.0 - (1.0 - c / n) ** k", "the biased pass@k 1 - (1 - c/n)^k"),
     ("P7", "entropy.py", "        n = hidden.shape[0]\n", "        n = hidden.shape[0]\n        chunk_size = n\n",
      "all T x V logits at once (values right, memory not bounded)"),
+    # wrong code students write that passed once: each must lose points too
+    ("P3", "entropy.py", "return logp_k.exp() * (h + logp_k)", "return logp_k.exp() * (h.mean() + logp_k)",
+     "S* with the batch-mean entropy instead of each position's"),
+    ("P1", "grpo.py", "return kept.sum() / (token_loss.shape[-1] if max_len is None else max_len)",
+     "return (token_loss * mask).sum() / (token_loss.shape[-1] if max_len is None else max_len)",
+     "seq-mean-token-sum-norm masking by multiplication (NaN padding leaks)"),
+    ("P1", "grpo.py", "seq_loss = kept.sum(-1) / seq_count.clamp(min=1)",
+     "seq_loss = (token_loss * mask).sum(-1) / seq_count.clamp(min=1)",
+     "seq-mean-token-mean masking by multiplication (NaN padding leaks)"),
+    ("P6", "grpo.py", "return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))",
+     "return 1.0 - math.comb(n - c, k) / math.comb(n, k)", "pass@k with binomials (the handout forbids them)"),
+    ("P2", "grpo.py", "return torch.exp((logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))",
+     "return torch.exp(logp - old_logp)", "the ratio without the log-ratio clamp"),
+    ("P2", "grpo.py", "torch.where(adv < 0, torch.minimum(loss, -dual_clip * adv), loss)",
+     "torch.where(adv < 0, torch.maximum(loss, -dual_clip * adv), loss)", "the dual-clip bound as a maximum"),
+    ("P3", "entropy.py", "return -eps * s_star(logits, _as_ids(logits, k))",
+     "return eps * s_star(logits, _as_ids(logits, k))", "Theorem 1 with its sign flipped"),
+    ("P3", "entropy.py", "return -eps * s_star(logits, _as_ids(logits, k))",
+     "return -eps * s_star(logits.float(), _as_ids(logits, k))", "Theorem 1 in float32"),
 ]
+# what the failing row must say, for the mutants whose cause a message can name
+SAYS = {"Theorem 1 with its sign flipped": "sign is flipped", "Theorem 1 in float32": "float32",
+        "the dual-clip bound as a maximum": "at index", "pass@k with binomials (the handout forbids them)": "binomials"}
+# right code that must keep every point
+HARMLESS = [("P1", "entropy.py", "return -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)",
+             "return -(logp.exp() * (logp.exp() + 1e-12).log()).sum(-1)", "-(p log(p + 1e-12))")]
 
 
 # Forged submissions: stub files (or, for "cache", the reference answering only the inputs it saw
@@ -199,6 +224,8 @@ def gradings(student, tmp_path_factory):
 
     for i, spec in enumerate(MUTANTS):
         jobs[f"mutant{i}"] = pool.submit(mutant, i, spec)
+    for i, spec in enumerate(HARMLESS):
+        jobs[f"harmless{i}"] = pool.submit(mutant, f"-harmless{i}", spec)
 
     def variant(solved: bool):
         tree = _copy_reference(base / f"variant-{solved}")
@@ -297,6 +324,14 @@ def test_each_planted_bug_loses_points_in_its_problem(gradings, i):
     assert possible == AUTOGRADED[pid] and earned < possible, results["table"]
     row = next(line for line in results["table"].splitlines() if line.startswith(pid + " "))
     assert "Hint:" in row and "not attempted" not in row, row    # the first failing check, with a hint
+    assert SAYS.get(MUTANTS[i][4], "") in row, row
+
+
+@pytest.mark.parametrize("i", range(len(HARMLESS)), ids=[m[4] for m in HARMLESS])
+def test_right_code_written_differently_keeps_its_points(gradings, i):
+    results = gradings[f"harmless{i}"].result()
+    earned, possible = _points(results, HARMLESS[i][0])
+    assert earned == possible, results["table"]
 
 
 @pytest.mark.parametrize("kind", ["hooks", "exit"])
@@ -343,6 +378,7 @@ def test_variant_student_version_states_its_conventions(tmp_path):
     make_student.make_student(dest, variant=3)
     assert json.loads((dest / "assignment" / "variant.json").read_text())["switches"] == [1, 2]
     assert "THIS COURSE'S VARIANT" in (dest / "grpo.py").read_text()
+    assert "std is unbiased" not in (dest / "grpo.py").read_text()     # one convention, not both
     assert "THIS COURSE'S VARIANT" in (dest / "clipping.py").read_text()
     ini = (dest / "pytest.ini").read_text()
     assert all(f"--deselect {n}" in ini for n in variants.SWITCHES[1]["deselect"] + manifest.DESELECT)
@@ -383,3 +419,26 @@ def test_handout_ids_and_points_equal_the_manifest():
     for p in manifest.PROBLEMS:     # each problem says how it is tested
         section = HANDOUT.split(f"## {p['id']} ", 1)[1].split("\n## ", 1)[0]
         assert f"python assignment/grade.py --problems {p['id']}" in section, p["id"]
+
+
+def test_the_submission_is_found_at_the_top_or_in_one_folder_inside(tmp_path):
+    import grade
+    inner = tmp_path / "upload" / "hw3"
+    inner.mkdir(parents=True)
+    for name in SUBMITTED:
+        (inner / name).write_text("")
+    assert grade.find_submission(tmp_path / "upload") == {name: inner / name for name in SUBMITTED}
+    (tmp_path / "upload" / "grpo.py").write_text("")          # files at the top win
+    assert grade.find_submission(tmp_path / "upload") == {"grpo.py": tmp_path / "upload" / "grpo.py"}
+    (tmp_path / "empty").mkdir()
+    assert grade.find_submission(tmp_path / "empty") == {}
+
+
+def test_only_tracked_files_reach_the_student_version(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "kept.py").write_text("")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "kept.py"], cwd=repo, check=True)
+    (repo / "results.json").write_text("{}")                  # a stale result, never added
+    assert make_student.source_files(repo) == ["kept.py"]

@@ -110,6 +110,11 @@ def fmt(x) -> str:
     return repr(x)
 
 
+def fmt_exact(x) -> str:
+    """A number to 9 significant digits (so that two that differ look different), else repr."""
+    return f"{x:.9g}" if isinstance(x, (int, float)) else repr(x)[:80]
+
+
 def fail(what: str, expected, got) -> None:
     raise AssertionError(f"{what}: expected {fmt(expected)}, got {fmt(got)}")
 
@@ -130,18 +135,21 @@ def close(got, expected, what: str, rtol: float = 1e-5, atol: float = 1e-7) -> N
     if isinstance(expected, torch.Tensor):
         got = tensor(got, what, shape=expected.shape)
         g, e = got.detach().double(), expected.detach().double()
-        if not torch.isfinite(g).all() and torch.isfinite(e).all():
-            fail(what + " (not finite)", e, g)
-        bad = ~torch.isclose(g, e, rtol=rtol, atol=atol)
+        infinite = ~torch.isfinite(g) & torch.isfinite(e)
+        bad = infinite if infinite.any() else ~torch.isclose(g, e, rtol=rtol, atol=atol)
+        if infinite.any():
+            what += " (not finite)"
         if bad.any():
             i = bad.flatten().nonzero()[0].item()
             index = tuple(int(v) for v in torch.unravel_index(torch.tensor(i), e.shape)) if e.dim() else ()
-            raise AssertionError(f"{what}: at index {index} expected {e.flatten()[i].item():.6g}, got "
-                                 f"{g.flatten()[i].item():.6g} (all: expected {fmt(e)}, got {fmt(g)})")
+            dtype = f"; your dtype {got.dtype}" if got.dtype != expected.dtype else ""
+            raise AssertionError(f"{what}: first difference at index {index}: expected {e.flatten()[i].item():.9g}, "
+                                 f"got {g.flatten()[i].item():.9g} (all: expected {fmt(e)}, got {fmt(g)}{dtype})")
         return
     g = got.item() if isinstance(got, torch.Tensor) and got.numel() == 1 else got
     if not isinstance(g, (int, float)) or not math.isclose(float(g), float(expected), rel_tol=rtol, abs_tol=atol):
-        fail(what, expected, g)
+        dtype = f" (your dtype {got.dtype})" if isinstance(got, torch.Tensor) else ""
+        raise AssertionError(f"{what}: expected {float(expected):.9g}, got {fmt_exact(g)}{dtype}")
 
 
 def positions(keep: torch.Tensor) -> list[tuple[int, int]]:
