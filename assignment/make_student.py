@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Write the student version of the repository into DIR.")
     p.add_argument("dest", type=Path, help="a new or empty folder")
     p.add_argument("--variant", type=int, default=0,
-                   help="0: the released conventions; 1, 2, 3: see assignment/variants.py")
+                   help="0: the released conventions; 1 to 15: the switches of assignment/variants.py, by bit")
     args = p.parse_args(argv)
     try:
         result = make_student(args.dest, args.variant)

@@ -25,6 +25,7 @@ import variants  # noqa: E402
 
 HANDOUT = (REPO / "assignment" / "HANDOUT.md").read_text()
 SUBMITTED = sorted({spec.split(":")[0] + ".py" for p in manifest.PROBLEMS for spec in p["functions"]})
+ALL_SWITCHES = max(variants.VARIANTS)
 AUTOGRADED = {p["id"]: sum(points for points, _ in p["tests"].values()) for p in manifest.PROBLEMS}
 
 # (problem, file, reference text, planted bug, what the bug is)
@@ -230,10 +231,10 @@ def gradings(student, tmp_path_factory):
     def variant(solved: bool):
         tree = _copy_reference(base / f"variant-{solved}")
         if solved:
-            for bit in variants.switches(3):
+            for bit in variants.switches(ALL_SWITCHES):
                 for file, old, new in variants.SWITCHES[bit]["solution"]:
                     _patch(tree, file, old, new)
-        return _grade(tree, tree / "results.json", "P2,P5", variant=3)
+        return _grade(tree, tree / "results.json", "P2,P5", variant=ALL_SWITCHES)
 
     jobs["variant-reference"] = pool.submit(variant, False)
     jobs["variant-solution"] = pool.submit(variant, True)
@@ -361,22 +362,22 @@ def test_a_hang_or_a_flood_of_output_ends_the_problem_with_a_message(gradings):
     assert entropy_tests and all("time limit" in e["output"] for e in entropy_tests), entropy_tests
     advantages = [e for e in results["tests"] if "advantages" in e["name"]]
     assert any("printed more than 1 MB" in e["output"] for e in advantages), advantages
-    assert results["seconds"] < 120, results["seconds"]
+    assert results["seconds"] < 300, results["seconds"]     # 4 CPU s per test, at most 40 s of wall time
 
 
 def test_a_variant_fails_the_reference_and_passes_its_solution(gradings):
     copied = gradings["variant-reference"].result()
-    for pid in ("P2", "P5"):
+    for pid in ("P2", "P5"):        # the public reference earns at most half of each
         earned, possible = _points(copied, pid)
-        assert earned < possible, copied["table"]
+        assert earned <= possible / 2, copied["table"]
     solved = gradings["variant-solution"].result()
     assert solved["score"] == AUTOGRADED["P2"] + AUTOGRADED["P5"], solved["table"]
 
 
 def test_variant_student_version_states_its_conventions(tmp_path):
-    dest = tmp_path / "v3"
-    make_student.make_student(dest, variant=3)
-    assert json.loads((dest / "assignment" / "variant.json").read_text())["switches"] == [1, 2]
+    dest = tmp_path / "v15"
+    make_student.make_student(dest, variant=ALL_SWITCHES)
+    assert json.loads((dest / "assignment" / "variant.json").read_text())["switches"] == [1, 2, 4, 8]
     assert "THIS COURSE'S VARIANT" in (dest / "grpo.py").read_text()
     assert "std is unbiased" not in (dest / "grpo.py").read_text()     # one convention, not both
     assert "THIS COURSE'S VARIANT" in (dest / "clipping.py").read_text()

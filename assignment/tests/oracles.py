@@ -90,11 +90,13 @@ def surrogate_gradient(ratios: list[float], advs: list[float], eps_low: float, e
 
 
 def clip_b(s, adv, valid, mu) -> torch.Tensor:
-    """The released Clip-B rule (Trinity-RFT clipb_advantage), float64."""
+    """The released Clip-B rule (Trinity-RFT clipb_advantage), float64; under switch 4 of the
+    variant sigma is the sample std."""
     m = valid.double()
     n = m.sum().clamp_min(1.0)
     mean = (s * m).sum() / n
-    std = (((s - mean) ** 2 * m).sum() / n).sqrt()
+    dof = (n - 1).clamp_min(1.0) if 4 in variant_switches() else n
+    std = (((s - mean) ** 2 * m).sum() / dof).sqrt()
     if std < 1e-12:
         return valid.clone()
     keep = torch.where(adv > 0, True, torch.where(adv < 0, s - mean >= -mu * std, True))

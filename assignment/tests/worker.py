@@ -7,9 +7,10 @@ numbers but no code. This process never imports the submission.
     h = E.entropy(z)                                     # a tensor, computed in the worker
     value, grads = call_grad("grpo:aggregate", (loss, keep, "token-mean"), wrt=[0])
 
-A call that outlives the test's time limit, a worker that exits (sys.exit, os._exit, a crash) or
-prints more than OUTPUT_LIMIT bytes ends that call with a message, and the next call starts a
-fresh worker. The tree is ASSIGNMENT_TREE (grade.py sets it), or this repository.
+A call that spends the test's time limit in CPU seconds (or WALL_FACTOR times it in wall time,
+so that a busy machine does not fail a right answer), a worker that exits (sys.exit, os._exit, a
+crash) or prints more than OUTPUT_LIMIT bytes ends that call with a message, and the next call
+starts a fresh worker. The tree is ASSIGNMENT_TREE (grade.py sets it), or this repository.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import torch
 RUNNER = Path(__file__).resolve().parent / "runner.py"
 OUTPUT_LIMIT = 1 << 20      # bytes of print output per worker
 REPLY_LIMIT = 256 << 20     # bytes of one reply
-DEFAULT_LIMIT = float(os.environ.get("ASSIGNMENT_TIME_LIMIT", 30))   # seconds per test
+DEFAULT_LIMIT = float(os.environ.get("ASSIGNMENT_TIME_LIMIT", 30))   # CPU seconds per test
+WALL_FACTOR = 10            # a test may wait this many times its limit for a starved (or sleeping) worker
+STARTUP_LIMIT = 600         # seconds for a worker to import torch, not counted against any test
 
-_deadline = [time.monotonic() + DEFAULT_LIMIT]
+_budget = {"limit": DEFAULT_LIMIT, "wall": time.monotonic() + WALL_FACTOR * DEFAULT_LIMIT, "cpu": 0.0}
 
 
 class TimeLimit(Exception):
@@ -49,8 +52,8 @@ def tree() -> Path:
 
 
 def set_limit(seconds: float) -> None:
-    """The time the current test may still spend in the submission's code."""
-    _deadline[0] = time.monotonic() + seconds
+    """A new test: it may spend `seconds` of CPU time in the submission's code."""
+    _budget.update(limit=seconds, wall=time.monotonic() + WALL_FACTOR * seconds, cpu=0.0)
 
 
 class Worker:
@@ -69,6 +72,15 @@ class Worker:
         os.close(rep_w)
         self.printed, self.tail, self.flooded = 0, b"", False
         threading.Thread(target=self._drain, daemon=True).start()
+        self.ready = select.select([self.rep_r], [], [], STARTUP_LIMIT)[0] and os.read(self.rep_r, 1) == b"R"
+
+    def cpu_seconds(self) -> float:
+        """CPU time the worker has used (Linux: /proc; elsewhere 0, and only the wall limit holds)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return 0.0
 
     def _drain(self) -> None:
         """Read the worker's output, keep its tail, stop the worker past OUTPUT_LIMIT."""
@@ -94,33 +106,47 @@ class Worker:
             except OSError:
                 pass
 
-    def _write(self, data: bytes, deadline: float) -> None:
+    def _wait(self, read: bool, start_cpu: float) -> None:
+        """Until the pipe is ready; TimeoutError once the test's CPU or wall budget is spent."""
+        while True:
+            left_wall = _budget["wall"] - time.monotonic()
+            left_cpu = _budget["limit"] - _budget["cpu"] - (self.cpu_seconds() - start_cpu)
+            if left_wall <= 0 or left_cpu <= 0:
+                raise TimeoutError
+            fds = ([self.rep_r], []) if read else ([], [self.req_w])
+            if any(select.select(*fds, [], min(left_wall, 0.5))[:2]):
+                return
+
+    def _write(self, data: bytes, start_cpu: float) -> None:
         view = memoryview(data)
         while view:
-            if not select.select([], [self.req_w], [], max(deadline - time.monotonic(), 0))[1]:
-                raise TimeoutError
+            self._wait(False, start_cpu)
             view = view[os.write(self.req_w, view[:65536]):]
 
-    def _read(self, n: int, deadline: float) -> bytes:
+    def _read(self, n: int, start_cpu: float) -> bytes:
         data = b""
         while len(data) < n:
-            if not select.select([self.rep_r], [], [], max(deadline - time.monotonic(), 0))[0]:
-                raise TimeoutError
+            self._wait(True, start_cpu)
             chunk = os.read(self.rep_r, min(n - len(data), 1 << 20))
             if not chunk:
                 raise EOFError
             data += chunk
         return data
 
-    def request(self, request: dict, deadline: float) -> dict:
+    def request(self, request: dict) -> dict:
+        """One call; its CPU time is added to the test's."""
         buffer = io.BytesIO()
         torch.save(request, buffer)
         data = buffer.getvalue()
-        self._write(struct.pack("<Q", len(data)) + data, deadline)
-        (size,) = struct.unpack("<Q", self._read(8, deadline))
-        if size > REPLY_LIMIT:
-            raise EOFError
-        return torch.load(io.BytesIO(self._read(size, deadline)), weights_only=True)
+        start = self.cpu_seconds()
+        try:
+            self._write(struct.pack("<Q", len(data)) + data, start)
+            (size,) = struct.unpack("<Q", self._read(8, start))
+            if size > REPLY_LIMIT:
+                raise EOFError
+            return torch.load(io.BytesIO(self._read(size, start)), weights_only=True)
+        finally:
+            _budget["cpu"] += max(self.cpu_seconds() - start, 0.0)
 
     def died(self, what: str) -> str:
         """Why the worker is gone, in words."""
@@ -180,12 +206,17 @@ def _raise(reply: dict, fn: str):
 def run(request: dict) -> dict:
     """Send one request to the worker; its successful reply, or the submission's exception raised here."""
     fn = request["fn"].replace(":", ".")
-    deadline = _deadline[0]
-    if deadline <= time.monotonic():
+    if _budget["cpu"] >= _budget["limit"] or time.monotonic() >= _budget["wall"]:
         raise TimeLimit("the test's time limit was spent before this call")
+    started = time.monotonic()
     worker = _get()
+    _budget["wall"] += time.monotonic() - started     # a worker's start is not the test's time
+    if not worker.ready:
+        message = worker.died(f"{fn}: the worker did not start within {STARTUP_LIMIT} s")
+        shutdown()
+        raise SubmissionError(message)
     try:
-        reply = worker.request(request, deadline)
+        reply = worker.request(request)
     except TimeoutError:
         shutdown()
         raise TimeLimit(f"{fn} was still running at the test's time limit (an endless loop, or far too slow)") \
