@@ -217,9 +217,9 @@ def gspo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, response_
     valid = response_mask.bool()
     gap = torch.where(valid, logp.detach() - old_logp, torch.zeros_like(logp))
     seq_log_ratio = gap.sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp(min=1)
-    log_ratio = (logp - logp.detach() + seq_log_ratio).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    ratio = torch.exp(log_ratio)
-    return -torch.minimum(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+    # the PPO-clip loss of the sequence ratio carried per token, without the dual-clip bound
+    return clipped_surrogate(logp - logp.detach() + seq_log_ratio, torch.zeros_like(logp), adv, eps_low, eps_high,
+                             math.inf)
 
 
 def cispo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_high: float = 4.0) -> Tensor:
