@@ -37,7 +37,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -410,32 +409,6 @@ def train(run: Run) -> int:
     return loop.status
 
 
-def unimplemented(cfg: Config) -> list[str]:
-    """The course assignment's problems (assignment/HANDOUT.md) that a run of cfg reaches and that
-    still raise NotImplementedError("Pk: ..."), found by calling each function the loop uses on a
-    tiny batch before anything loads; [] once they are written (always, in the reference)."""
-    logp, mask = torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool)
-    batch = SimpleNamespace(s_star=logp, es=logp, entropy=logp, old_logp=logp, advantages=torch.ones(1),
-                            response_mask=mask)
-    checks = [lambda: entropy.entropy(torch.zeros(3)),
-              lambda: methods.advantages(cfg, torch.tensor([0.0, 1.0]), 2),
-              lambda: entropy.token_stats(torch.zeros(1, 2, 3), torch.zeros(4, 3), torch.zeros(1, 2, dtype=torch.long)),
-              lambda: methods.METHODS[cfg.method].mask(batch, cfg),
-              lambda: grpo.policy_surrogate(cfg.policy_loss, logp, logp, torch.ones(1), mask),
-              lambda: grpo.aggregate(logp, mask, cfg.loss_agg, max_len=2)]
-    if cfg.eval_every > 0:
-        checks.append(lambda: grpo.pass_at_k(2, 1, 1))
-    found = set()
-    for check in checks:
-        try:
-            check()
-        except NotImplementedError as err:
-            found.add(str(err).split(":", 1)[0])
-        except Exception:   # noqa: S110 -- a tiny batch may not suit every method; only stubs matter here
-            pass
-    return sorted(found)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (2: a bad flag or input, with one
     line saying what to do)."""
@@ -445,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(argv)
         distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, planned)
-        missing = unimplemented(cfg)
+        missing = methods.unimplemented(cfg)
         if missing:
             raise ValueError(f"this run needs {', '.join(missing)} of the assignment, not implemented yet (their "
                              "functions raise NotImplementedError); python assignment/grade.py shows them.")
