@@ -15,8 +15,6 @@ Choices and why:
 * A checkpoint is written into a temporary folder and renamed, so an interrupted save never
   leaves a half-written folder under a checkpoint's name, and never damages the previous one;
   only folders with the final name and a trainer_state.pt count as checkpoints.
-* SIGINT / SIGTERM do not kill the step in flight: the first signal asks the loop to finish the
-  step and write a checkpoint (`Stop`), a second abandons the step at once.
 * Old checkpoints are pruned by renaming them to a hidden name first, so a kill during the
   deletion leaves nothing that looks like a checkpoint; `clean_leftovers` removes such hidden
   folders (and half-written ones) when a run starts.
@@ -43,7 +41,6 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import socket
 import sys
 import time
@@ -399,39 +396,3 @@ def release_run_folders() -> None:
     """Give up the run folders this process holds (the end of train.main; exiting does it too)."""
     while _HELD:
         _HELD.popitem()[1].close()
-
-
-def save_error(step: int, err: BaseException, last_saved: int, out: Path) -> str:
-    """The one sentence for a checkpoint that could not be written (a full disk, most often)."""
-    earlier = (f"checkpoint-{last_saved} is intact; free some space, then resume with: "
-               f"{resume_command(out)}" if last_saved else "no earlier checkpoint exists")
-    return (f"error: could not write the checkpoint of step {step} ({type(err).__name__}: {err}); "
-            f"is the disk full? {earlier}")
-
-
-def nonfinite_error(in_a_row: int, step: int, last_saved: int) -> str:
-    """The one sentence for a run stopped by non-finite losses or gradients in a row."""
-    trust = (f"checkpoint-{last_saved} (step {last_saved}) is the last one saved" if last_saved
-             else "no checkpoint was saved")
-    return (f"error: the loss or gradient was not finite in {in_a_row} steps in a row (up to step "
-            f"{step}); those updates were skipped, but earlier ones may already have harmed the "
-            f"model, and the run stops; {trust}. Lower --lr or --grad-clip, or use --dtype float32.")
-
-
-def resume_command(out: Path, world: World = World()) -> str:
-    start = ["torchrun", f"--nproc-per-node={world.size}"] if world.size > 1 else ["python"]
-    return shlex.join([*start, "train.py", "--out", str(out), "--resume"])
-
-
-class Stop:
-    """SIGINT / SIGTERM handler: the first signal asks the loop to stop after the current step
-    (and checkpoint); a second one abandons the step at once."""
-    def __init__(self):
-        self.signum = None
-
-    def __call__(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        tqdm.write(f"\n{signal.Signals(signum).name}: finishing this step, then writing a "
-                   f"checkpoint (send it again to abandon the step without saving)")

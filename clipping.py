@@ -31,7 +31,7 @@ return (keep (N, T) bool, metrics) with metrics "masked_frac", "masked_frac_pos"
 "clip_sigma" (the statistic the rule reads: S* or d for Clip-B / V, H for forking, cov for
 Clip-Cov / KL-Cov, whose center is the batch covariance). KL-Cov returns the tokens it
 penalises instead of a keep mask, and its "masked" fractions count those penalised tokens.
-`mismatch_mask` (issue 25, docs/methods.md) removes the tokens a sampler that differs from the
+`mismatch_mask` (docs/methods.md) removes the tokens a sampler that differs from the
 trainer drew too far from the trainer's probabilities; it is applied on top of any method's mask.
 """
 

@@ -68,8 +68,8 @@ class Config:
     kl_cov_coef: float = _opt(1.0, "kl-cov: coefficient of |logp - old_logp| on those tokens")
     probe_every: int = _opt(0, "entropy probe every N steps: compare each token's measured "
                                "entropy change over the update with Theorem 2's prediction (0: never)")
-    # issue 25 (docs/methods.md): the methods' flags; their rows in methods.METHODS set the
-    # released strengths
+    # the flags of the methods added since the paper (docs/methods.md); their rows in
+    # methods.METHODS set the released strengths
     policy_loss: str = _opt("ppo-clip", "per-token policy loss: ppo-clip (GRPO's, with --eps-low/"
                                         "--eps-high and --dual-clip), gspo (one length-normalised "
                                         "ratio per sequence) or cispo (clipped, detached IS weight "

@@ -55,7 +55,8 @@ def _log_probs(logits: Tensor) -> Tensor:
 
 
 def _entropy_from_log_probs(logp: Tensor) -> Tensor:
-    return -(logp.exp() * logp).sum(-1)
+    # a masked-out token (logit -inf) has log pi = -inf and adds 0 log 0 = 0, not NaN
+    return -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)
 
 
 def entropy(logits: Tensor) -> Tensor:

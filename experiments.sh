@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The experiments of docs/results.md on the shipped tiny model and the synthetic task (issue 8), one command
-# each. Runs go to runs/<experiment>/<method>[-mu<mu>]-seed<seed>, figures to figures/<experiment>.
+# The experiments of docs/results.md on the shipped tiny model and the synthetic task, one command each.
+# Runs go to runs/<experiment>/<method>[-mu<mu>]-seed<seed>, figures to figures/<experiment>.
 #
 #   bash experiments.sh directions    # entropy-up vs entropy-down: Theorem 2's prediction at model scale
 #   bash experiments.sh mu            # GRPO, Clip-B (mu 1.0, 2.5) and Clip-V (mu 1.0, 3.0, 8.5), 300 steps
@@ -21,7 +21,7 @@ SEEDS=${SEEDS:-0 1 2}
 JOBS=${JOBS:-2}
 common=${MODEL:+--model $MODEL}
 # the settings drawn together, one figure per group (fifteen lines in one figure would be
-# unreadable): the comparison of the paper's Table 1 and GRPO with the methods added in issue 25
+# unreadable): the comparison of the paper's Table 1 and GRPO with the methods added since the paper
 PAPER="grpo clipb-mu1.0 clipv-mu1.0 clip-higher entropy-bonus forking clip-cov kl-cov"
 ADDED="grpo adaptive-entropy entropy-adv w-reinforce nsr passk gspo cispo"
 MU_PASSK="grpo clipb-mu1.0 clipb-mu2.5 clipv-mu1.0"   # the 300-step settings evaluated by passk

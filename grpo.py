@@ -10,48 +10,20 @@
             - entropy_coef * H_t                                             (entropy bonus)
     loss  = agg(l)                                                            `aggregate`
 
-The three pieces are separate so that each can be read and tested alone (the layout of CS336's
-GRPO assignment): a per-token (N, T) surrogate, per-token penalties added by name, and one
-aggregation, which the trainer calls once per micro-batch.
+Three pieces, each read and tested alone: a per-token (N, T) surrogate, per-token penalties
+added by name, and one aggregation, which the trainer calls once per micro-batch with counts
+over the whole update, so that the micro-batch losses sum to the full batch's loss. Tokens a
+clipping mask removed are absent from `mask`, hence from numerator and denominator alike.
 
 Choices:
-* std is unbiased (torch default), as in the authors' release (verl's GRPO advantage); a group
-  of one response has mean 0 and std 1 there, so its advantage is r / (1 + 1e-6), i.e. r.
-  scale_std=False drops the division (Dr. GRPO).
-* `aggregate` is one switchable function (as verl's agg_loss). Its denominators can be passed
-  in as counts over the whole optimiser update, so that summing the losses of micro-batches
-  gives exactly the loss and gradient of the full batch. Tokens a clipping mask removed are
-  absent from `mask`, hence from numerator and denominator alike. Without counts, the sequence
-  modes average over the sequences that have at least one kept token (verl's behaviour).
-* Dual-clip PPO (Ye et al. 2020), as in verl's vanilla policy loss and the release's current
-  loss, with verl's clip_ratio_c = 3: for A < 0 the clipped loss max(-rho A, -clip(rho) A)
-  grows without bound with rho, so a token whose ratio runs away over several updates of one
-  batch would dominate; the bound min(., -c A) caps it (zero gradient beyond rho = c).
-  c = inf turns it off. With one update per batch (ratio 1) it never binds.
-* The log-ratio is clamped to [-20, 20] before exp, as verl does, to keep a stale token from
-  overflowing; inside that range nothing changes.
-* The entropy bonus is a per-token term like the others, so it is aggregated over the same mask
-  as the policy loss (aggregation is linear). The `entropy-bonus` method uses 0.001, verl's
-  long-time default entropy_coeff.
-* KL-Cov (Cui et al. 2025) adds kl_cov_coef |logp - old_logp| to the tokens that
-  clipping.kl_cov_mask selected (released coefficient 1.0); they stay in the mask like any
-  other token. Its gradient is kl_cov_coef sign(logp - old_logp) grad logp, so on a strictly
-  on-policy update (ratio 1 up to rounding) the sign is rounding noise: the term only acts once
-  the policy has moved, i.e. with several mini-batches per rollout (the release used 8).
-* `loss_metrics` are over the kept tokens of the given (micro-)batch:
-  clip_frac_low  = fraction with rho < 1 - eps_low and A < 0 (the clip zeroes their gradient),
-  clip_frac_high = fraction with rho > 1 + eps_high and A > 0 (likewise),
-  approx_kl      = mean k3 estimate of KL(old || current) from the old policy's samples,
-                   rho - 1 - log rho (verl's low_var_kl with old in the role of the sampler),
-  dual_clip_frac = fraction with A < 0 whose loss the dual-clip bound caps (rho > c),
-  ratio_mean     = mean rho, and kl_ref = mean k3(ref || current) when ref_logp is given.
-* Sampler and trainer: the rollout records the sampler's own log-probs. `sampler_mismatch`
-  measures the gap to the trainer's old_logp (logged every step) and `tis_weights` corrects for
-  it when --tis-cap is set (off by default, as in verl).
-* The losses and advantages the peers ship (issue 25; docs/methods.md) close the file: GSPO and
-  CISPO beside the clipped surrogate (`policy_surrogate` picks one by --policy-loss), the
-  entropy-shaped advantage, W-REINFORCE's and pass@k's advantages, and the adaptive entropy
-  coefficient's rule.
+* std is unbiased (torch default), as in the authors' release; a group of one response gets
+  A = r (mean 0, std 1); scale_std=False drops the division (Dr. GRPO).
+* dual-clip c = inf turns the bound off; with one update per batch (ratio 1) it never binds.
+
+The losses and advantages the peers ship close the file: GSPO and CISPO beside the clipped
+surrogate, the entropy-shaped advantage, W-REINFORCE's and pass@k's advantages, and the adaptive
+entropy coefficient's rule. Where each choice comes from: docs/methods.md, "Faithfulness to the
+authors' release and to verl".
 """
 
 from __future__ import annotations
@@ -64,7 +36,7 @@ from torch import Tensor
 from entropy import per_token
 
 ADV_EPS = 1e-6
-LOG_RATIO_CLAMP = 20.0
+LOG_RATIO_CLAMP = 20.0   # |log rho| bound before exp: a stale token cannot overflow
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 DUAL_CLIP = 3.0     # verl's clip_ratio_c
 
@@ -181,8 +153,13 @@ def _masked_mean(x: Tensor, mask: Tensor) -> float:
 def loss_metrics(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
                  eps_low: float = 0.2, eps_high: float = 0.2, dual_clip: float = DUAL_CLIP,
                  ref_logp: Tensor | None = None) -> dict[str, float]:
-    """clip_frac_low / clip_frac_high / approx_kl / ratio_mean (and kl_ref) over the kept
-    tokens, as defined at the top of this file. All inputs (N, T) but advantages (N,) or (N, T)."""
+    """The ratio clip's statistics over the kept tokens m.
+
+    Args: logp, old_logp, mask, ref_logp: (N, T); advantages: (N,) or (N, T).
+    Returns floats: clip_frac_low (rho < 1 - eps_low and A < 0: the clip zeroes their gradient),
+    clip_frac_high (rho > 1 + eps_high and A > 0), dual_clip_frac (A < 0 and rho > dual_clip),
+    approx_kl (mean k3 estimate of KL(old || current), rho - 1 - log rho), ratio_mean, and
+    kl_ref (mean k3(ref || current)) when ref_logp is given."""
     mask = mask.bool()
     adv = per_token(advantages, logp)
     ratio = _ratio(logp, old_logp)
@@ -218,8 +195,8 @@ def sampler_mismatch(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> di
             "mismatch_kl": k3_kl(sampler_logp[mask].double(), old_logp[mask].double()).mean().item()}
 
 
-# ----------------------------------------------------------------------------- issue 25
-# The losses and advantages the peers ship (docs/methods.md, "Methods added in issue 25").
+# ----------------------------------------------------------------------------- peer losses
+# The losses and advantages the peers ship (docs/methods.md, "Methods added since the paper").
 # Each is one function; train.token_loss picks the surrogate by --policy-loss, and the
 # method table (methods.py) picks the advantage estimator.
 
@@ -228,14 +205,11 @@ POLICY_LOSSES = ("ppo-clip", "gspo", "cispo")
 
 def gspo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, response_mask: Tensor,
                    eps_low: float = 3e-4, eps_high: float = 4e-4) -> Tensor:
-    """GSPO (Zheng et al. 2025, arXiv 2507.18071), as verl's compute_policy_loss_gspo writes it: one
-    length-normalised ratio per sequence, s_i = exp(mean_t (logp - old_logp)) over the response
-    tokens, carried by every token as s_i,t = sg[s_i] exp(logp_t - sg[logp_t]) (value s_i,
-    gradient s_i grad logp_t), and l = -min(s A, clip(s, 1 - eps_low, 1 + eps_high) A), no
-    dual-clip. Summed over a sequence's tokens this has TRL's gradient (importance_sampling_level
-    ="sequence"), whose one ratio per sequence spreads d s_i / d logp_t = s_i / |y_i| over its
-    tokens, whenever all of a sequence's tokens are kept (every aggregation mode weighs them
-    alike); a mask that removes some tokens removes only their gradient here.
+    """GSPO (Zheng et al. 2025, arXiv 2507.18071): one length-normalised ratio per sequence,
+    s_i = exp(mean_t (logp - old_logp)) over the response tokens, carried by every token as
+    s_i,t = sg[s_i] exp(logp_t - sg[logp_t]) (value s_i, gradient s_i grad logp_t), and
+    l = -min(s A, clip(s, 1 - eps_low, 1 + eps_high) A), no dual-clip; a mask that removes some
+    tokens removes only their gradient.
 
     logp (differentiable), old_logp, response_mask: (N, T); advantages: (N,) or (N, T).
     Returns (N, T); values at padding are meaningless (aggregate masks them)."""
@@ -243,16 +217,15 @@ def gspo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, response_
     valid = response_mask.bool()
     gap = torch.where(valid, logp.detach() - old_logp, torch.zeros_like(logp))
     seq_log_ratio = gap.sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp(min=1)
-    log_ratio = (logp - logp.detach() + seq_log_ratio).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    ratio = torch.exp(log_ratio)
-    return -torch.minimum(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+    # the PPO-clip loss of the sequence ratio carried per token, without the dual-clip bound
+    return clipped_surrogate(logp - logp.detach() + seq_log_ratio, torch.zeros_like(logp), adv, eps_low, eps_high,
+                             math.inf)
 
 
 def cispo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_high: float = 4.0) -> Tensor:
-    """CISPO (MiniMax-M1, arXiv 2506.13585), as TRL's loss_type="cispo" writes it:
-    l = -sg[min(rho, 1 + eps_high)] A logp. The importance weight is clipped and detached, so
-    every token keeps a gradient (none is zeroed by a clip); no lower bound, as in the paper.
-    TRL's epsilon_high is the cap itself (recommended 5.0 = 1 + our eps_high 4.0).
+    """CISPO (MiniMax-M1, arXiv 2506.13585): l = -sg[min(rho, 1 + eps_high)] A logp. The
+    importance weight is clipped and detached, so every token keeps a gradient (none is zeroed
+    by a clip); no lower bound, as in the paper.
 
     logp (differentiable), old_logp: (N, T); advantages: (N,) or (N, T). Returns (N, T)."""
     adv = per_token(advantages, logp)

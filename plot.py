@@ -302,11 +302,12 @@ def _final_eval(records: list[dict], pattern: str) -> float | None:
 
 
 def _mean_spread(values: list[float], band: str = "std") -> str:
-    """"mean ± half-width" of the band (_spread), or "-" for no values."""
+    """"mean ± half-width" of the band (_spread), the value alone for one run (it has no spread),
+    or "-" for no values."""
     if not values:
         return "-"
     mean, spread = _spread(values, band)
-    return f"{mean:.3f} ± {spread:.3f}"
+    return f"{mean:.3f} ± {spread:.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 
 def _tail_mean(key: str, last: int | None):
@@ -428,7 +429,7 @@ def passk_table(curves: dict) -> str:
     ks = sorted({k for c in curves.values() for k in c[0]})
     rows = ["| setting | runs | " + " | ".join(f"pass@{k}" for k in ks) + " |", "| --- " * (len(ks) + 2) + "|"]
     for label, (have, means, halves, n) in curves.items():
-        cell = {k: f"{m:.3f} ± {h:.3f}" for k, m, h in zip(have, means, halves, strict=True)}
+        cell = {k: f"{m:.3f} ± {h:.3f}" if n > 1 else f"{m:.3f}" for k, m, h in zip(have, means, halves, strict=True)}
         rows.append(f"| {label} | {n} | " + " | ".join(cell.get(k, "-") for k in ks) + " |")
     return "\n".join(rows)
 

@@ -67,7 +67,7 @@ def check(report_to) -> None:
                              f"(comma-separated), or none.")
         if importlib.util.find_spec(TRACKERS[name]) is None:
             raise ValueError(f"--report-to {name} needs the {TRACKERS[name]} package, which is not "
-                             f"installed: pip install {TRACKERS[name]}")
+                             f"installed: pip install -r requirements-dev.txt")
 
 
 def scalars(record: dict) -> dict[str, float]:

@@ -5,20 +5,20 @@
     python train.py --out runs/x --resume                    # continue the latest checkpoint
 
 One training step, in the order of the functions below:
-  1. sample prompts_per_step prompts (data.PromptSampler) and draw group_size responses to
-     each (rollout.generate; in bf16 from policy.sampling_copy), seeded by (seed, step);
-  2. grade them (rewards.batch_rewards) and turn the rewards into group advantages
-     A = (r - mean) / (std + 1e-6) (grpo.group_advantages);
-  3. score the responses under the policy's float32 weights (rollout.score): logp, H, S* and
+  1. sample group_size responses to each of prompts_per_step prompts (data.PromptSampler,
+     rollout.generate; in bf16 from policy.sampling_copy), seeded by (seed, step);
+  2. grade them (rewards.batch_rewards);
+  3. turn the rewards into group advantages A = (r - mean) / (std + 1e-6) (methods.advantages);
+  4. score the responses under the policy's float32 weights (rollout.score): logp, H, S* and
      E[S] per token, S* = pi(a) (H + log pi(a)) the entropy discriminator; the gap to the
      sampler's own log-probs is logged (and corrected with --tis-cap);
-  4. the method's token mask (methods.METHODS): GRPO keeps every token; Clip-B / Clip-V drop
-     the tokens whose update Theorem 2, dH ~ -alpha (S* - E[S]), says lowers entropy the most,
-     with the statistics of the whole rollout batch;
-  5. mini_batches optimiser updates on the clipped surrogate plus penalties (grpo.py), each over
-     micro-batches whose losses are normalised by the counts of the whole mini-batch, so
-     micro-batching never changes the gradient;
-  6. metrics, samples, evaluation (eval.evaluate) and checkpoints (checkpoint.py).
+  5. mask: the method's token mask (methods.METHODS): GRPO keeps every token; Clip-B / Clip-V
+     drop the tokens whose update Theorem 2, dH ~ -alpha (S* - E[S]), says lowers entropy the
+     most, with the statistics of the whole rollout batch;
+  6. update: mini_batches optimiser steps on the clipped surrogate plus penalties (grpo.py), each
+     over micro-batches whose losses are normalised by the counts of the whole mini-batch, so
+     micro-batching never changes the gradient.
+Then metrics, samples, evaluation (eval.evaluate) and checkpoints (lifecycle.py, checkpoint.py).
 
 The configuration and its flags are in config.py, the precision rule in policy.py. With
 mini_batches = 1 the update is strictly on-policy (ratio 1). --probe-every N re-scores the batch
@@ -35,7 +35,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,45 +51,43 @@ import distributed
 import entropy
 import eval as evaluation
 import grpo
+import lifecycle
 import memory
 import methods
 import policy
 import rewards
 import rollout
-import tracking
 from config import Config, flag_mistake, resolve_config, resume_changes
 from distributed import World
 
-MAX_NONFINITE_IN_A_ROW = 3
 
+# ----------------------------------------------------------------------------- steps 1-5
 
-# ----------------------------------------------------------------------------- steps 1-4
-
-def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int,
-                 amp, ref_model=None, sampler=None,
-                 world: World = World()) -> tuple[rollout.RolloutBatch, dict[str, Tensor], dict]:
-    """Steps 1-4 for the prompts examples[indices], sampled from `sampler` (the bf16 copy of
-    policy.sampling_copy) when given, else from the model itself. Under torchrun each rank
-    generates, grades and scores its groups (distributed.rank_groups of indices) and the batch
-    is then assembled whole on every rank, so the masks and metrics see the whole batch.
-
-    Returns (the whole scored batch: rewards, advantages, old_logp, entropy, s_star, es; extras
-    {"keep": (N, R) bool, "ref_logp": (N, R) when --kl-coef > 0, "penalised": (N, R) bool for
-    KL-Cov}; metrics)."""
+def sample(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int, amp,
+           world: World = World()) -> rollout.RolloutBatch:
+    """Step 1: group_size responses to each prompt examples[i] of this rank's groups of indices
+    (distributed.rank_groups; all of them in one process), seeded by (seed, step, rank)."""
     mine = [indices[g] for g in distributed.rank_groups(len(indices), cfg.mini_batches, world)]
     prompts = [data.format_prompt(tokenizer, examples[i].question, cfg.prompt_style) for i in mine]
-    answers = [examples[i].answer for i in mine]
-    t0 = time.perf_counter()
     with amp, memory.phase("generating"):
-        batch = rollout.generate(sampler or model, tokenizer, prompts, answers, cfg.group_size,
-                                 cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                                 cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step + 7919 * world.rank,
-                                 engine=cfg.rollout_engine)
-    t1 = time.perf_counter()
+        return rollout.generate(model, tokenizer, prompts, [examples[i].answer for i in mine],
+                                cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                                cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step + 7919 * world.rank,
+                                engine=cfg.rollout_engine)
+
+
+def grade(batch: rollout.RolloutBatch, cfg: Config) -> Tensor:
+    """Step 2: the rule-based reward of each response (rewards.batch_rewards). Returns (N,) float32."""
     scores = rewards.batch_rewards(batch.texts, batch.answers, style=data.reward_style(cfg.prompt_style),
                                    boxes=cfg.box_rule)
-    reward = torch.tensor(scores, dtype=torch.float32, device=batch.response_ids.device)
-    advantages = methods.advantages(cfg, reward, batch.group_size)
+    return torch.tensor(scores, dtype=torch.float32, device=batch.response_ids.device)
+
+
+def score(model, batch: rollout.RolloutBatch, reward: Tensor, advantages: Tensor, cfg: Config, amp,
+          ref_model=None, world: World = World()) -> tuple[rollout.RolloutBatch, dict[str, Tensor]]:
+    """Step 4: logp, H, S* and E[S] per response token under the policy's float32 weights
+    (rollout.score), then every rank's rows gathered into the whole batch. Returns (the whole
+    scored batch, {"ref_logp": (N, R)} when a reference model is given, else {})."""
     extras = {}
     with amp, memory.phase("scoring"):
         stats = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
@@ -99,21 +96,48 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
                 ref_model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size).logp,
                 cfg.group_size, cfg.mini_batches, world)
     distributed.reshard(model)
-    batch = distributed.gather_batch(batch.with_stats(stats, reward, advantages), cfg.mini_batches, world)
-    t2 = time.perf_counter()
+    return distributed.gather_batch(batch.with_stats(stats, reward, advantages), cfg.mini_batches, world), extras
+
+
+def mask(batch: rollout.RolloutBatch, extras: dict[str, Tensor], cfg: Config) -> tuple[dict[str, Tensor], dict]:
+    """Step 5: the method's keep mask over the whole batch (methods.METHODS), KL-Cov's penalised
+    tokens, and the sampler-mismatch rejection on top. Returns (extras with "keep" (N, R) bool and
+    "penalised" (N, R) bool for KL-Cov, the masks' metrics)."""
     method = methods.METHODS[cfg.method]
-    extras["keep"], mask_metrics = method.mask(batch, cfg)
+    extras["keep"], metrics = method.mask(batch, cfg)
     if method.penalty is not None:
-        extras["penalised"], mask_metrics = method.penalty(batch, cfg)
+        extras["penalised"], metrics = method.penalty(batch, cfg)
     if cfg.mismatch_reject != "none":
         inside, rejected = methods.reject_mismatch(batch, cfg)
-        extras["keep"], mask_metrics = extras["keep"] & inside, {**mask_metrics, **rejected}
+        extras["keep"], metrics = extras["keep"] & inside, {**metrics, **rejected}
+    return extras, metrics
+
+
+def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int,
+                 amp, ref_model=None, sampler=None,
+                 world: World = World()) -> tuple[rollout.RolloutBatch, dict[str, Tensor], dict]:
+    """Steps 1-5 for the prompts examples[indices], sampled from `sampler` (the bf16 copy of
+    policy.sampling_copy) when given, else from the model itself. Under torchrun each rank
+    samples, grades and scores its groups and the batch is then assembled whole on every rank,
+    so the masks and metrics see the whole batch.
+
+    Returns (the whole scored batch: rewards, advantages, old_logp, entropy, s_star, es; extras
+    {"keep": (N, R) bool, "ref_logp": (N, R) when --kl-coef > 0, "penalised": (N, R) bool for
+    KL-Cov}; metrics)."""
+    t0 = time.perf_counter()
+    batch = sample(sampler or model, tokenizer, examples, indices, cfg, step, amp, world)      # 1
+    t1 = time.perf_counter()
+    reward = grade(batch, cfg)                                                                 # 2
+    advantages = methods.advantages(cfg, reward, batch.group_size)                             # 3
+    batch, extras = score(model, batch, reward, advantages, cfg, amp, ref_model, world)        # 4
+    t2 = time.perf_counter()
+    extras, mask_metrics = mask(batch, extras, cfg)                                            # 5
     mismatch = grpo.sampler_mismatch(batch.old_logp, batch.sampler_logp, batch.response_mask)
     return batch, extras, {**batch.metrics(), **mask_metrics, **mismatch,
                            "time_generate": t1 - t0, "time_score": t2 - t1}
 
 
-# ----------------------------------------------------------------------------- step 5
+# ----------------------------------------------------------------------------- step 6
 
 def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, ex: dict[str, Tensor],
                cfg: Config) -> Tensor:
@@ -134,7 +158,7 @@ def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, ex: dict[str
 
 def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config, amp,
                 world: World = World()) -> dict:
-    """Step 5: cfg.mini_batches optimiser updates over contiguous slices of the (whole) batch.
+    """Step 6: cfg.mini_batches optimiser updates over contiguous slices of the (whole) batch.
 
     Each mini-batch is processed micro_batch_size rows at a time; every micro-batch loss is
     normalised by the kept-token (and sequence) count of its whole mini-batch, so the
@@ -147,22 +171,23 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
     params = [p for p in model.parameters() if p.requires_grad]
     totals: dict[str, float] = {}
     weight, losses, norms, skipped = 0, [], [], 0
-    mine = distributed.batch_rows(batch, cfg.mini_batches, world)
+    mine = distributed.batch_rows(batch, cfg.mini_batches, world)   # this rank's rows (all in one process)
     model.train()
     for mini in torch.arange(len(batch)).chunk(cfg.mini_batches):
         keep = extras["keep"][mini]
+        # denominators over the whole mini-batch (every rank's rows): the micro-batch losses add up to its loss
         counts = dict(num_tokens=max(int(keep.sum()), 1), num_seqs=max(int(keep.any(-1).sum()), 1),
                       max_len=cfg.max_new_tokens)
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
-        for micro in mini[torch.isin(mini, mine)].split(cfg.micro_batch_size):
-            mb = batch.select(micro)
+        for micro in mini[torch.isin(mini, mine)].split(cfg.micro_batch_size):   # this rank's part of it
+            mb = batch.select(micro)       # its rows, cut to their longest response: cut the extras alike
             ex = {k: v[micro, :mb.response_ids.shape[1]] for k, v in extras.items()}
             with amp:
                 stats = rollout.response_stats(model, mb.prompt_ids, mb.prompt_mask, mb.response_ids,
                                                mb.response_mask, cfg.temperature, cfg.chunk_size)
             loss = grpo.aggregate(token_loss(stats, mb, ex, cfg), ex["keep"], cfg.loss_agg, **counts)
-            (loss * world.size).backward()
+            (loss * world.size).backward()   # FSDP averages the ranks' gradients; the loss wants their sum
             loss_sum += loss.item()
             n = int(ex["keep"].sum())
             m = grpo.loss_metrics(stats.logp, mb.old_logp, mb.advantages, ex["keep"], cfg.eps_low,
@@ -210,7 +235,7 @@ def probe(model, batch, keep: Tensor, cfg: Config, amp, world: World = World()) 
     return out
 
 
-# ----------------------------------------------------------------------------- step 6
+# ----------------------------------------------------------------------------- evaluation
 
 def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, amp,
                    step: int, world: World = World()) -> dict[str, float]:
@@ -316,7 +341,8 @@ def setup(cfg: Config) -> Run:
 
 
 def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[int]]:
-    """Steps 1-5 and the evaluation of step 6. Returns (metrics record, batch, prompt indices)."""
+    """Steps 1-6 (rollout_step, update_step), then the step's metrics record, the entropy probe
+    and the evaluation when they are due. Returns (metrics record, batch, prompt indices)."""
     cfg = run.cfg
     if cfg.adaptive_entropy:   # the coefficient the controller set after the previous step
         cfg = methods.adaptive_entropy_config(run.counters, cfg)
@@ -363,76 +389,24 @@ def save(run: Run, step: int) -> Path:
 
 
 def train(run: Run) -> int:
-    """The main loop from run.step to cfg.steps, with metrics, samples, checkpoints, the signal
-    handler and the failure guards. Returns the exit status."""
-    cfg, out, world = run.cfg, run.out, run.world
-    log = checkpoint.append_jsonl if world.main else (lambda path, record: None)
-    tracker = tracking.start(cfg.report_to, out, run.step, world.main)   # --report-to, rank 0 only
-    log = tracker.tee(log)          # metrics.jsonl records also go to the trackers
-    stop = checkpoint.Stop()
-    handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
-    previous = {s: signal.signal(s, stop) for s in handled}
-    resume = checkpoint.resume_command(out, world)
-    last_saved, step, warned = run.step, run.step, False
-    bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.method, dynamic_ncols=True,
-               disable=not world.main)
-    try:
+    """The loop from run.step to cfg.steps: each training step, its record and samples logged;
+    checkpoints, signals and the failure guards in lifecycle.Loop. Returns the exit status."""
+    cfg = run.cfg
+    with lifecycle.Loop(cfg, run.out, run.world, run.step, lambda step: save(run, step),
+                        run.device.type) as loop:
         if run.step == 0 and cfg.eval_every and run.eval_sets:   # the baseline the run improves on
-            log(out / "metrics.jsonl", {"step": 0, **run_evaluation(
-                run.sampling_model or run.model, run.tokenizer, run.eval_sets, cfg, run.amp, 0, world)})
-        for step in range(run.step + 1, cfg.steps + 1):
+            loop.log({"step": 0, **run_evaluation(run.sampling_model or run.model, run.tokenizer,
+                                                  run.eval_sets, cfg, run.amp, 0, run.world)})
+        for step in loop.steps():
             record, batch, indices = train_step(run, step)
             run.step = step
-            log(out / "metrics.jsonl", record)
+            loop.log(record)
             if step % cfg.sample_every == 0:
-                rows = batch.samples(step, indices, [run.examples[i].question for i in indices])
-                for sample in rows:
-                    log(out / "samples.jsonl", sample)
-                tracker.table(step, rows)
-            bar.update(1)
-            if record["truncated_frac"] == 1 and not warned and world.main:
-                warned = True
-                tqdm.write(f"warning: every response of step {step} was cut at --max-new-tokens "
-                           f"{cfg.max_new_tokens}, so none could finish its answer; raise it.")
-            bar.set_postfix(reward=f"{record['reward']:.3f}", H=f"{record['entropy']:.3f}",
-                            masked=f"{record['masked_frac']:.4f}", len=f"{record['response_len']:.0f}",
-                            kl=f"{record.get('approx_kl', math.nan):.1e}")
-            if run.counters["nonfinite_in_a_row"] >= MAX_NONFINITE_IN_A_ROW:
-                tqdm.write(checkpoint.nonfinite_error(MAX_NONFINITE_IN_A_ROW, step, last_saved), file=sys.stderr)
-                return 1
-            stopping = distributed.any_rank(stop.signum is not None, world)   # all ranks agree
-            if step % cfg.save_every == 0 or step == cfg.steps or stopping:
-                try:
-                    path = save(run, step)
-                except Exception as err:   # OSError, torch's RuntimeError, SafetensorError
-                    tqdm.write(checkpoint.save_error(step, err, last_saved, out), file=sys.stderr)
-                    return 1
-                last_saved = step
-            if stopping:
-                if world.main:
-                    tqdm.write(f"stopped at step {step}; checkpoint {path}. Resume with:\n  {resume}")
-                return 128 + (stop.signum or signal.SIGTERM)
+                loop.samples(step, batch.samples(step, indices, [run.examples[i].question for i in indices]))
+            loop.end_step(step, record, run.counters["nonfinite_in_a_row"])
         # a first Ctrl-C lets final/ be written (minutes on 7B), a second abandons it
-        checkpoint.save_model(out / "final", run.model, run.tokenizer, run.model.native_dtype, world)
-    except KeyboardInterrupt:
-        what = "writing final/ (it is not written)" if last_saved == cfg.steps else f"step {step}"
-        tqdm.write(f"abandoned {what}; " + (f"the latest checkpoint is step {last_saved}. Resume "
-                   f"with:\n  {resume}" if last_saved else "no checkpoint was written: run the "
-                   "same command again to start over (the logs move aside)."))
-        return 130
-    except memory.OutOfMemory as err:
-        tqdm.write(f"error: the {run.device.type} device ran out of memory while {err.phase} in "
-                   f"step {step}: {memory.oom_advice(cfg, err.phase)}"
-                   + (f"; then resume with: {resume}" if last_saved else "."), file=sys.stderr)
-        return 1
-    finally:
-        bar.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        tracker.close()
-    if world.main:
-        tqdm.write(f"done: {cfg.steps} steps; final model in {out / 'final'}")
-    return 0
+        checkpoint.save_model(run.out / "final", run.model, run.tokenizer, run.model.native_dtype, run.world)
+    return loop.status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(argv)
         distributed.check_split(cfg.prompts_per_step, cfg.mini_batches, planned)
+        missing = methods.unimplemented(cfg)
+        if missing:
+            raise ValueError(f"this run needs {', '.join(missing)} of the assignment, not implemented yet (their "
+                             "functions raise NotImplementedError); python assignment/grade.py shows them.")
         if cfg.resume and checkpoint.finished(Path(cfg.out), cfg.steps):   # a re-queued job: no mistake
             if planned.main:
                 print(f"{cfg.out} already finished its {cfg.steps} steps (final/ is written); nothing "

@@ -4,7 +4,7 @@
     args = ClipGRPOConfig(method="clipv", mu=8.5, ...)          # GRPOConfig's fields, plus the mask's
     trainer = ClipGRPOTrainer(model=..., reward_funcs=..., args=args, train_dataset=...)
 
-What it adds to TRL (tested with TRL 1.16; requirements.txt pins the tested range), and nothing
+What it adds to TRL (tested with TRL 1.16; requirements-dev.txt pins the tested range), and nothing
 else: for each generation batch, before any of its loss is computed,
 
 1. S*, E[S] and H per completion token under the policy that sampled it. They come from the
@@ -39,7 +39,12 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from trl import GRPOConfig, GRPOTrainer
+
+try:
+    from trl import GRPOConfig, GRPOTrainer
+except ModuleNotFoundError:
+    raise ModuleNotFoundError("trl_clip.py needs TRL, which is not installed: "
+                              "pip install -r requirements-dev.txt") from None
 
 import clipping
 import entropy

@@ -41,6 +41,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def fail(sentence: str):
+    """End with one line on stderr and exit status 2, as train.py does for a mistake."""
+    print(f"error: {sentence}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def lora_config():
+    """peft's LoraConfig for --lora (rank 8 on the attention projections)."""
+    try:
+        from peft import LoraConfig
+    except ModuleNotFoundError:
+        fail("trl_example.py --lora needs peft, which is not installed: pip install -r requirements-dev.txt")
+    return LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                      task_type="CAUSAL_LM")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -49,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import data
     import rewards
-    from trl_clip import ClipGRPOConfig, ClipGRPOTrainer    # Clip-V: instead of trl's GRPOConfig, GRPOTrainer
+    try:
+        from trl_clip import ClipGRPOConfig, ClipGRPOTrainer    # Clip-V: instead of trl's GRPOConfig, GRPOTrainer
+    except ModuleNotFoundError as missing:                   # trl_clip says it in one sentence
+        fail(str(missing))
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     examples = data.synthetic_examples("train", n=args.prompts * args.steps)
@@ -66,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         max_completion_length=args.max_new_tokens, temperature=1.0, logging_steps=1,
         save_strategy="no", report_to=args.report_to, use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available(), seed=0)
-    peft_config = None
-    if args.lora:
-        from peft import LoraConfig
-        peft_config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                                 task_type="CAUSAL_LM")
+    peft_config = lora_config() if args.lora else None
     trainer = ClipGRPOTrainer(model=args.model, reward_funcs=correct, args=config,   # Clip-V: the class
                               train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     trainer.train()

@@ -6,103 +6,84 @@ results.json.
     python assignment/grade.py --results /autograder/results/results.json --submission /autograder/submission
 
 The tests (assignment/tests/, listed with their points in assignment/manifest.py) run with pytest
-in a child process, each under a time limit (the plugin assignment/tests/harness.py), so an exception, a
-wrong shape, a NaN, an endless loop or a crash costs only the tests it hits. A problem's row says
-"not attempted" while its functions still raise NotImplementedError, "needs Pk" when it calls a
-function of problem Pk that does, and otherwise names the first failing check, with what was
-expected, what came back, and a hint. Written parts are graded by hand (HANDOUT.md); their
-points are listed but not scored here.
+in this process, which never imports the code it grades: each call of a student's function goes
+to a worker process started in the graded tree (assignment/tests/worker.py), on inputs the tests
+choose, and only its outputs come back to be judged here. So an exception, a wrong shape, a NaN,
+an endless loop, a crash or an exit in the student's code costs only the tests it hits, and
+nothing that code does reaches the report. A problem's row says "not attempted" while its
+functions still raise NotImplementedError, "needs Pk" when it calls a function of problem Pk that
+does, and otherwise names the first failing check, with what was expected, what came back, and a
+hint. Written parts are graded by hand (HANDOUT.md); their points are listed but not scored here.
 
---submission DIR grades the student's files from DIR (the modules that hold the assignment's
-functions) inside a copy of this tree, so that the graded tests are this tree's, not the
-submission's.
+--submission DIR grades the student's entropy.py, grpo.py and clipping.py from DIR (or from the
+one subfolder of DIR that holds them, as in a zip with a folder inside), in a copy of the
+student version of this tree, so that the graded tests, the inputs and the expected values are
+this tree's, and the reference (where this tree is the instructor's) stays out of the worker's
+reach.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import pytest
+import torch
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE / "tests")]
+import _support  # noqa: E402
+import harness  # noqa: E402
 import manifest  # noqa: E402
 
 REPO = HERE.parent
-TESTS = "assignment/tests"
-MAX_RESTARTS = 5     # child processes started after one died (a segfault, the overall limit)
+TESTS = HERE / "tests"
+SUBMITTED = sorted({spec.split(":")[0] + ".py" for p in manifest.PROBLEMS for spec in p["functions"]})
 
 
-def _function(nodeid: str) -> str:
-    """'assignment/tests/f.py::test_x[3]' -> 'f.py::test_x'."""
-    return nodeid.split("/")[-1].split("[")[0]
-
-
-def run_tests(repo: Path, tests: list[str], timeout: float) -> dict[str, list[dict]]:
-    """Run the given 'file.py::test' ids under repo with pytest; their result records (one per
-    parametrised case), a failure record for a test that died with its process."""
+def run_tests(tree: Path, tests: list[str]) -> dict[str, list[dict]]:
+    """Run the given 'file.py::test' ids here, their calls going to a worker in tree; their
+    result records (one per parametrised case)."""
     results: dict[str, list[dict]] = {t: [] for t in tests}
-    todo = list(tests)
-    for _ in range(MAX_RESTARTS + 1):
-        if not todo:
-            break
-        with tempfile.TemporaryDirectory() as tmp:
-            report = Path(tmp) / "report.jsonl"
-            path = os.pathsep.join([str(repo / TESTS), str(repo), os.environ.get("PYTHONPATH", "")])
-            env = {**os.environ, "ASSIGNMENT_REPORT": str(report), "PYTHONDONTWRITEBYTECODE": "1",
-                   "PYTHONPATH": path, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-            env.setdefault("OMP_NUM_THREADS", "1")
-            env.setdefault("HF_HUB_OFFLINE", "1")
-            env.setdefault("TOKENIZERS_PARALLELISM", "false")
-            cmd = [sys.executable, "-m", "pytest", "-p", "harness", "-p", "no:cacheprovider", "-q", "--tb=no",
-                   "--no-header", "-o", "addopts=", "-o", "testpaths=", "--rootdir", str(repo),
-                   "-c", str(repo / "pytest.ini"),
-                   *[f"{TESTS}/{t}" for t in todo]]
-            died = ""
-            start = time.monotonic()
-            try:
-                proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
-                if proc.returncode not in (0, 1):
-                    tail = " ".join(proc.stderr.split())[-300:]
-                    how = (f"was killed by signal {-proc.returncode}" if proc.returncode < 0
-                           else f"exited with status {proc.returncode}")
-                    died = f"the test process {how}" + (f": {tail}" if tail else
-                                                        " (os._exit, a segfault or out of memory?)")
-            except subprocess.TimeoutExpired:
-                died = f"the tests ran past the overall limit of {timeout:.0f} s"
-            timeout = max(timeout - (time.monotonic() - start), 30.0)
-            records = [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
-        started = None
-        for r in records:
-            if r["event"] == "collect_error":    # every test of that file fails with its message
-                for t in todo:
-                    if f"{TESTS}/{t}".startswith(r["nodeid"]) and not results[t]:
-                        results[t].append({"nodeid": t, "outcome": "failed", "message": r["message"]})
-                continue
-            key = _function(r["nodeid"])
-            if key not in results:
-                continue
-            if r["event"] == "start":
-                started = r["nodeid"]
-            else:
-                results[key].append(r)
-                started = None if started == r["nodeid"] else started
-        if started is not None:     # the process died inside this test
-            results[_function(started)].append({"nodeid": started, "outcome": "failed",
-                                                "message": f"crashed: {died or 'the test process died'}"})
-        elif died and not any(results[t] for t in todo):
-            for t in todo:          # e.g. an import error before any test started
-                results[t].append({"nodeid": t, "outcome": "failed", "message": f"did not run: {died}"})
-        todo = [t for t in todo if not results[t]]
-    for t in todo:
-        results[t].append({"nodeid": t, "outcome": "failed", "message": "did not run (the test process kept dying)"})
+    os.environ["ASSIGNMENT_TREE"] = str(tree)
+    harness.RECORDS.clear()
+    with tempfile.TemporaryDirectory() as tmp:
+        ini = Path(tmp) / "pytest.ini"
+        ini.write_text("[pytest]\n")
+        with contextlib.redirect_stdout(io.StringIO()):     # the table says it all
+            pytest.main(["-p", "no:cacheprovider", "-q", "--tb=no", "--no-header", "-c", str(ini),
+                         "--rootdir", str(TESTS), *[str(TESTS / t) for t in tests]], plugins=[harness])
+    _check_nothing_imported(tree)
+    for r in harness.RECORDS:
+        if r["event"] == "collect_error":
+            for t in tests:
+                if str(TESTS / t).startswith(r["nodeid"]) or t.startswith(r["nodeid"].split("/")[-1]):
+                    results[t] = results[t] or [{"nodeid": t, "outcome": "failed", "message": r["message"]}]
+            continue
+        key = r["nodeid"].split("/")[-1].split("[")[0]
+        if key in results:
+            results[key].append(r)
+    for t in tests:
+        if not results[t]:
+            results[t].append({"nodeid": t, "outcome": "failed", "message": "did not run"})
     return results
+
+
+def _check_nothing_imported(tree: Path) -> None:
+    """The grader's promise: no module of the graded tree outside assignment/ was imported here."""
+    root = tree.resolve()
+    for module in list(sys.modules.values()):
+        path = Path(getattr(module, "__file__", None) or "/")
+        if path.is_absolute() and path.resolve().is_relative_to(root) and not path.resolve().is_relative_to(
+                root / "assignment"):
+            raise RuntimeError(f"the grader imported {path}; the graded tests must call it through worker.py")
 
 
 def _pid_of(message: str) -> str | None:
@@ -165,19 +146,51 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _overlay(submission: Path, dest: Path) -> None:
-    """A copy of this tree with the submission's files of the assignment's modules."""
-    shutil.copytree(REPO, dest, symlinks=True,
-                    ignore=shutil.ignore_patterns(".git", "runs", ".venv*", "__pycache__", ".pytest_cache"))
-    modules = {spec.split(":")[0] + ".py" for p in manifest.PROBLEMS for spec in p["functions"]}
-    for name in sorted(modules):
-        if (submission / name).is_file():
-            shutil.copy2(submission / name, dest / name)
+def find_submission(submission: Path) -> dict[str, Path]:
+    """The submitted files by name: in DIR, or else in the one subfolder that holds any of them."""
+    found = {name: submission / name for name in SUBMITTED if (submission / name).is_file()}
+    if found:
+        return found
+    folders = sorted({p.parent for name in SUBMITTED for p in submission.rglob(name)
+                      if "__MACOSX" not in p.parts})
+    if len(folders) != 1:
+        return {}
+    return {name: folders[0] / name for name in SUBMITTED if (folders[0] / name).is_file()}
 
 
-def grade(repo: Path, problems: list[dict], timeout: float) -> tuple[list[dict], list[dict]]:
+def _student_tree(dest: Path) -> None:
+    """The student version of this tree in dest: made afresh from the instructor's tree (which
+    holds the reference), copied from a student tree."""
+    if _support.INSTRUCTOR:
+        import make_student
+        variant = int(os.environ.get("ASSIGNMENT_VARIANT") or 0)
+        make_student.make_student(dest, variant, snapshot=False)
+    else:
+        shutil.copytree(REPO, dest, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", "runs", ".venv*", "__pycache__", ".pytest_cache"))
+
+
+def grade(tree: Path, problems: list[dict]) -> tuple[list[dict], list[dict]]:
     tests = [t for p in problems for t in p["tests"]]
-    return score(run_tests(repo, tests, timeout), problems)
+    return score(run_tests(tree, tests), problems)
+
+
+def snapshot(dest: Path, tree: Path) -> int:
+    """Run the graded tests of P1-P7 on the reference in tree with the public inputs (seed 0) and
+    store their expected values in dest; 1 if the reference fails one (the tests are wrong)."""
+    _support.BASE_SEED, _support.RECORDING = 0, {}
+    problems = [p for p in manifest.PROBLEMS if p["functions"]]
+    rows, _ = grade(tree, problems)
+    if any(r["earned"] != r["possible"] for r in rows):
+        print(table(rows))
+        return 1
+    torch.save(_support.RECORDING, dest)
+    return 0
+
+
+def _seed_line() -> str:
+    return (f"inputs drawn with ASSIGNMENT_SEED={_support.BASE_SEED} (set it to grade on the same inputs again)"
+            if _support.INSTRUCTOR else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,25 +198,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--problems", default="", help="comma-separated problem ids (default: all)")
     p.add_argument("--results", type=Path, default=Path("results.json"),
                    help="where to write Gradescope's results.json (default: ./results.json)")
+    p.add_argument("--snapshot", type=Path, default=None, help=argparse.SUPPRESS)   # make_student.py's
+    p.add_argument("--tree", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--submission", type=Path, default=None,
                    help="grade the assignment's modules from this folder inside a copy of this tree")
-    p.add_argument("--timeout", type=float, default=900, help="limit on the whole run, in seconds")
     args = p.parse_args(argv)
     try:
         problems = [manifest.problem(x.strip()) for x in args.problems.split(",") if x.strip()] or manifest.PROBLEMS
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
+    if args.snapshot is not None:
+        return snapshot(args.snapshot, args.tree or REPO)
     if args.submission is not None:
         if not args.submission.is_dir():
             print(f"error: --submission {args.submission} is not a folder.", file=sys.stderr)
             return 2
+        files = find_submission(args.submission)
         with tempfile.TemporaryDirectory() as tmp:
-            _overlay(args.submission, Path(tmp) / "tree")
-            rows, entries = grade(Path(tmp) / "tree", problems, args.timeout)
+            tree = Path(tmp) / "tree"
+            _student_tree(tree)
+            for name, path in files.items():
+                shutil.copy2(path, tree / name)
+            rows, entries = grade(tree, problems)
+        note = (f"graded {', '.join(sorted(files))} from {args.submission}" if files else
+                f"no {', '.join(SUBMITTED)} found in {args.submission} or in one folder inside it: "
+                "every problem grades as not attempted")
     else:
-        rows, entries = grade(REPO, problems, args.timeout)
-    text = table(rows)
+        rows, entries = grade(REPO, problems)
+        note = ""
+    text = "\n".join(x for x in (note, table(rows), _seed_line()) if x)
     print(text)
     results = {"score": round(sum(e["score"] for e in entries), 2), "output": text, "tests": entries}
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,9 @@ docstrings, the graded tests follow it (assignment/tests/_support.py reads assig
 and the reference implementation, unchanged, fails them. Left out of the student version: the
 `solution` patches below are lines of the reference.
 
-Variant N switches on the switches whose bit is set in N (1: population std, 2: Clip-V keeps
-A = 0 tokens, 3: both). Each switch lists:
+Variant N switches on the switches whose bit is set in N (1: population-std advantages, 2: Clip-V
+keeps A = 0 tokens, 4: Clip-B's sigma is the sample std, 8: dual-clip c = 2; 15: all four, under
+which the public reference earns at most half of P2 and of P5). Each switch lists:
   docs:       (file, old, new) substitutions made in the student version (each must match);
   solution:   (file, old, new) substitutions that turn the reference into the variant's solution
               (tests/test_assignment.py grades it; instructors can do the same);
@@ -28,8 +29,8 @@ SWITCHES = {
              "    when scale_std is False. THIS COURSE'S VARIANT: std is the POPULATION std of the group\n"
              "    (sum of squared deviations divided by G, not G - 1); a group of one still gets A = r."),
             ("grpo.py", "* std is unbiased (torch default), as in the authors' release",
-             "* (this course's variant: std is the population std, see group_advantages; the release's is\n"
-             "  unbiased) std is unbiased (torch default), as in the authors' release"),
+             "* std: THIS COURSE'S VARIANT uses the population std (see group_advantages); the authors'\n"
+             "  release uses the unbiased one (torch's default)"),
         ],
         "solution": [("grpo.py", "r.mean(-1, keepdim=True), r.std(-1, keepdim=True)",
                       "r.mean(-1, keepdim=True), r.std(-1, keepdim=True, correction=0)")],
@@ -54,8 +55,38 @@ SWITCHES = {
         "deselect": ["tests/test_clipping.py::test_masks_equal_the_released_rules_on_random_batches",
                      "tests/test_clipping.py::test_clip_v_removes_zero_advantage_tokens_and_never_caps_them"],
     },
+    4: {
+        "name": "Clip-B's sigma is the sample std",
+        "summary": "clip_b_mask's sigma is the SAMPLE std of S* over the valid tokens (divide by n - 1; 0 "
+                   "for one token), not the population std; Clip-V's stays the population std of d.",
+        "docs": [
+            ("clipping.py", "    \"\"\"Clip-B: d_t = S*_t - mean(S*) over the batch, sigma = population std of S*.",
+             "    \"\"\"Clip-B: d_t = S*_t - mean(S*) over the batch, sigma = population std of S*. THIS COURSE'S\n"
+             "    VARIANT: sigma is the SAMPLE std of S* over the valid tokens (divide by n - 1; 0 for one)."),
+            ("clipping.py", "* Clip-B (batch baseline):      d_t = S*_t - mean(S*),  sigma = population std of S*",
+             "* Clip-B (batch baseline):      d_t = S*_t - mean(S*),  sigma = the SAMPLE std of S* (THIS\n"
+             "  COURSE'S VARIANT; the release's is the population std)"),
+        ],
+        "solution": [("clipping.py",
+                      "    center, sigma = _valid_mean_std(s_star, valid)\n    return _discriminator_clip(",
+                      "    center, sigma = _valid_mean_std(s_star, valid)\n"
+                      "    sigma = s_star[valid].double().std().item() if int(valid.sum()) > 1 else 0.0\n"
+                      "    return _discriminator_clip(")],
+        "deselect": ["tests/test_clipping.py::test_clip_b_removes_negative_advantage_outlier_below_mu_sigma"],
+    },
+    8: {
+        "name": "dual-clip bound c = 2",
+        "summary": "clipped_surrogate's default dual-clip bound is c = 2.0 (DUAL_CLIP), not verl's 3.0.",
+        "docs": [("grpo.py", "DUAL_CLIP = 3.0     # verl's clip_ratio_c",
+                  "DUAL_CLIP = 2.0     # THIS COURSE'S VARIANT: c = 2 (verl's clip_ratio_c is 3)"),
+                 ("grpo.py", "at most -c A_t (dual-clip, c = 3)",
+                  "at most -c A_t (dual-clip; c = 2 in THIS COURSE'S VARIANT, 3 in verl)")],
+        "solution": [("grpo.py", "DUAL_CLIP = 3.0     # verl's clip_ratio_c",
+                      "DUAL_CLIP = 2.0     # THIS COURSE'S VARIANT: c = 2 (verl's clip_ratio_c is 3)")],
+        "deselect": [],
+    },
 }
-VARIANTS = range(0, 4)
+VARIANTS = range(0, 16)
 
 
 def switches(variant: int) -> list[int]:

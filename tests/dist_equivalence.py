@@ -40,7 +40,7 @@ CONFIGS = {   # name: flags; 8 prompts x 4 samples, 2 mini-batches, micro-batche
     "entropy-up": ["--method", "entropy-up"],
     "seq-mean": ["--method", "clipb", "--mu", "0.5", "--loss-agg", "seq-mean-token-mean"],
     "untied": ["--method", "clipb", "--mu", "0.5"],   # its own output head, as Qwen2.5-7B
-    # issue 25: group-wise pass@k advantages, GSPO's per-sequence ratio, entropy-shaped advantages
+    # the peers' methods: group-wise pass@k advantages, GSPO's per-sequence ratio, entropy-shaped advantages
     # and their metrics, summed over ranks
     "peers": ["--method", "passk", "--pass-k", "2", "--policy-loss", "gspo", "--entropy-adv-alpha", "0.4",
               "--mismatch-reject", "token"],

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,11 +24,14 @@ import manifest  # noqa: E402
 import variants  # noqa: E402
 
 HANDOUT = (REPO / "assignment" / "HANDOUT.md").read_text()
+SUBMITTED = sorted({spec.split(":")[0] + ".py" for p in manifest.PROBLEMS for spec in p["functions"]})
+ALL_SWITCHES = max(variants.VARIANTS)
 AUTOGRADED = {p["id"]: sum(points for points, _ in p["tests"].values()) for p in manifest.PROBLEMS}
 
 # (problem, file, reference text, planted bug, what the bug is)
 MUTANTS = [
-    ("P1", "entropy.py", "return -(logp.exp() * logp).sum(-1)", "return -(logp.exp() * logp).sum(-1) / math.log(2)",
+    ("P1", "entropy.py", "return -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)",
+     "return -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1) / math.log(2)",
      "entropy in bits (log base 2)"),
     ("P1", "grpo.py", "mask.sum() if num_tokens is None", "mask.numel() if num_tokens is None",
      "token-mean averaged over the padding too"),
@@ -44,7 +48,122 @@ MUTANTS = [
      "return 1.0 - (1.0 - c / n) ** k", "the biased pass@k 1 - (1 - c/n)^k"),
     ("P7", "entropy.py", "        n = hidden.shape[0]\n", "        n = hidden.shape[0]\n        chunk_size = n\n",
      "all T x V logits at once (values right, memory not bounded)"),
+    # wrong code students write that passed once: each must lose points too
+    ("P3", "entropy.py", "return logp_k.exp() * (h + logp_k)", "return logp_k.exp() * (h.mean() + logp_k)",
+     "S* with the batch-mean entropy instead of each position's"),
+    ("P1", "grpo.py", "return kept.sum() / (token_loss.shape[-1] if max_len is None else max_len)",
+     "return (token_loss * mask).sum() / (token_loss.shape[-1] if max_len is None else max_len)",
+     "seq-mean-token-sum-norm masking by multiplication (NaN padding leaks)"),
+    ("P1", "grpo.py", "seq_loss = kept.sum(-1) / seq_count.clamp(min=1)",
+     "seq_loss = (token_loss * mask).sum(-1) / seq_count.clamp(min=1)",
+     "seq-mean-token-mean masking by multiplication (NaN padding leaks)"),
+    ("P6", "grpo.py", "return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))",
+     "return 1.0 - math.comb(n - c, k) / math.comb(n, k)", "pass@k with binomials (the handout forbids them)"),
+    ("P2", "grpo.py", "return torch.exp((logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))",
+     "return torch.exp(logp - old_logp)", "the ratio without the log-ratio clamp"),
+    ("P2", "grpo.py", "torch.where(adv < 0, torch.minimum(loss, -dual_clip * adv), loss)",
+     "torch.where(adv < 0, torch.maximum(loss, -dual_clip * adv), loss)", "the dual-clip bound as a maximum"),
+    ("P3", "entropy.py", "return -eps * s_star(logits, _as_ids(logits, k))",
+     "return eps * s_star(logits, _as_ids(logits, k))", "Theorem 1 with its sign flipped"),
+    ("P3", "entropy.py", "return -eps * s_star(logits, _as_ids(logits, k))",
+     "return -eps * s_star(logits.float(), _as_ids(logits, k))", "Theorem 1 in float32"),
 ]
+# what the failing row must say, for the mutants whose cause a message can name
+SAYS = {"Theorem 1 with its sign flipped": "sign is flipped", "Theorem 1 in float32": "float32",
+        "the dual-clip bound as a maximum": "at index", "pass@k with binomials (the handout forbids them)": "binomials"}
+# right code that must keep every point
+HARMLESS = [("P1", "entropy.py", "return -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)",
+             "return -(logp.exp() * (logp.exp() + 1e-12).log()).sum(-1)", "-(p log(p + 1e-12))")]
+
+
+# Forged submissions: stub files (or, for "cache", the reference answering only the inputs it saw
+# in a public run) plus code that attacks the grade instead of earning it.
+FORGE_HOOKS = """
+import atexit, json, os, sys, time
+from pathlib import Path
+
+def _forge():
+    perfect = {"score": 64.0, "output": "forged", "tests": [{"name": "all", "score": 64.0, "max_score": 64}]}
+    for path in (RESULTS, *Path.cwd().rglob("report*.jsonl")):
+        Path(path).write_text(json.dumps(perfect))
+
+_forge()                                   # over the results path at import
+atexit.register(_forge)                    # and again at exit
+if os.fork() == 0:                         # and from a child, until the grader is long done
+    for _ in range(600):
+        _forge()
+        time.sleep(0.1)
+    os._exit(0)
+import _pytest.reports                     # patch pytest: every report passes
+_pytest.reports.TestReport.passed = property(lambda self: True)
+for module in list(sys.modules.values()):  # patch the harness, wherever it is loaded
+    if isinstance(getattr(module, "RECORDS", None), list):
+        module.RECORDS[:] = []
+sys.path.insert(0, "assignment/tests")
+import harness
+harness.RECORDS.append({"nodeid": "x", "event": "result", "outcome": "passed"})
+"""
+
+CACHE = """
+import hashlib, os, pathlib, torch
+
+def _key(args, kwargs):
+    flat = [(str(a.dtype), a.tolist()) if isinstance(a, torch.Tensor) else a for a in args]
+    return hashlib.sha1(repr((flat, sorted(kwargs.items()))).encode()).hexdigest()
+
+def _replay(fn, table=pathlib.Path(TABLE)):
+    def inner(*args, **kwargs):
+        key = _key(args, kwargs)
+        if os.environ.get("CHEAT_RECORD"):          # the public run: remember its inputs
+            with open(table, "a") as f:
+                f.write(key + "\\n")
+            return fn(*args, **kwargs)
+        if key in table.read_text().split():        # a replayed public input
+            return fn(*args, **kwargs)
+        raise NotImplementedError("P1: only the public inputs are known")
+    return inner
+
+for _name in NAMES:
+    globals()[_name] = _replay(globals()[_name])
+"""
+CACHED = {"entropy.py": ["entropy", "discriminator", "s_star", "theorem1_entropy_change", "expected_discriminator",
+                         "theorem2_entropy_change", "predicted_entropy_change", "token_stats"],
+          "grpo.py": ["aggregate", "group_advantages", "clipped_surrogate", "pass_at_k"],
+          "clipping.py": ["clip_b_mask", "clip_v_mask"]}
+
+
+def _stub_line(pid: str, spec: str) -> str:
+    """The raise line make_student.py writes for one function of the manifest."""
+    p = manifest.problem(pid)
+    return f"raise NotImplementedError({json.dumps(pid + ': ' + p['functions'][spec])})"
+
+
+def _forged(kind: str, student_tree: Path, dest: Path) -> Path:
+    """A submission folder of one cheating strategy."""
+    dest.mkdir(parents=True)
+    for name in SUBMITTED:
+        shutil.copy2((REPO if kind == "cache" else student_tree) / name, dest / name)
+    if kind == "hooks":
+        text = (dest / "grpo.py").read_text()
+        (dest / "grpo.py").write_text(text + f"\nRESULTS = {str(dest / 'results.json')!r}\n" + FORGE_HOOKS)
+    elif kind == "exit":
+        for name, line in (("entropy.py", "import sys\nsys.exit(0)\n"), ("grpo.py", "import os\nos._exit(0)\n")):
+            text = (dest / name).read_text().replace("from __future__ import annotations\n",
+                                                     "from __future__ import annotations\n" + line, 1)
+            (dest / name).write_text(text)
+    elif kind == "cache":
+        for name, names in CACHED.items():
+            (dest / name).write_text((dest / name).read_text()
+                                     + f"\nTABLE = {str(dest / 'table.txt')!r}\nNAMES = {names!r}\n" + CACHE)
+        (dest / "table.txt").write_text("")
+    elif kind == "hang":
+        stub = dest / "entropy.py"
+        line = _stub_line("P1", "entropy:entropy")
+        stub.write_text(stub.read_text().replace(line, "while True:\n        pass", 1))
+        stub = dest / "grpo.py"
+        line = _stub_line("P2", "grpo:group_advantages")
+        stub.write_text(stub.read_text().replace(line, "print('x' * 10_000_000)\n    return rewards.float()", 1))
+    return dest
 
 
 def _copy_reference(dest: Path) -> Path:
@@ -67,13 +186,13 @@ def _patch(tree: Path, file: str, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-def _grade(tree: Path, out: Path, problems: str = "", variant: int | None = None) -> dict:
-    env_prefix = {} if variant is None else {"ASSIGNMENT_VARIANT": str(variant)}
-    cmd = [sys.executable, "assignment/grade.py", "--results", str(out), "--timeout", "600"]
-    if problems:
-        cmd += ["--problems", problems]
-    proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, **env_prefix})
+def _grade(tree: Path, out: Path, problems: str = "", variant: int | None = None, submission: Path | None = None,
+           env: dict | None = None) -> dict:
+    extra = {**(env or {}), **({} if variant is None else {"ASSIGNMENT_VARIANT": str(variant)})}
+    cmd = [sys.executable, "assignment/grade.py", "--results", str(out)]
+    cmd += ["--problems", problems] if problems else []
+    cmd += ["--submission", str(submission)] if submission else []
+    proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=900, env={**os.environ, **extra})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return {**json.loads(out.read_text()), "table": proc.stdout}
 
@@ -106,17 +225,35 @@ def gradings(student, tmp_path_factory):
 
     for i, spec in enumerate(MUTANTS):
         jobs[f"mutant{i}"] = pool.submit(mutant, i, spec)
+    for i, spec in enumerate(HARMLESS):
+        jobs[f"harmless{i}"] = pool.submit(mutant, f"-harmless{i}", spec)
 
     def variant(solved: bool):
         tree = _copy_reference(base / f"variant-{solved}")
         if solved:
-            for bit in variants.switches(3):
+            for bit in variants.switches(ALL_SWITCHES):
                 for file, old, new in variants.SWITCHES[bit]["solution"]:
                     _patch(tree, file, old, new)
-        return _grade(tree, tree / "results.json", "P2,P5", variant=3)
+        return _grade(tree, tree / "results.json", "P2,P5", variant=ALL_SWITCHES)
 
     jobs["variant-reference"] = pool.submit(variant, False)
     jobs["variant-solution"] = pool.submit(variant, True)
+
+    def forged(kind: str, **env):
+        folder = _forged(kind, student[0], base / f"forged-{kind}")
+        results = folder / "results.json"
+        if kind == "cache":     # first the public inputs, answered and remembered
+            _grade(REPO, base / "cache-public.json", submission=folder,
+                   env={"ASSIGNMENT_SEED": "0", "CHEAT_RECORD": "1"})
+        tree = student[0] if kind == "hooks" else REPO
+        start = time.monotonic()
+        graded = _grade(tree, results, "P1,P2" if kind == "hang" else "", submission=folder, env=env)
+        return {**graded, "seconds": time.monotonic() - start, "public": kind == "cache" and
+                json.loads((base / "cache-public.json").read_text())["score"]}
+
+    for kind in ("hooks", "exit", "cache"):
+        jobs[f"forged-{kind}"] = pool.submit(forged, kind)
+    jobs["forged-hang"] = pool.submit(forged, "hang", ASSIGNMENT_TIME_LIMIT="4")
     yield jobs
     pool.shutdown(wait=True)
 
@@ -135,6 +272,24 @@ def test_student_version_collects_and_grades_zero(student, gradings):
         assert entry["output"].startswith("NotImplementedError: P"), entry
     assert results["table"].count("not attempted") == len(manifest.PROBLEMS) - 1, results["table"]
     assert "P8 " in results["table"] and "needs P" in results["table"]     # P8 reaches the others' stubs
+    assert (tree / "assignment" / "tests" / "expected.pt").is_file()
+    assert not (tree / "assignment" / "tests" / "oracles.py").exists()
+
+
+def test_the_student_trees_commands_say_what_is_missing(student):
+    """train.py in the incomplete tree: one line naming the problems the run needs, exit 2; the
+    README names only files the tree has."""
+    tree, _ = student
+    proc = subprocess.run([sys.executable, "train.py", "--method", "clipv", "--mu", "1.0"], cwd=tree,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "P1, P2, P5, P6, P7" in lines[0] and "python assignment/grade.py" in lines[0], lines
+    readme = (tree / "README.md").read_text()
+    named = set(re.findall(r"[\w./-]+\.(?:py|sh|md|ipynb)\b", readme))
+    missing = sorted(n for n in named if not (tree / n).exists() and not (tree / "docs" / n).exists()
+                     and not list(tree.rglob(Path(n).name)))
+    assert not missing, missing
 
 
 def test_the_experiment_command_runs_a_few_steps(gradings, tmp_path):   # beside the grading runs
@@ -170,22 +325,61 @@ def test_each_planted_bug_loses_points_in_its_problem(gradings, i):
     assert possible == AUTOGRADED[pid] and earned < possible, results["table"]
     row = next(line for line in results["table"].splitlines() if line.startswith(pid + " "))
     assert "Hint:" in row and "not attempted" not in row, row    # the first failing check, with a hint
+    assert SAYS.get(MUTANTS[i][4], "") in row, row
+
+
+@pytest.mark.parametrize("i", range(len(HARMLESS)), ids=[m[4] for m in HARMLESS])
+def test_right_code_written_differently_keeps_its_points(gradings, i):
+    results = gradings[f"harmless{i}"].result()
+    earned, possible = _points(results, HARMLESS[i][0])
+    assert earned == possible, results["table"]
+
+
+@pytest.mark.parametrize("kind", ["hooks", "exit"])
+def test_a_forged_submission_scores_what_its_code_earns(gradings, kind):
+    """Stub files with an atexit hook, a forked writer, patches of pytest and of the harness, and
+    writes over results.json ("hooks"), or sys.exit(0) / os._exit(0) at import ("exit"): 0 points,
+    and a results.json that is the grader's."""
+    results = gradings[f"forged-{kind}"].result()
+    assert results["score"] == 0 and all(e["score"] == 0 for e in results["tests"]), results["table"]
+    assert len(results["tests"]) == sum(len(p["tests"]) for p in manifest.PROBLEMS)
+    if kind == "exit":
+        outputs = " ".join(e["output"] for e in results["tests"])
+        assert "SystemExit" in outputs and "exit status 0" in outputs, outputs[:2000]
+
+
+def test_replaying_the_public_outputs_scores_nothing(gradings):
+    """A submission that answers only the inputs of the public tests (seed 0, whose expected values
+    the student tree holds) earns full marks on them and nothing on the grader's own draw."""
+    results = gradings["forged-cache"].result()
+    assert results["public"] == sum(AUTOGRADED.values()), results["table"]
+    assert results["score"] == 0, results["table"]
+
+
+def test_a_hang_or_a_flood_of_output_ends_the_problem_with_a_message(gradings):
+    results = gradings["forged-hang"].result()
+    entropy_tests = [e for e in results["tests"] if e["name"].split(": ")[-1].startswith("test_entropy")]
+    assert entropy_tests and all("time limit" in e["output"] for e in entropy_tests), entropy_tests
+    advantages = [e for e in results["tests"] if "advantages" in e["name"]]
+    assert any("printed more than 1 MB" in e["output"] for e in advantages), advantages
+    assert results["seconds"] < 300, results["seconds"]     # 4 CPU s per test, at most 40 s of wall time
 
 
 def test_a_variant_fails_the_reference_and_passes_its_solution(gradings):
     copied = gradings["variant-reference"].result()
-    for pid in ("P2", "P5"):
+    for pid in ("P2", "P5"):        # the public reference earns at most half of each
         earned, possible = _points(copied, pid)
-        assert earned < possible, copied["table"]
+        assert earned <= possible / 2, copied["table"]
     solved = gradings["variant-solution"].result()
     assert solved["score"] == AUTOGRADED["P2"] + AUTOGRADED["P5"], solved["table"]
 
 
 def test_variant_student_version_states_its_conventions(tmp_path):
-    dest = tmp_path / "v3"
-    make_student.make_student(dest, variant=3)
-    assert json.loads((dest / "assignment" / "variant.json").read_text())["switches"] == [1, 2]
+    dest = tmp_path / "v15"
+    make_student.make_student(dest, variant=ALL_SWITCHES)
+    assert json.loads((dest / "assignment" / "variant.json").read_text())["switches"] == [1, 2, 4, 8]
     assert "THIS COURSE'S VARIANT" in (dest / "grpo.py").read_text()
+    assert "std is unbiased" not in (dest / "grpo.py").read_text()     # one convention, not both
     assert "THIS COURSE'S VARIANT" in (dest / "clipping.py").read_text()
     ini = (dest / "pytest.ini").read_text()
     assert all(f"--deselect {n}" in ini for n in variants.SWITCHES[1]["deselect"] + manifest.DESELECT)
@@ -195,10 +389,20 @@ def test_no_removed_body_in_the_student_version(student, tmp_path):
     tree, result = student
     assert len(result["removed"]) == sum(len(p["functions"]) for p in manifest.PROBLEMS)
     assert make_student.leaks(tree, result["removed"]) == []
+    for rel, names in make_student.STRIP.items():
+        assert not any(f"def {n}(" in (tree / rel).read_text() for n in names), rel
+    assert "clamp(1 - eps_low, 1 + eps_high)" not in (tree / "grpo.py").read_text()
     # the check can fail: a docs page that quotes one removed body is caught
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "page.md").write_text("```python\n" + result["removed"][0] + "```\n")
     assert make_student.leaks(tmp_path, result["removed"])
+    # and so is a test helper that states a removed body in its own words
+    for rel in make_student.STRIP:
+        planted = tmp_path / "planted" / rel
+        planted.parent.mkdir(parents=True, exist_ok=True)
+        planted.write_text((REPO / rel).read_text())
+        assert make_student.leaks(tmp_path / "planted", result["removed"]), rel
+        planted.unlink()
 
 
 def test_deselected_repository_tests_exist():
@@ -216,3 +420,26 @@ def test_handout_ids_and_points_equal_the_manifest():
     for p in manifest.PROBLEMS:     # each problem says how it is tested
         section = HANDOUT.split(f"## {p['id']} ", 1)[1].split("\n## ", 1)[0]
         assert f"python assignment/grade.py --problems {p['id']}" in section, p["id"]
+
+
+def test_the_submission_is_found_at_the_top_or_in_one_folder_inside(tmp_path):
+    import grade
+    inner = tmp_path / "upload" / "hw3"
+    inner.mkdir(parents=True)
+    for name in SUBMITTED:
+        (inner / name).write_text("")
+    assert grade.find_submission(tmp_path / "upload") == {name: inner / name for name in SUBMITTED}
+    (tmp_path / "upload" / "grpo.py").write_text("")          # files at the top win
+    assert grade.find_submission(tmp_path / "upload") == {"grpo.py": tmp_path / "upload" / "grpo.py"}
+    (tmp_path / "empty").mkdir()
+    assert grade.find_submission(tmp_path / "empty") == {}
+
+
+def test_only_tracked_files_reach_the_student_version(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "kept.py").write_text("")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "kept.py"], cwd=repo, check=True)
+    (repo / "results.json").write_text("{}")                  # a stale result, never added
+    assert make_student.source_files(repo) == ["kept.py"]

@@ -136,6 +136,11 @@ def test_known_values_and_float32_for_low_precision_input():
     assert E.discriminator(z.bfloat16()).dtype == torch.float32
 
 
+def test_entropy_of_a_masked_out_token_is_finite():
+    # a logit of -inf (a token masked out) has probability 0 and adds 0 log 0 = 0, not NaN
+    assert E.entropy(torch.tensor([0.0, 0.0, -math.inf])).item() == pytest.approx(math.log(2))
+
+
 # ----- chunked token statistics -----
 
 def _tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:

@@ -18,7 +18,7 @@ LAYERS = [
     {"data", "rewards", "entropy", "policy", "memory", "distributed"},   # ..., loading, costs, processes
     {"rollout", "clipping", "grpo"},               # batches, masks, the loss (read entropy.py)
     {"methods", "eval", "checkpoint", "tracking"},  # the method table, evaluation, checkpoints, trackers
-    {"config", "trl_clip"},                        # flags, presets, validation; the masks in TRL
+    {"config", "trl_clip", "lifecycle"},           # flags, presets, validation; the masks in TRL; the run's life
     {"train"},                                     # the loop
     {"bench_gpu", "plot", "build_tiny_model", "trl_example"},   # scripts around it
     {"bench", "bench_dist", "build_countdown_model"},   # benchmarks; the testbed's model builder

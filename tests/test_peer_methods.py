@@ -1,4 +1,4 @@
-"""Tests for the methods added in issue 25 (docs/methods.md): each against its source's formula,
+"""Tests for the methods added since the paper (docs/methods.md): each against its source's formula,
 written out here from the source's code (TRL's GRPOTrainer, verl's core_algos and rollout
 correction, the authors' releases), on hand-computed cases and random batches; GSPO and CISPO
 micro-batched against the full batch; the adaptive entropy coefficient through a run and its

@@ -189,6 +189,9 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
     ci = plot.summary_table(seeds, band="ci95").splitlines()
     assert ci[2] == ("| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 1.271 | 0.900 ± 0.000 | 0.500 ± 1.271 "
                      "| 0.100 ± 0.000 |")
+    # one seed has no spread: its values alone, not "± 0.000"
+    single = plot.summary_table(plot.group_runs([run("e", 0.4, False)])).splitlines()
+    assert single[2] == "| clipv mu=1.0 | 1 | 0.200 | 0.400 | 0.900 | 0.400 | 0.100 |"
 
 
 @pytest.fixture

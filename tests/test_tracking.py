@@ -43,7 +43,7 @@ def test_a_missing_or_unknown_tracker_is_one_sentence_before_anything_loads(tmp_
     assert train.main([*argv, "--report-to", "tensorboard", "wandb"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("error: --report-to wandb needs the wandb package, which is not installed: "
-                   "pip install wandb")
+                   "pip install -r requirements-dev.txt")
     assert train.main([*argv, "--report-to", "mlflow"]) == 2
     assert "unknown --report-to 'mlflow'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()          # nothing started

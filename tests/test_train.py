@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 import checkpoint
 import config
 import grpo
+import lifecycle
 import policy
 import rollout
 import train
@@ -149,7 +150,7 @@ def test_run_writes_metrics_samples_config_checkpoints_and_final(tiny_path, tmp_
     assert train.main(small(tiny_path, out)) == 2
 
 
-# what each method added in issue 25 logs (docs/methods.md)
+# what each method added since the paper logs (docs/methods.md)
 NEW_METRICS = {"adaptive-entropy": ("entropy_coef", "entropy_coef_applied"),
                "entropy-adv": ("entropy_adv_bonus", "entropy_adv_capped_frac"),
                "w-reinforce": ("positive_sample_frac",), "nsr": ("positive_sample_frac",),
@@ -363,12 +364,12 @@ def test_sigterm_checkpoints_the_step_and_says_how_to_resume(tiny_path, tmp_path
     assert train.main(small(tiny_path, out, "--steps", "5", "--save-every", "100")) == 128 + signal.SIGTERM
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
     assert f"--out {out} --resume" in capsys.readouterr().out
-    assert not isinstance(signal.getsignal(signal.SIGTERM), checkpoint.Stop)   # handler restored
+    assert not isinstance(signal.getsignal(signal.SIGTERM), lifecycle.Stop)   # handler restored
 
 
 def test_a_second_run_on_a_live_run_folder_is_refused_and_a_killed_run_resumes(tiny_path, tmp_path, capsys):
-    """The issue's reproduction: a run, then a second one on its folder before its first
-    checkpoint (both used to end "done", their metrics interleaved). The first run is a real
+    """A run, then a second one on its folder before its first checkpoint (both would end
+    "done", their metrics interleaved, if the second were let in). The first run is a real
     train.py process; once it is killed, its own --resume is not blocked, and the flags the
     resume changes are recorded with the step they took effect."""
     out = tmp_path / "run"
