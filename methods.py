@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import SimpleNamespace
 from collections.abc import Callable
 
@@ -191,6 +192,9 @@ def unimplemented(cfg) -> list[str]:
     """The course assignment's problems (assignment/HANDOUT.md) that a run of cfg reaches and that
     still raise NotImplementedError("Pk: ..."), found by calling each function the loop uses on a
     tiny batch before anything loads; [] once they are written (always, in the reference)."""
+    stubbed = [m for m in (entropy, grpo, clipping) if 'raise NotImplementedError("P' in Path(m.__file__).read_text()]
+    if not stubbed:          # the reference: nothing to find, and nothing is called
+        return []
     logp, mask = torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool)
     batch = SimpleNamespace(s_star=logp, es=logp, entropy=logp, old_logp=logp, advantages=torch.ones(1),
                             response_mask=mask)
