@@ -30,7 +30,7 @@ probe="--probe-every 10"
 TB_MODEL=${MODEL:-tiny-qwen2-countdown}
 TB_STEPS=${TB_STEPS:-100}
 TB_N=${TB_N:-32}; TB_LIMIT=${TB_LIMIT:-50}; TB_TOKENS=160
-TB_MAIN="grpo clipb-mu1.0 clipv-mu1.0"                                  # three seeds (0-2)
+TB_MAIN="grpo clipb-mu1.0 clipv-mu1.0"                                  # five seeds (0-2, then 3-4)
 TB_MORE="clipb-mu2.5 clipv-mu8.5 clip-higher entropy-bonus"             # three seeds (0-2)
 
 # the finished or started runs runs/EXPERIMENT/NAME-seed*/ of the NAMES given, with FILE appended
@@ -115,7 +115,7 @@ esac
 jobs_file=$(mktemp)
 # one (seeds, settings) batch after another: the testbed's registered settings, then its others
 if [ "$experiment" = testbed ]; then
-  batches=("0 1 2|main" "0 1 2|more")
+  batches=("0 1 2|main" "0 1 2|more" "3 4|main")
 else
   batches=("$SEEDS|configs")
 fi
