@@ -32,10 +32,12 @@ TB_STEPS=${TB_STEPS:-100}
 TB_N=${TB_N:-32}; TB_LIMIT=${TB_LIMIT:-50}; TB_TOKENS=160
 TB_MAIN="grpo clipb-mu1.0 clipv-mu1.0"                                  # five seeds (0-2, then 3-4)
 TB_MORE="clipb-mu2.5 clipv-mu8.5 clip-higher entropy-bonus"             # three seeds (0-2)
+TB_MORE_SEEDS="[0-2]"   # the seeds they are compared on, GRPO's included (docs/testbed.md)
 
-# the finished or started runs runs/EXPERIMENT/NAME-seed*/ of the NAMES given, with FILE appended
-runs_of() {   # runs_of EXPERIMENT "NAMES" [FILE]
-  for name in $2; do compgen -G "runs/$1/$name-seed*/${3:-}" || true; done
+# the finished or started runs runs/EXPERIMENT/NAME-seedS/ of the NAMES given, S matching the
+# glob SEEDS (default: every seed), with FILE appended
+runs_of() {   # runs_of EXPERIMENT "NAMES" [FILE] [SEEDS]
+  for name in $2; do compgen -G "runs/$1/$name-seed${4:-*}/${3:-}" || true; done
 }
 
 case "$experiment" in
@@ -73,9 +75,9 @@ case "$experiment" in
                 done; } | xargs -P "$JOBS" -I{} bash -c "{}"
               python countdown.py --n "$TB_LIMIT" --max-k "$TB_N" --out runs/testbed-base/chance.json > /dev/null
               for split in test hard; do
-                for group in "main:$TB_MAIN" "more:grpo $TB_MORE"; do
-                  IFS=: read -r tag names <<< "$group"
-                  files=$(runs_of testbed "$names" "eval$TB_N.json")
+                for group in "main:$TB_MAIN:*" "more:grpo $TB_MORE:$TB_MORE_SEEDS"; do
+                  IFS=: read -r tag names seeds <<< "$group"
+                  files=$(runs_of testbed "$names" "eval$TB_N.json" "$seeds")
                   [ -z "$files" ] || python plot.py --passk $files --base runs/testbed-base/seed*.json \
                     --chance runs/testbed-base/chance.json --eval-set "countdown:$split" \
                     --band ci95 --out "figures/testbed-$tag-passk-$split" --no-show
@@ -146,7 +148,7 @@ if [ "$experiment" = methods ]; then
   draw methods-added $(runs_of methods "$ADDED")
 elif [ "$experiment" = testbed ]; then
   draw testbed $(runs_of testbed "$TB_MAIN")
-  draw testbed-more $(runs_of testbed "grpo $TB_MORE")
+  draw testbed-more $(runs_of testbed "grpo $TB_MORE" "" "$TB_MORE_SEEDS")
 else
   draw "$experiment" runs/"$experiment"/*/
 fi
