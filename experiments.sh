@@ -7,7 +7,7 @@
 #   bash experiments.sh methods       # every entropy method side by side
 #   bash experiments.sh passk         # pass@k up to k = 64 of the finished runs above and the base model
 #   bash experiments.sh testbed       # the registered comparison on the countdown task (docs/testbed.md)
-#   bash experiments.sh testbed-eval  # its pass@k up to k = 32 on the test and hard splits, and figures
+#   bash experiments.sh testbed-eval  # its pass@k up to k = 32 (TB_N) on the test and hard splits, and figures
 #
 # SEEDS (default "0 1 2"), JOBS (parallel runs, default 2, one thread each), MODEL (a model
 # folder instead of the shipped tiny-qwen2/) and ONLY (run names to keep, e.g.
@@ -61,26 +61,31 @@ case "$experiment" in
               main=("--method grpo" "--method clipb --mu 1.0" "--method clipv --mu 1.0")
               more=("--method clipb --mu 2.5" "--method clipv --mu 8.5 --clip-max-frac 1e-4"
                     "--method clip-higher" "--method entropy-bonus") ;;
-  # n = TB_N samples of the first TB_LIMIT problems of the test and hard splits for every finished
-  # testbed run and the base model (three sampling seeds), the chance curves, then the figures
-  testbed-eval) evaluate="OMP_NUM_THREADS=1 python eval.py --datasets countdown:test,countdown:hard --n $TB_N --limit $TB_LIMIT --temperature 1.0 --max-new-tokens $TB_TOKENS --batch-size 256"
-              mkdir -p runs/testbed-base
+  # n = TB_N samples of the first TB_LIMIT problems of the test and hard splits (TB_SPLITS="hard":
+  # the hard one only) for every finished testbed run and the base model (three sampling seeds),
+  # the chance curves, then the figures (named with -n$TB_N unless n = 32, the registered n)
+  testbed-eval) splits=${TB_SPLITS:-test hard}; name="eval$TB_N${TB_SPLITS:+-${TB_SPLITS// /-}}"
+              datasets=$(printf 'countdown:%s,' $splits); datasets=${datasets%,}
+              evaluate="OMP_NUM_THREADS=1 python eval.py --datasets $datasets --n $TB_N --limit $TB_LIMIT --temperature 1.0 --max-new-tokens $TB_TOKENS --batch-size 256"
+              base=runs/testbed-base; mkdir -p $base
               { for d in runs/testbed/*-seed*/; do
-                  [ -f "$d/final/config.json" ] && [ ! -f "$d/eval$TB_N.json" ] \
-                    && echo "$evaluate --model $d/final --seed 0 --out $d/eval$TB_N.json > $d/eval$TB_N.log 2>&1"
+                  [ -f "$d/final/config.json" ] && [ ! -f "$d/$name.json" ] \
+                    && echo "$evaluate --model $d/final --seed 0 --out $d/$name.json > $d/$name.log 2>&1"
                 done
                 for seed in 0 1 2; do
-                  [ -f "runs/testbed-base/seed$seed.json" ] \
-                    || echo "$evaluate --model $TB_MODEL --seed $seed --out runs/testbed-base/seed$seed.json > /dev/null 2>&1"
+                  [ -f "$base/$name-seed$seed.json" ] \
+                    || echo "$evaluate --model $TB_MODEL --seed $seed --out $base/$name-seed$seed.json > /dev/null 2>&1"
                 done; } | xargs -P "$JOBS" -I{} bash -c "{}"
-              python countdown.py --n "$TB_LIMIT" --max-k "$TB_N" --out runs/testbed-base/chance.json > /dev/null
-              for split in test hard; do
+              python countdown.py --n "$TB_LIMIT" --max-k "$TB_N" --out $base/chance$TB_N.json > /dev/null
+              suffix=$([ "$TB_N" = 32 ] || echo "-n$TB_N")
+              for split in $splits; do
                 for group in "main:$TB_MAIN:*" "more:grpo $TB_MORE:$TB_MORE_SEEDS"; do
                   IFS=: read -r tag names seeds <<< "$group"
-                  files=$(runs_of testbed "$names" "eval$TB_N.json" "$seeds")
-                  [ -z "$files" ] || python plot.py --passk $files --base runs/testbed-base/seed*.json \
-                    --chance runs/testbed-base/chance.json --eval-set "countdown:$split" \
-                    --band ci95 --out "figures/testbed-$tag-passk-$split" --no-show
+                  [ -n "$(runs_of testbed "${names#grpo }" "$name.json" "$seeds")" ] || continue   # GRPO alone
+                  files=$(runs_of testbed "$names" "$name.json" "$seeds")
+                  python plot.py --passk $files --base $base/$name-seed*.json \
+                    --chance $base/chance$TB_N.json --eval-set "countdown:$split" \
+                    --band ci95 --out "figures/testbed-$tag-passk-$split$suffix" --no-show
                 done
               done
               exit 0 ;;
@@ -148,7 +153,7 @@ if [ "$experiment" = methods ]; then
   draw methods-added $(runs_of methods "$ADDED")
 elif [ "$experiment" = testbed ]; then
   draw testbed $(runs_of testbed "$TB_MAIN")
-  draw testbed-more $(runs_of testbed "grpo $TB_MORE" "" "$TB_MORE_SEEDS")
+  [ -z "$(runs_of testbed "$TB_MORE")" ] || draw testbed-more $(runs_of testbed "grpo $TB_MORE" "" "$TB_MORE_SEEDS")
 else
   draw "$experiment" runs/"$experiment"/*/
 fi
