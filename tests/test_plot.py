@@ -13,6 +13,7 @@ import torch
 import build_tiny_model
 import data
 import plot
+import rundir
 import train
 
 
@@ -37,17 +38,17 @@ def runs(tmp_path):
 
 def test_labels_name_method_and_mu(runs, tmp_path):
     grpo, clipv = runs
-    assert plot.run_label(grpo) == "grpo"          # config's "label", though mu is set
-    assert plot.run_label(clipv) == "clipv mu=1.0"  # no "label": method and mu
+    assert rundir.run_label(grpo) == "grpo"          # config's "label", though mu is set
+    assert rundir.run_label(clipv) == "clipv mu=1.0"  # no "label": method and mu
     bare = tmp_path / "bare"
     bare.mkdir()
-    assert plot.run_label(bare) == "bare"
-    assert not hasattr(plot, "MU_METHODS")          # labels come from the runs, not a list
+    assert rundir.run_label(bare) == "bare"
+    assert not hasattr(rundir, "MU_METHODS")          # labels come from the runs, not a list
 
 
 def test_label_comes_from_config_with_a_fallback_for_old_runs(tmp_path):
     def label(name, config):
-        return plot.run_label(write_run(tmp_path / name, config, [{"step": 0}]))
+        return rundir.run_label(write_run(tmp_path / name, config, [{"step": 0}]))
 
     assert label("new", {"method": "entropy-up", "mu": None, "label": "entropy-up"}) == "entropy-up"
     assert label("any", {"method": "clipv", "mu": 8.5, "label": "my setting"}) == "my setting"
@@ -123,12 +124,12 @@ def train_run(tmp_path_factory) -> Path:
 
 
 def test_panel_keys_are_the_ones_train_writes(train_run):
-    records = plot.read_metrics(train_run)
+    records = rundir.read_metrics(train_run)
     assert [r["step"] for r in records] == [0, 1, 2]     # step 0: the evaluation before training
     for stem, _, keys in plot.PANELS:
         assert any(k in records[1] for k in keys), stem
     assert all(any(plot.EVAL_AVG.match(k) for k in r) for r in records)
-    assert plot.run_label(train_run) == "clipv mu=1.0"
+    assert rundir.run_label(train_run) == "clipv mu=1.0"
 
 
 def test_writes_non_empty_pngs_from_a_train_run(train_run, runs, tmp_path):
@@ -148,17 +149,17 @@ def test_missing_keys_skip_panels_with_a_note(tmp_path, capsys):
                      {"step": 2, "entropy": 1.5}])
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 3, "entr')  # a run killed mid-write
-    written = plot.plot_runs(plot.group_runs([run]), tmp_path / "plots", show=False)
+    written = plot.plot_runs(rundir.group_runs([run]), tmp_path / "plots", show=False)
     assert [p.name for p in written] == ["entropy.png"]
     out = capsys.readouterr().out
     assert "skipping the masked_frac plot" in out
     assert f"skipped 1 unparsable line of {run / 'metrics.jsonl'} (line 4)" in out
-    assert plot.series(plot.read_metrics(run), "entropy") == ([0, 2], [2.0, 1.5])
+    assert plot.series(rundir.read_metrics(run), "entropy") == ([0, 2], [2.0, 1.5])
 
 
 def test_user_errors_are_one_clear_message(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no metrics.jsonl"):
-        plot.read_metrics(tmp_path)
+        rundir.read_metrics(tmp_path)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ValueError, match="pip install matplotlib"):
@@ -175,13 +176,13 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
         records[-1].update({"eval/heldout/avg@4": seed_value, "eval/heldout/pass@4": 0.9})
         return write_run(tmp_path / name, {"method": "clipv", "mu": 1.0}, records)
 
-    seeds = plot.group_runs([run("a", 0.4, False), run("b", 0.6, False)])
+    seeds = rundir.group_runs([run("a", 0.4, False), run("b", 0.6, False)])
     table = plot.summary_table(seeds).splitlines()
     assert len(table) == 3 and "probe" not in table[0]
     # avg before 0.2 (both), after 0.5 ± 0.141 (sample std), pass 0.9, entropy over the last 10 steps
     assert table[2] == ("| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 0.141 | 0.900 ± 0.000 | 0.500 ± 0.141 "
                         "| 0.100 ± 0.000 |")
-    probed = plot.summary_table(plot.group_runs([run("c", 0.4, True), run("d", 0.8, True)])).splitlines()
+    probed = plot.summary_table(rundir.group_runs([run("c", 0.4, True), run("d", 0.8, True)])).splitlines()
     assert probed[0].endswith("probe sign agreement | same, top 10% | probe corr |")
     assert probed[1].count("---") == 10
     assert probed[2].endswith("| 0.600 ± 0.283 | 1.000 ± 0.000 | 0.500 ± 0.000 |")
@@ -190,7 +191,7 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
     assert ci[2] == ("| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 1.271 | 0.900 ± 0.000 | 0.500 ± 1.271 "
                      "| 0.100 ± 0.000 |")
     # one seed has no spread: its values alone, not "± 0.000"
-    single = plot.summary_table(plot.group_runs([run("e", 0.4, False)])).splitlines()
+    single = plot.summary_table(rundir.group_runs([run("e", 0.4, False)])).splitlines()
     assert single[2] == "| clipv mu=1.0 | 1 | 0.200 | 0.400 | 0.900 | 0.400 | 0.100 |"
 
 
@@ -241,7 +242,7 @@ def test_plot_runs_draws_one_mean_line_and_band_per_label(seeds, tmp_path, monke
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
-    written = plot.plot_runs(plot.group_runs(seeds), tmp_path / "plots", show=False)
+    written = plot.plot_runs(rundir.group_runs(seeds), tmp_path / "plots", show=False)
     assert sorted(p.name for p in written) == ["accuracy.png", "entropy.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
@@ -269,7 +270,7 @@ def test_smoothing_is_per_run_before_the_mean(seeds, tmp_path, monkeypatch):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
-    plot.plot_runs(plot.group_runs(seeds[:2]), tmp_path / "plots", show=False, window=3)
+    plot.plot_runs(rundir.group_runs(seeds[:2]), tmp_path / "plots", show=False, window=3)
     steps, values = drawn["entropy"]["lines"][0]
     assert steps[:4] == [0, 2, 6, 8]
     # seed 0 over its own last 3 steps (s-2, s-1, s): 1.0 + 0.1 (s - 1); seed 1 (every other
@@ -283,7 +284,7 @@ def test_plot_runs_per_seed_draws_every_run(seeds, tmp_path, monkeypatch):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
-    written = plot.plot_runs(plot.group_runs(seeds), tmp_path / "plots", show=False, per_seed=True)
+    written = plot.plot_runs(rundir.group_runs(seeds), tmp_path / "plots", show=False, per_seed=True)
     assert sorted(p.name for p in written) == ["accuracy.png", "entropy.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
@@ -317,8 +318,8 @@ def test_until_reads_runs_up_to_a_step(tmp_path):
     (run / "config.json").write_text(json.dumps({"method": "grpo", "label": "grpo"}))
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "entropy": float(s)}) + "\n"
                                                for s in range(1, 21)))
-    assert [r["step"] for r in plot.group_runs([run], until=10)["grpo"][0]] == list(range(1, 11))
-    table = plot.summary_table(plot.group_runs([run], until=10), last=2)
+    assert [r["step"] for r in rundir.group_runs([run], until=10)["grpo"][0]] == list(range(1, 11))
+    table = plot.summary_table(rundir.group_runs([run], until=10), last=2)
     assert "| grpo | 1 |" in table
     assert "10.500" not in table and "9.500" in table    # mean of steps 9, 10: 9.5
 
@@ -376,7 +377,7 @@ def test_bad_lines_of_metrics_are_skipped_and_counted_once_per_file(tmp_path, ca
     out = capsys.readouterr().out
     note = f"note: skipped 5 unparsable lines of {run / 'metrics.jsonl'} (lines 5, 6, 7, 8, 9)"
     assert out.count(note) == 1                                          # read once, noted once
-    assert plot.series(plot.read_metrics(run), "entropy") == ([0, 1, 2, 3, 8], [1.0, 2.0, 3.0, 4.0, 0.25])
+    assert plot.series(rundir.read_metrics(run), "entropy") == ([0, 1, 2, 3, 8], [1.0, 2.0, 3.0, 4.0, 0.25])
     assert (tmp_path / "plots" / "entropy.png").is_file()
 
 
@@ -430,17 +431,20 @@ def passk_sources(tmp_path):
 def test_passk_reads_result_files_and_runs(passk_sources):
     import eval as evaluation
     runs, files = passk_sources
-    got = plot.read_passk(files[0])
-    assert sorted(got) == [1, 2, 4, 8] and got[2] == pytest.approx(evaluation.aggregate([8, 0, 4, 1], 8)["pass@2"])
-    assert plot.passk_label(files[0]) == "grpo" and plot.passk_label(runs[2]) == "clipv mu=1.0"
-    assert plot.read_passk(runs[0], "synthetic", first=True) == {1: 0.1, 4: pytest.approx(0.3)}
+    got = rundir.read_result(files[0])
+    assert sorted(got) == ["avg@8", "pass@1", "pass@2", "pass@4", "pass@8"]
+    assert got["pass@2"] == pytest.approx(evaluation.aggregate([8, 0, 4, 1], 8)["pass@2"])
+    assert rundir.run_folder(files[0]) == runs[0] and rundir.run_folder(runs[2]) == runs[2]
+    assert rundir.run_folder(runs[0].parent / "x.json") is None
+    assert list(plot.passk_curves(files)) == ["grpo", "clipv mu=1.0"]     # named by their run folders
+    assert rundir.read_result(runs[0], "synthetic", first=True) == {"pass@1": 0.1, "pass@4": pytest.approx(0.3)}
     with pytest.raises(ValueError, match="several evaluation sets"):
-        plot.read_passk(runs[0], first=True)
+        rundir.read_result(runs[0], first=True)
     with pytest.raises(ValueError, match="no pass@k of evaluation set 'aime24'"):
-        plot.read_passk(files[0], "aime24")
+        rundir.read_result(files[0], "aime24")
     bare = write_run(runs[0].parent / "bare", {"label": "x"}, [{"step": 1, "entropy": 1.0}])
     with pytest.raises(ValueError, match="logged no pass@k"):
-        plot.read_passk(bare)
+        rundir.read_result(bare)
 
 
 @pytest.mark.parametrize("band", ["std", "ci95"])
@@ -450,7 +454,7 @@ def test_passk_figure_mean_band_and_base_line(band, passk_sources, tmp_path, mon
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
     runs, files = passk_sources
-    path = plot.plot_passk(files, tmp_path / "plots", base=runs, eval_set="synthetic", band=band, show=False)
+    path = plot.plot_passk(plot.passk_curves(files, runs, "synthetic", band), tmp_path / "plots", band, show=False)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     figure = drawn["passk"]
     assert figure["legend"] == ["grpo", "clipv mu=1.0", "base model"]
@@ -478,6 +482,8 @@ def test_main_passk_writes_the_figure_and_the_table(passk_sources, tmp_path):
                          "--out", str(out), "--no-show", "--band", "ci95"])
     assert written == [out / "passk.png"] and written[0].stat().st_size > 1000
     table = (out / "passk.md").read_text().splitlines()
-    assert table[0] == "| setting | runs | pass@1 | pass@2 | pass@4 | pass@8 |"
-    assert table[3].startswith("| clipv mu=1.0 | 1 | 0.500 | 0.714 |")     # one run: no spread to show
-    assert table[4].startswith("| base model | 3 | 0.200 ± 0.248 | - | 0.400 ± 0.248 | - |")
+    assert table[0] == "Mean ± 95% CI of the mean (t) over the runs of each setting."
+    assert table[2] == "| setting | runs | avg@8 | pass@1 | pass@2 | pass@4 | pass@8 |"
+    assert table[4].startswith("| base model | 3 | - | 0.200 ± 0.248 | - | 0.400 ± 0.248 | - |")  # first
+    assert table[5].startswith("| grpo | 2 | ")
+    assert table[6].startswith("| clipv mu=1.0 | 1 | 0.500 | 0.500 | 0.714 |")  # one run: no spread to show
