@@ -381,6 +381,46 @@ def test_bad_lines_of_metrics_are_skipped_and_counted_once_per_file(tmp_path, ca
     assert (tmp_path / "plots" / "entropy.png").is_file()
 
 
+def test_runs_are_seeds_of_one_setting_only_when_their_whole_configurations_agree(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    config = {"method": "grpo", "mu": None, "label": "grpo", "lr": 1e-4, "dataset": "synthetic",
+              "seed": 0, "out": "runs/a", "device": "cpu", "resumes": []}
+    records = [{"step": s, "entropy": 1.0, "eval/heldout/avg@4": 0.5} for s in range(3)]
+    a = write_run(tmp_path / "a", config, records)
+    # another seed, folder, device and resume history: the same setting
+    b = write_run(tmp_path / "b", {**config, "seed": 1, "out": "runs/b", "device": "cuda", "resumes": [[2, {}]]},
+                  records)
+    c = write_run(tmp_path / "c", {**config, "lr": 3e-4}, records)
+    assert {k: len(v) for k, v in rundir.group_runs([a, b, c]).items()} == {"grpo lr=0.0001": 2, "grpo lr=0.0003": 1}
+    d = write_run(tmp_path / "d", {**config, "lr": 3e-4, "dataset": "countdown"}, records)
+    clipv = write_run(tmp_path / "clipv", {**config, "method": "clipv", "mu": 1.0, "label": "clipv mu=1.0"}, records)
+    assert rundir.settings([a, b, c, d, clipv]) == [
+        "grpo lr=0.0001 dataset=synthetic", "grpo lr=0.0001 dataset=synthetic", "grpo lr=0.0003 dataset=synthetic",
+        "grpo lr=0.0003 dataset=countdown", "clipv mu=1.0"]
+    # a run older than a field is not compared on it
+    old = write_run(tmp_path / "old", {k: v for k, v in config.items() if k != "dataset"}, records)
+    assert rundir.settings([a, old]) == ["grpo", "grpo"]
+    assert plot.cli([str(a), str(b), str(c), "--out", str(tmp_path / "plots"), "--no-show"]) == 0
+    out = capsys.readouterr().out
+    assert "| grpo lr=0.0001 | 2 |" in out and "| grpo lr=0.0003 | 1 |" in out and "| grpo | " not in out
+
+
+def test_a_step_logged_twice_keeps_its_later_line_and_a_negative_step_is_a_mistake(tmp_path, capsys):
+    run = write_run(tmp_path / "r", {"label": "grpo"},   # killed after step 3, resumed from step 1
+                    [{"step": s, "entropy": 9.0} for s in range(4)] + [{"step": s, "entropy": 1.0} for s in (2, 3, 4)])
+    records = rundir.read_metrics(run)
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
+    assert plot.series(records, "entropy") == ([0, 1, 2, 3, 4], [9.0, 9.0, 1.0, 1.0, 1.0])
+    assert f"note: 2 steps logged twice in {run / 'metrics.jsonl'} (2, 3); the later line of each is kept" \
+        in capsys.readouterr().out
+    assert plot.summary_table(rundir.group_runs([run]), last=3).splitlines()[2].endswith("| 1.000 | - |")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": -1, "entropy": 0.0}) + "\n")
+    assert mistake(capsys, [str(run), "--out", str(tmp_path / "plots"), "--no-show"]) == (
+        f"error: line 8 of {run / 'metrics.jsonl'} logs step -1, and steps count from 0; fix or remove that line.")
+    assert not (tmp_path / "plots").exists()
+
+
 def test_the_same_run_given_twice_counts_once(seeds, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     grpo = seeds[2]
