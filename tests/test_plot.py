@@ -527,3 +527,43 @@ def test_main_passk_writes_the_figure_and_the_table(passk_sources, tmp_path):
     assert table[4].startswith("| base model | 3 | - | 0.200 ± 0.248 | - | 0.400 ± 0.248 | - |")  # first
     assert table[5].startswith("| grpo | 2 | ")
     assert table[6].startswith("| clipv mu=1.0 | 1 | 0.500 | 0.500 | 0.714 |")  # one run: no spread to show
+
+
+def test_passk_table_of_the_testbed_page_avg_chosen_ks_and_distinct_solutions(tmp_path, capsys):
+    """The table docs/testbed.md shows: avg@n, pass@k at the --ks, distinct_correct, mean ± the
+    95% t half-width over runs, the base model first (over its sampling seeds), chance last."""
+    pytest.importorskip("matplotlib")
+    import eval as evaluation
+
+    def result(path, correct, distinct):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        numbers = {**evaluation.aggregate(correct, 8), "distinct_correct": sum(distinct) / len(distinct)}
+        path.write_text(json.dumps({"results": {"countdown:test": {"pass@1": 0.9},
+                                                "countdown:hard": {**numbers, "correct": correct}}}))
+        return path
+
+    runs = [write_run(tmp_path / f"grpo-seed{s}", {"label": "grpo", "seed": s}, [{"step": 0}]) for s in (0, 1)]
+    files = [result(runs[0] / "eval8.json", [8, 0], [2, 0]), result(runs[1] / "eval8.json", [4, 0], [1, 0])]
+    base = [result(tmp_path / "base" / f"seed{s}.json", [2, 2], [1, 1]) for s in (0, 1, 2)]
+    chance = tmp_path / "chance.json"
+    chance.write_text(json.dumps({"countdown:hard": {"chance: random search": {"1": 0.1, "4": 0.3, "8": 0.5}}}))
+    out = tmp_path / "plots"
+    argv = ["--passk", *map(str, files), "--base", *map(str, base), "--chance", str(chance),
+            "--eval-set", "countdown:hard", "--band", "ci95", "--out", str(out), "--no-show"]
+    plot.main([*argv, "--ks", "1", "4", "8"])
+    grpo_pass4 = [evaluation.aggregate(c, 8)["pass@4"] for c in ([8, 0], [4, 0])]
+    half = 12.706 * abs(grpo_pass4[0] - grpo_pass4[1]) / math.sqrt(2) / math.sqrt(2)   # t * std / sqrt(n)
+    assert (out / "passk.md").read_text().splitlines() == [
+        "Mean ± 95% CI of the mean (t) over the runs of each setting.", "",
+        "| setting | runs | avg@8 | pass@1 | pass@4 | pass@8 | distinct_correct |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| base model | 3 | 0.250 ± 0.000 | 0.250 ± 0.000 | 0.786 ± 0.000 | 1.000 ± 0.000 | 1.000 ± 0.000 |",
+        f"| grpo | 2 | 0.375 ± 1.588 | 0.375 ± 1.588 | {sum(grpo_pass4) / 2:.3f} ± {half:.3f} | 0.500 ± 0.000 "
+        f"| 0.750 ± 3.176 |",
+        "| chance: random search | - | - | 0.100 | 0.300 | 0.500 | - |"]
+    plot.main(argv)                                            # every k by default
+    assert (out / "passk.md").read_text().splitlines()[2] == (
+        "| setting | runs | avg@8 | pass@1 | pass@2 | pass@4 | pass@8 | distinct_correct |")
+    assert mistake(capsys, [*argv, "--ks", "1", "16"]) == (
+        "error: --ks 16: no source has pass@16; they have 1, 2, 4, 8.")
+    assert mistake(capsys, [*argv, "--ks", "0"]) == "error: --ks must be numbers of samples (1 or more), got 0."
