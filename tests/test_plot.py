@@ -567,3 +567,44 @@ def test_passk_table_of_the_testbed_page_avg_chosen_ks_and_distinct_solutions(tm
     assert mistake(capsys, [*argv, "--ks", "1", "16"]) == (
         "error: --ks 16: no source has pass@16; they have 1, 2, 4, 8.")
     assert mistake(capsys, [*argv, "--ks", "0"]) == "error: --ks must be numbers of samples (1 or more), got 0."
+
+
+def test_passk_table_redraws_the_figure_with_chance_curves(passk_sources, tmp_path, monkeypatch, capsys):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    runs, files = passk_sources
+    out = tmp_path / "plots"
+    blind = tmp_path / "blind.json"
+    blind.write_text(json.dumps({"chance: blind": {"1": 0.01, "8": 0.05}}))
+    plot.main(["--passk", *map(str, files), "--base", *map(str, runs), "--eval-set", "synthetic",
+               "--chance", str(blind), "--out", str(out), "--no-show", "--band", "ci95"])
+    drawn = _record_axes(monkeypatch)
+    written = plot.main(["--passk-table", str(out / "passk.md"), "--out", str(out), "--no-show"])
+    assert written == [out / "passk.png"] and written[0].stat().st_size > 1000
+    again = drawn["passk"]
+    curves = plot.passk_curves(files, runs, "synthetic", "ci95")
+    assert again["legend"] == ["base model", "grpo", "clipv mu=1.0", "chance: blind"]   # the table's order
+    assert again["lines"][1] == (curves["grpo"].ks, pytest.approx(curves["grpo"].means, abs=5e-4))
+    assert again["lines"][3] == ([1, 8], [0.01, 0.05])
+    assert [again["colors"][i] for i in (0, 3)] == ["black", "grey"]
+    assert len(again["bands"]) == 2                                     # one per setting of several runs
+    # an older table (no band line: --band names it), and the sign-guessing bound from --chance
+    old = tmp_path / "old.md"
+    old.write_text("| setting | runs | pass@1 | pass@2 | pass@4 |\n| --- | --- | --- | --- | --- |\n"
+                   "| grpo | 5 | 0.908 ± 0.016 | 0.941 ± 0.011 | 0.953 ± 0.009 |\n"
+                   "| base model | 5 | 0.200 ± 0.002 | 0.285 ± 0.003 | 0.403 ± 0.005 |\n")
+    bound = tmp_path / "sign-guess.json"
+    bound.write_text(json.dumps({"chance: random signs": {"1": 0.25, "2": 0.4375, "4": 0.68359375}}))
+    plot.main(["--passk-table", str(old), "--chance", str(bound), "--band", "ci95", "--out", str(out), "--no-show"])
+    figure = drawn["passk"]
+    assert figure["legend"] == ["grpo", "base model", "chance: random signs"]
+    assert figure["lines"][0] == ([1, 2, 4], [0.908, 0.941, 0.953])
+    assert figure["lines"][2] == ([1, 2, 4], [0.25, 0.4375, 0.68359375])
+    assert figure["colors"][1:] == ["black", "grey"] and len(figure["bands"]) == 2
+    band = figure["bands"][0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.892) and band.max() == pytest.approx(0.962)   # mean ± the table's h
+    assert mistake(capsys, ["--passk-table", str(files[0]), "--out", str(out)]).endswith(
+        "holds no pass@k table (\"| setting | runs | pass@1 ...\"); pass a passk.md that plot.py --passk wrote.")
+    assert "give it without run directories" in mistake(capsys, [str(runs[0]), "--passk-table", str(old)])
+    assert mistake(capsys, ["--out", str(out)]) == (
+        "error: give run directories (train.py's --out folders), or --passk-table FILE.md.")
