@@ -57,6 +57,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import bands
 import command
 import rundir
 
@@ -102,40 +103,15 @@ def smooth(values: list[float], window: int) -> list[float]:
 def mean_over_runs(curves: list[tuple[list[float], list[float]]], band: str = "std"
                    ) -> tuple[list[float], list[float], list[float]]:
     """(steps, mean, half-width) of several runs' (steps, values) curves at the steps all of
-    them logged, in increasing order; the half-width is the band's (_spread: the sample
-    standard deviation, ddof=1, or the 95% t interval of the mean), 0 for a single run. No
+    them logged, in increasing order; the half-width is the band's (bands.spread: the
+    sample standard deviation, or the 95% t interval of the mean), 0 for a single run. No
     curves, or no shared step: empty lists."""
     if not curves:
         return [], [], []
     by_step = [dict(zip(steps, values, strict=True)) for steps, values in curves]
     shared = sorted(set.intersection(*(set(d) for d in by_step)))
-    stats = [_spread([d[step] for d in by_step], band) for step in shared]
+    stats = [bands.spread([d[step] for d in by_step], band) for step in shared]
     return shared, [m for m, _ in stats], [s for _, s in stats]
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for one value) of a non-empty list."""
-    mean = sum(values) / len(values)
-    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, spread
-
-
-# Student t quantile t_{0.975, df} for df = 1..30 (beyond: the normal 1.960), for 95% intervals
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042)
-BANDS = ("std", "ci95")
-BAND_NAMES = {"std": "1 std (sample)", "ci95": "95% CI of the mean (t)"}
-BAND_LINE = "Mean ± {} over the runs of each setting."   # the first line of summary.md and passk.md
-
-
-def _spread(values: list[float], band: str) -> tuple[float, float]:
-    """Mean and half-width of the band: one sample std, or the 95% t interval of the mean."""
-    mean, std = _mean_std(values)
-    if band == "ci95" and len(values) > 1:
-        df = len(values) - 1
-        return mean, (T975[df - 1] if df <= len(T975) else 1.960) * std / math.sqrt(len(values))
-    return mean, std
 
 
 def plot_runs(groups: dict[str, list[list[dict]]], out_dir: Path, show: bool = True, window: int = 1,
@@ -176,7 +152,7 @@ def plot_runs(groups: dict[str, list[list[dict]]], out_dir: Path, show: bool = T
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         if not per_seed and any(len(runs) > 1 for runs in groups.values()):
-            ax.set_title(f"mean over seeds ± {BAND_NAMES[band]}", fontsize=9)
+            ax.set_title(f"mean over seeds ± {bands.NAMES[band]}", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{stem}.png"
         fig.savefig(path, dpi=120)
@@ -227,15 +203,6 @@ def _final_eval(records: list[dict], pattern: str) -> float | None:
     return None
 
 
-def _mean_spread(values: list[float], band: str = "std") -> str:
-    """"mean ± half-width" of the band (_spread), the value alone for one run (it has no spread),
-    or "-" for no values."""
-    if not values:
-        return "-"
-    mean, spread = _spread(values, band)
-    return f"{mean:.3f} ± {spread:.3f}" if len(values) > 1 else f"{mean:.3f}"
-
-
 def _tail_mean(key: str, last: int | None):
     """records -> mean of the last `last` logged values of key (all of them for None), or None."""
     def fn(records):
@@ -252,7 +219,7 @@ PROBE_COLUMNS = (("probe/sign_agreement", "probe sign agreement"),
 
 def summary_table(groups: dict[str, list[list[dict]]], last: int = 10, band: str = "std") -> str:
     """Markdown table, one row per setting of rundir.group_runs' groups, mean ± the band's half-width
-    over its runs (seeds; band: std or ci95, see _spread):
+    over its runs (seeds; band: std or ci95, see bands.spread):
     held-out avg@n before and after training, final pass@n, entropy and masked fraction over
     the last `last` training steps, and, when any run logged the entropy probe
     (train.py --probe-every), its sign agreement (all tokens, and the 10% with the largest
@@ -269,11 +236,11 @@ def summary_table(groups: dict[str, list[list[dict]]], last: int = 10, band: str
         before = collect(lambda rs: _final_eval([r for r in rs if r["step"] == 0], r"/avg@\d+$"))
         after = collect(lambda rs: _final_eval(rs, r"/avg@\d+$"))
         pass_n = collect(lambda rs: _final_eval(rs, r"/pass@\d+$"))
-        cells = [_mean_spread(before, band), _mean_spread(after, band), _mean_spread(pass_n, band),
-                 _mean_spread(collect(_tail_mean("entropy", last)), band),
-                 _mean_spread(collect(_tail_mean("masked_frac", last)), band)]
+        cells = [bands.cell(before, band), bands.cell(after, band), bands.cell(pass_n, band),
+                 bands.cell(collect(_tail_mean("entropy", last)), band),
+                 bands.cell(collect(_tail_mean("masked_frac", last)), band)]
         if probed:
-            cells += [_mean_spread(collect(_tail_mean(key, None)), band) for key, _ in PROBE_COLUMNS]
+            cells += [bands.cell(collect(_tail_mean(key, None)), band) for key, _ in PROBE_COLUMNS]
         rows.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -295,8 +262,8 @@ def passk_curves(sources: list[Path], base: list[Path] = (), eval_set: str | Non
                  band: str = "std") -> dict[str, Curve]:
     """{setting: Curve} of pass@k sources (see rundir.read_result), at the ks every source of the
     setting has; the base model's sources under "base model" (run folders read at step 0)."""
-    if band not in BANDS:
-        raise ValueError(f"unknown band {band!r}; choose one of {', '.join(BANDS)}.")
+    if band not in bands.BANDS:
+        raise ValueError(f"unknown band {band!r}; choose one of {', '.join(bands.BANDS)}.")
     folders = [rundir.run_folder(s) for s in sources]
     names = iter(rundir.settings([f for f in folders if f is not None]))
     groups: dict[str, list[dict[str, float]]] = {}
@@ -309,8 +276,8 @@ def passk_curves(sources: list[Path], base: list[Path] = (), eval_set: str | Non
     for label, runs in groups.items():
         shared = set.intersection(*(set(r) for r in runs))
         ks = sorted(int(key[5:]) for key in shared if key.startswith("pass@"))
-        stats = [_spread([r[f"pass@{k}"] for r in runs], band) for k in ks]
-        extra = {key: _spread([r[key] for r in runs], band) for key in sorted(shared) if not key.startswith("pass@")}
+        stats = [bands.spread([r[f"pass@{k}"] for r in runs], band) for k in ks]
+        extra = {key: bands.spread([r[key] for r in runs], band) for key in shared if not key.startswith("pass@")}
         curves[label] = Curve(ks, [m for m, _ in stats], [h for _, h in stats], len(runs), extra)
     return curves
 
@@ -319,20 +286,16 @@ def passk_table(curves: dict[str, Curve], band: str, ks: list[int] | None = None
     """Markdown: a line naming the band, then one row per curve (the base model first), avg@n,
     pass@k for every k any curve has (or `ks`) and distinct_correct, as mean ± half-width."""
     ks = ks or sorted({k for c in curves.values() for k in c.ks})
-    extras = sorted({key for c in curves.values() for key in c.extra}, key=lambda key: (
-        key == "distinct_correct", int(key[4:]) if key.startswith("avg@") else 0))
-    columns = [e for e in extras if e != "distinct_correct"] + [f"pass@{k}" for k in ks] + \
-        [e for e in extras if e == "distinct_correct"]
-    rows = [BAND_LINE.format(BAND_NAMES[band]), "",
+    extras = {key for c in curves.values() for key in c.extra}
+    averages = sorted((e for e in extras if e.startswith("avg@")), key=lambda e: int(e[4:]))
+    columns = averages + [f"pass@{k}" for k in ks] + sorted(extras - set(averages))
+    rows = [bands.LINE.format(bands.NAMES[band]), "",
             "| setting | runs | " + " | ".join(columns) + " |", "| --- " * (len(columns) + 2) + "|"]
-    order = sorted(curves, key=lambda label: label != "base model")
-    for label in order:
-        curve = curves[label]
-        cells = {**curve.extra, **{f"pass@{k}": (m, h) for k, m, h in
-                                   zip(curve.ks, curve.means, curve.halves, strict=True)}}
-        shown = [f"{cells[c][0]:.3f} ± {cells[c][1]:.3f}" if c in cells and curve.runs > 1 else
-                 f"{cells[c][0]:.3f}" if c in cells else "-" for c in columns]
-        rows.append(f"| {label} | {curve.runs or '-'} | " + " | ".join(shown) + " |")
+    for label in sorted(curves, key=lambda label: label != "base model"):
+        c = curves[label]
+        cells = {**c.extra, **{f"pass@{k}": (m, h) for k, m, h in zip(c.ks, c.means, c.halves, strict=True)}}
+        shown = [bands.text(*cells[column], c.runs) if column in cells else "-" for column in columns]
+        rows.append(f"| {label} | {c.runs or '-'} | " + " | ".join(shown) + " |")
     return "\n".join(rows)
 
 
@@ -349,7 +312,7 @@ def read_passk_table(path: Path) -> tuple[dict[str, Curve], str | None]:
     if not table or table[0][:2] != ["setting", "runs"] or not any(c.startswith("pass@") for c in table[0]):
         raise ValueError(f"{path} holds no pass@k table (\"| setting | runs | pass@1 ...\"); pass a "
                          f"passk.md that plot.py --passk wrote.")
-    band = next((b for b, name in BAND_NAMES.items() if lines[0] == BAND_LINE.format(name)), None)
+    band = next((b for b, name in bands.NAMES.items() if lines[0] == bands.LINE.format(name)), None)
     curves = {}
     for row in table[1:]:
         try:
@@ -409,7 +372,7 @@ def plot_passk(curves: dict[str, Curve], out_dir: Path, band: str = "std", show:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if any(c.runs > 1 for c in curves.values()):
-        ax.set_title(f"mean over seeds ± {BAND_NAMES[band]}", fontsize=9)
+        ax.set_title(f"mean over seeds ± {bands.NAMES[band]}", fontsize=9)
     fig.tight_layout()
     path = out_dir / "passk.png"
     fig.savefig(path, dpi=120)
@@ -449,7 +412,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --passk: the pass@k columns of passk.md (default: every k)")
     p.add_argument("--passk-table", type=Path, default=None, metavar="FILE.md",
                    help="redraw passk.png from a passk.md that --passk wrote, instead of from runs")
-    p.add_argument("--band", default="std", choices=BANDS,
+    p.add_argument("--band", default="std", choices=bands.BANDS,
                    help="the band over seeds in figures and tables: ± one sample std, or the 95%% "
                         "confidence interval of the mean (Student t)")
     args = p.parse_args(argv)
@@ -494,7 +457,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             raise ValueError("none of the runs has any metric to plot"
                              + (f" up to step {args.until} (--until)" if args.until is not None else "")
                              + "; check their metrics.jsonl.")
-        table = BAND_LINE.format(BAND_NAMES[args.band]) + "\n\n" + summary_table(groups, band=args.band)
+        table = bands.LINE.format(bands.NAMES[args.band]) + "\n\n" + summary_table(groups, band=args.band)
         (args.out / "summary.md").write_text(table + "\n")
     except OSError as err:   # a folder that turned out not writable, a full disk
         raise ValueError(f"cannot write to --out {args.out} ({err.strerror or err}); pass a "

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import bands
 import build_tiny_model
 import data
 import plot
@@ -64,7 +65,7 @@ def test_mean_over_runs_at_shared_steps():
                                             ([1, 2, 3], [3.0, 4.0, 5.0])])
     assert steps == [1, 2, 3] and mean == [2.0, 3.0, 4.0]
     assert std == pytest.approx([math.sqrt(2)] * 3)          # sample std (ddof=1), as the table
-    assert plot._mean_spread([1.0, 3.0]) == f"2.000 ± {math.sqrt(2):.3f}"
+    assert bands.cell([1.0, 3.0]) == f"2.000 ± {math.sqrt(2):.3f}"
     steps, mean, std = plot.mean_over_runs([([0, 1, 2], [1.0, 2.0, 4.0]),
                                             ([0, 1, 2], [2.0, 4.0, 6.0]),
                                             ([0, 1, 2], [3.0, 6.0, 8.0])])
@@ -80,15 +81,15 @@ def test_ci95_band_is_the_t_interval_of_the_mean(tmp_path):
     steps, mean, half = plot.mean_over_runs(curves, "ci95")
     assert mean == pytest.approx([2.0, 4.0])
     assert half == pytest.approx([4.303 / math.sqrt(3), 2 * 4.303 / math.sqrt(3)])
-    assert plot._mean_spread([1.0, 2.0, 3.0], "ci95") == f"2.000 ± {4.303 / math.sqrt(3):.3f}"
-    assert plot._spread([0.5], "ci95") == (0.5, 0.0)            # one run: no interval
+    assert bands.cell([1.0, 2.0, 3.0], "ci95") == f"2.000 ± {4.303 / math.sqrt(3):.3f}"
+    assert bands.spread([0.5], "ci95") == (0.5, 0.0)            # one run: no interval
     # the table's quantiles: P(T <= t) = 0.975 for Student's t with df degrees of freedom,
     # integrating its density numerically (Simpson's rule on [0, t], by symmetry)
     def density(x, df):
         return (math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
                 * (1 + x * x / df) ** (-(df + 1) / 2))
 
-    for df, t in enumerate(plot.T975, start=1):
+    for df, t in enumerate(bands.T975, start=1):
         n = 4000
         h = t / n
         area = h / 3 * sum((1 if i in (0, n) else 4 if i % 2 else 2) * density(i * h, df) for i in range(n + 1))
