@@ -6,44 +6,33 @@ pass@k against k.
 The paper's central figure is the policy entropy against training step: under plain GRPO it
 collapses (Theorem 2: rewarding likely tokens, A > 0 with S* above its baseline, lowers H),
 while Clip-B / Clip-V, which drop the entropy-lowering tokens, hold it up; accuracy and
-response length show what that costs or buys. This script draws those curves, one PNG per
-panel, from the run folders train.py writes (rundir.py reads them, and decides which runs are
-seeds of one setting: their whole configurations agree; a setting is named by its label, and
-by the fields that differ where runs with one label differ).
-
-By default each setting is ONE line, the mean over its runs at each step, with a shaded band
-over the seeds -- as papers draw them: `--band std` (the default) is ± one sample standard
-deviation, `--band ci95` the 95% confidence interval of the mean (Student t with n - 1 degrees
-of freedom); the tables use the same. The mean is taken at the steps every run of the setting
-logged (a finite value); `--smooth N` smooths each run's curve (a trailing moving average)
-before the mean. The held-out evaluation points (avg@n, dashed with markers on the accuracy
-panel) are averaged the same way and drawn with error bars. A setting with a single run is a
-plain line. `--per-seed` draws every run as its own thin line instead (one colour and one
-legend entry per setting). It also prints (and writes to <out>/summary.md) a table, one row per
-setting: held-out avg@n before and after training, pass@n, entropy and masked fraction.
+response length show what that costs or buys. One PNG per panel, from the run folders train.py
+writes (rundir.py reads them and decides which runs are seeds of one setting). Each setting is
+ONE line, the mean over its runs at the steps all of them logged, with a band over the seeds
+(bands.py: `--band std`, the default, or `ci95`; the tables use the same); `--smooth N` smooths
+each run (a trailing moving average) before the mean; held-out avg@n points are dashed, with
+error bars; `--per-seed` draws every run as its own thin line instead. <out>/summary.md: one
+row per setting, held-out avg@n before and after training, pass@n, entropy, masked fraction.
 
     python plot.py --passk runs/methods/*/passk.json --base runs/methods/base-*/passk.json \
         [--chance chance.json] [--eval-set SET] [--ks 1 4 16 32] --out DIR
 
-draws instead pass@k against k (log2 axis), the exploration figure of Yue et al. 2025 (arXiv
-2504.13837): one line per setting with the same band, the base model as a dashed black line,
-chance curves ({label: {k: pass@k}}) dotted grey, into <out>/passk.png; and writes <out>/passk.md:
-a line naming the band, then one row per setting (the base model first, chance curves last,
-with "-" runs): avg@n, pass@k for every k (or the --ks) and distinct_correct, the columns the
-sources have. Each source is an eval.py result file (set by the run folder it sits in, else
-named by its file name) or a run folder (the last evaluation that logged pass@k; with --base,
-the first: step 0, before training); --eval-set picks one of several evaluation sets.
+draws pass@k against k instead (log2 axis; Yue et al. 2025, arXiv 2504.13837): a line per
+setting with its band, the base model dashed black, chance curves ({label: {k: pass@k}}) dotted
+grey, into <out>/passk.png; <out>/passk.md is a line naming the band, then a row per setting
+(the base model first, chance curves last with "-" runs): avg@n, pass@k for every k (or the
+--ks), distinct_correct, where the sources have them. A source is an eval.py result file (of
+the run folder it sits in) or a run folder (its last pass@k; with --base, its first: step 0).
 
     python plot.py --passk-table figures/mu-passk/passk.md [--chance chance.json] --out DIR
 
-redraws <out>/passk.png from such a table (its means and bands; tables older than the band line
-take --band), with the chance curves of --chance, and writes no table.
+redraws <out>/passk.png from such a table (a table older than the band line takes --band), with
+the chance curves of --chance, and writes no table.
 
 Choices: a panel whose metric no run logged is skipped with a note (a GRPO run logs no masked
-fraction). Mistakes exit with status 2 and one line (command.run). matplotlib is optional for
-the project, so it is imported only when drawing, and its absence is one clear message saying
-how to install it. Figures are always saved, and also shown when matplotlib has an interactive
-backend (a display).
+fraction). Mistakes exit with status 2 and one line (command.run). matplotlib, optional for the
+project, is imported only to draw, and its absence is one line saying how to install it.
+Figures are always saved, and also shown when matplotlib has an interactive backend.
 """
 
 from __future__ import annotations
@@ -392,21 +381,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                            "(with --passk: also eval.py result files)")
     p.add_argument("--out", type=Path, default=Path("out/plots"), help="folder for the PNGs")
     p.add_argument("--no-show", action="store_true", help="only save the PNGs")
-    p.add_argument("--smooth", type=int, default=1,
-                   help="moving average over this many steps (per run, before the mean)")
+    p.add_argument("--smooth", type=int, default=1, help="moving average over this many steps "
+                                                          "(per run, before the mean)")
     p.add_argument("--per-seed", action="store_true",
                    help="one thin line per run instead of the mean and band per setting")
     p.add_argument("--until", type=int, default=None,
                    help="read the runs only up to this step (figures and table)")
-    p.add_argument("--passk", action="store_true",
-                   help="draw pass@k against k instead: the paths are eval.py result files or run "
-                        "directories")
-    p.add_argument("--base", type=Path, nargs="+", default=[],
-                   help="with --passk: the base model's result files (or run directories, read at "
-                        "step 0), one dashed line")
-    p.add_argument("--chance", type=Path, nargs="+", default=[],
-                   help="with --passk or --passk-table: JSON files of chance curves {label: {k: "
-                        "pass@k}}, drawn dotted")
+    p.add_argument("--passk", action="store_true", help="draw pass@k against k instead (paths: "
+                                                         "eval.py result files or run directories)")
+    p.add_argument("--base", type=Path, nargs="+", default=[], help="with --passk: the base model's "
+                   "result files (or run directories, read at step 0), one dashed line")
+    p.add_argument("--chance", type=Path, nargs="+", default=[], help="with --passk or "
+                   "--passk-table: JSON files of chance curves {label: {k: pass@k}}, drawn dotted")
     p.add_argument("--eval-set", default=None, help="with --passk: the evaluation set to draw")
     p.add_argument("--ks", type=int, nargs="+", default=None,
                    help="with --passk: the pass@k columns of passk.md (default: every k)")
