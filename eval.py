@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+import command
 import data
 import grpo
 import policy
@@ -336,17 +337,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """The command line: main, and its exit status (2: a mistake in a flag or an input, said in
-    one line; 130: interrupted, nothing written), as train.py and plot.py."""
-    try:
-        main(argv)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; no results were written.", file=sys.stderr)
-        return 130
-    return 0
+    """The command line: main, and its exit status (command.run: 2 for a mistake, said in one
+    line; 130 when interrupted, nothing written), as train.py and plot.py."""
+    return command.run(main, argv, "interrupted; no results were written.")
 
 
 if __name__ == "__main__":

@@ -1,52 +1,38 @@
-"""Training curves of one or more runs: entropy, accuracy, masked tokens, response length.
+"""Training curves of one or more runs (entropy, accuracy, masked tokens, response length), and
+pass@k against k.
 
     python plot.py runs/grpo-seed* runs/clipv-mu1-seed* [--out DIR] [--smooth N] [--per-seed]
 
 The paper's central figure is the policy entropy against training step: under plain GRPO it
 collapses (Theorem 2: rewarding likely tokens, A > 0 with S* above its baseline, lowers H),
 while Clip-B / Clip-V, which drop the entropy-lowering tokens, hold it up; accuracy and
-response length show what that costs or buys. This script draws those curves, one PNG per
-panel, from what train.py writes into a run directory:
-  * metrics.jsonl: one JSON object per logged step with "step" and the metrics (evaluation
-    numbers from eval.evaluate are logged as "eval/<set>/<key>", e.g. "eval/heldout/avg@8");
-  * config.json: the run's flags and its "label" (e.g. "clipv mu=1.0", "grpo"), which names
-    the run's setting in legends and tables. Runs written before train.py recorded the label
-    fall back to "<method> mu=<mu>" (just the method when mu is null), and a directory without
-    config.json to the directory's name; plot.py keeps no list of methods of its own.
+response length show what that costs or buys. One PNG per panel, from the run folders train.py
+writes (rundir.py reads them and decides which runs are seeds of one setting). Each setting is
+ONE line, the mean over its runs at the steps all of them logged, with a band over the seeds
+(bands.py: `--band std`, the default, or `ci95`; the tables use the same); `--smooth N` smooths
+each run (a trailing moving average) before the mean; held-out avg@n points are dashed, with
+error bars; `--per-seed` draws every run as its own thin line instead. <out>/summary.md: one
+row per setting, held-out avg@n before and after training, pass@n, entropy, masked fraction.
 
-Runs with the same label are seeds of one setting. By default each setting is ONE line, the
-mean over its runs at each step, with a shaded band over the seeds -- as papers draw them:
-`--band std` (the default) is ± one sample standard deviation, `--band ci95` the 95%
-confidence interval of the mean (Student t with n - 1 degrees of freedom); the table uses the
-same. The mean is taken at the steps
-every run of the setting logged (a finite value); `--smooth N` smooths each run's curve (a
-trailing moving average) before the mean. The held-out evaluation points (avg@n, dashed with
-markers on the accuracy panel) are averaged the same way and drawn with error bars. A setting
-with a single run is a plain line (no band, no error bars). `--per-seed` draws every run as its
-own thin line instead (runs of one setting share a colour and one legend entry).
+    python plot.py --passk runs/methods/*/passk.json --base runs/methods/base-*/passk.json \
+        [--chance chance.json] [--eval-set SET] [--ks 1 4 16 32] --out DIR
 
-It also prints (and writes to <out>/summary.md) a table with one row per label: the held-out
-avg@n before and after training and pass@n, mean ± the band's half-width over the runs given
-(seeds), under a line that says which band.
+draws pass@k against k instead (log2 axis; Yue et al. 2025, arXiv 2504.13837): a line per
+setting with its band, the base model dashed black, chance curves ({label: {k: pass@k}}) dotted
+grey, into <out>/passk.png; <out>/passk.md is a line naming the band, then a row per setting
+(the base model first, chance curves last with "-" runs): avg@n, pass@k for every k (or the
+--ks), distinct_correct, where the sources have them. A source is an eval.py result file (of
+the run folder it sits in) or a run folder (its last pass@k; with --base, its first: step 0).
 
-    python plot.py --passk runs/methods/*/passk.json --base runs/methods/base-*/passk.json --out DIR
+    python plot.py --passk-table figures/mu-passk/passk.md [--chance chance.json] --out DIR
 
-draws instead pass@k against k (log2 axis), the exploration figure of Yue et al. 2025 (arXiv
-2504.13837): one line per setting, mean over its seeds with the same band, the base model as a dashed black
-line, into <out>/passk.png, and prints (and writes to <out>/passk.md) the same numbers as a
-table. Each source is an eval.py result file (named after the run folder it sits in, else its
-file name) or a run directory (the last evaluation that logged pass@k; with --base, the first,
-i.e. step 0: the model before training). With several evaluation sets, --eval-set picks one.
+redraws <out>/passk.png from such a table (a table older than the band line takes --band), with
+the chance curves of --chance, and writes no table.
 
-Choices: a panel whose metric no run logged is skipped with a note (a GRPO run logs no
-masked fraction, an old run may lack a key); unparsable lines of metrics.jsonl (a run killed
-mid-write, a byte that is not UTF-8, a record without an integer "step") are skipped with one
-note per file that counts them, rather than failing. A run directory given twice (or by two
-paths, a symlink) counts once. A config.json that cannot be read as a JSON object is a
-mistake, named with its file and line: the label it gives decides which runs are averaged.
-Mistakes exit with status 2 and one line, as in train.py and eval.py. matplotlib is optional for the project, so it is
-imported only here and its absence is one clear message saying how to install it. Figures are
-always saved, and also shown when matplotlib has an interactive backend (a display).
+Choices: a panel whose metric no run logged is skipped with a note (a GRPO run logs no masked
+fraction). Mistakes exit with status 2 and one line (command.run). matplotlib, optional for the
+project, is imported only to draw, and its absence is one line saying how to install it.
+Figures are always saved, and also shown when matplotlib has an interactive backend.
 """
 
 from __future__ import annotations
@@ -58,6 +44,11 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
+
+import bands
+import command
+import rundir
 
 # (file stem, y label, metric keys in order of preference: the first one a run logged is drawn)
 PANELS = [
@@ -71,86 +62,15 @@ EVAL_AVG = re.compile(r"^eval/(.+/)?avg@\d+$")
 NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of run_dir/metrics.jsonl: JSON objects with an integer "step". Other lines
-    (not UTF-8, not JSON, no integer step) are skipped, with one note naming the file and them."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise ValueError(f"{run_dir} has no metrics.jsonl; pass run directories written by "
-                         f"train.py (its --out folder).")
+def pyplot():
+    """(matplotlib, matplotlib.pyplot), or a ValueError saying how to install it."""
     try:
-        lines = path.read_bytes().splitlines()
-    except OSError as err:
-        raise ValueError(f"cannot read {path} ({err.strerror or err}); check its permissions.") from None
-    records, skipped = [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            record = None
-        step = record.get("step") if isinstance(record, dict) else None
-        if isinstance(step, int) and not isinstance(step, bool):
-            records.append(record)
-        else:
-            skipped.append(number)
-    if skipped:
-        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
-        print(f"note: skipped {len(skipped)} unparsable line{'s' * (len(skipped) > 1)} of {path} "
-              f"(line{'s' * (len(skipped) > 1)} {shown})")
-    return records
-
-
-def unique_runs(run_dirs: list[Path]) -> list[Path]:
-    """run_dirs without repeats (the same folder by two paths counts once: it is one seed)."""
-    first: dict[Path, Path] = {}
-    for d in run_dirs:
-        if d.resolve() in first:
-            same = first[d.resolve()]
-            print(f"note: {d} is given twice; counted once" if d == same else
-                  f"note: {d} is the run {same} again; counted once")
-        else:
-            first[d.resolve()] = d
-    return list(first.values())
-
-
-def group_runs(run_dirs: list[Path], until: int | None = None) -> dict[str, list[list[dict]]]:
-    """{label: [records of each run]}, runs grouped by run_label (the seeds of one setting);
-    with `until`, only the records up to that step (a 300-step run read at step 100)."""
-    groups: dict[str, list[list[dict]]] = {}
-    for d in run_dirs:
-        records = [r for r in read_metrics(d) if until is None or r["step"] <= until]
-        groups.setdefault(run_label(d), []).append(records)
-    return groups
-
-
-def run_label(run_dir: Path) -> str:
-    """Legend label of a run: config.json's "label" (train.py writes it, e.g. "clipv mu=1.0",
-    "grpo"); for older runs without one, "<method> mu=<mu>" when mu is set, else the method;
-    the directory name when there is no config."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return run_dir.name
-    advice = "fix it, or move it aside to label the run by its folder's name"
-    try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as err:
-        raise ValueError(f"cannot read {path} ({err.strerror or err}); check its permissions.") from None
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[:err.start].count(b"\n") + 1
-        raise ValueError(f"line {line} of {path} is not valid UTF-8; {advice}.") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: "
-                         f"{err.msg}); {advice}.") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not the object of a run's "
-                         f"flags that train.py writes; {advice}.")
-    if config.get("label"):
-        return str(config["label"])
-    method = config.get("method", run_dir.name)
-    mu = config.get("mu")
-    return f"{method} mu={mu}" if mu is not None else str(method)
+        import matplotlib
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("plot.py needs matplotlib, which is not installed: "
+                         "run `pip install matplotlib` and try again.") from None
+    return matplotlib, plt
 
 
 def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -172,57 +92,28 @@ def smooth(values: list[float], window: int) -> list[float]:
 def mean_over_runs(curves: list[tuple[list[float], list[float]]], band: str = "std"
                    ) -> tuple[list[float], list[float], list[float]]:
     """(steps, mean, half-width) of several runs' (steps, values) curves at the steps all of
-    them logged, in increasing order; the half-width is the band's (_spread: the sample
-    standard deviation, ddof=1, or the 95% t interval of the mean), 0 for a single run. No
+    them logged, in increasing order; the half-width is the band's (bands.spread: the
+    sample standard deviation, or the 95% t interval of the mean), 0 for a single run. No
     curves, or no shared step: empty lists."""
     if not curves:
         return [], [], []
     by_step = [dict(zip(steps, values, strict=True)) for steps, values in curves]
     shared = sorted(set.intersection(*(set(d) for d in by_step)))
-    stats = [_spread([d[step] for d in by_step], band) for step in shared]
+    stats = [bands.spread([d[step] for d in by_step], band) for step in shared]
     return shared, [m for m, _ in stats], [s for _, s in stats]
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for one value) of a non-empty list."""
-    mean = sum(values) / len(values)
-    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, spread
-
-
-# Student t quantile t_{0.975, df} for df = 1..30 (beyond: the normal 1.960), for 95% intervals
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042)
-BANDS = ("std", "ci95")
-BAND_NAMES = {"std": "1 std (sample)", "ci95": "95% CI of the mean (t)"}
-
-
-def _spread(values: list[float], band: str) -> tuple[float, float]:
-    """Mean and half-width of the band: one sample std, or the 95% t interval of the mean."""
-    mean, std = _mean_std(values)
-    if band == "ci95" and len(values) > 1:
-        df = len(values) - 1
-        return mean, (T975[df - 1] if df <= len(T975) else 1.960) * std / math.sqrt(len(values))
-    return mean, std
 
 
 def plot_runs(groups: dict[str, list[list[dict]]], out_dir: Path, show: bool = True, window: int = 1,
               per_seed: bool = False, band: str = "std") -> list[Path]:
     """Write one PNG per panel that some run has data for; return the paths written.
 
-    groups: group_runs' {label: [records of each run]} (the seeds of one setting). Default:
+    groups: rundir.group_runs' {setting: [records of each run]} (the seeds of one setting). Default:
     one line per label, the mean over its runs at their shared steps, with the band over the
     runs (`band`: std or ci95; none for a single run); held-out eval points likewise, with
     error bars. per_seed: every run its own
     thin line, runs of a label sharing a colour and a legend entry. Training curves are
     smoothed per run by a trailing moving average of `window` steps, before the mean."""
-    try:
-        import matplotlib
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("plot.py needs matplotlib, which is not installed: "
-                         "run `pip install matplotlib` and try again.") from None
+    matplotlib, plt = pyplot()
     colors = {label: f"C{i % 10}" for i, label in enumerate(groups)}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -250,7 +141,7 @@ def plot_runs(groups: dict[str, list[list[dict]]], out_dir: Path, show: bool = T
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         if not per_seed and any(len(runs) > 1 for runs in groups.values()):
-            ax.set_title(f"mean over seeds ± {BAND_NAMES[band]}", fontsize=9)
+            ax.set_title(f"mean over seeds ± {bands.NAMES[band]}", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{stem}.png"
         fig.savefig(path, dpi=120)
@@ -301,15 +192,6 @@ def _final_eval(records: list[dict], pattern: str) -> float | None:
     return None
 
 
-def _mean_spread(values: list[float], band: str = "std") -> str:
-    """"mean ± half-width" of the band (_spread), the value alone for one run (it has no spread),
-    or "-" for no values."""
-    if not values:
-        return "-"
-    mean, spread = _spread(values, band)
-    return f"{mean:.3f} ± {spread:.3f}" if len(values) > 1 else f"{mean:.3f}"
-
-
 def _tail_mean(key: str, last: int | None):
     """records -> mean of the last `last` logged values of key (all of them for None), or None."""
     def fn(records):
@@ -325,8 +207,8 @@ PROBE_COLUMNS = (("probe/sign_agreement", "probe sign agreement"),
 
 
 def summary_table(groups: dict[str, list[list[dict]]], last: int = 10, band: str = "std") -> str:
-    """Markdown table, one row per label of group_runs' groups, mean ± the band's half-width
-    over its runs (seeds; band: std or ci95, see _spread):
+    """Markdown table, one row per setting of rundir.group_runs' groups, mean ± the band's half-width
+    over its runs (seeds; band: std or ci95, see bands.spread):
     held-out avg@n before and after training, final pass@n, entropy and masked fraction over
     the last `last` training steps, and, when any run logged the entropy probe
     (train.py --probe-every), its sign agreement (all tokens, and the 10% with the largest
@@ -343,101 +225,102 @@ def summary_table(groups: dict[str, list[list[dict]]], last: int = 10, band: str
         before = collect(lambda rs: _final_eval([r for r in rs if r["step"] == 0], r"/avg@\d+$"))
         after = collect(lambda rs: _final_eval(rs, r"/avg@\d+$"))
         pass_n = collect(lambda rs: _final_eval(rs, r"/pass@\d+$"))
-        cells = [_mean_spread(before, band), _mean_spread(after, band), _mean_spread(pass_n, band),
-                 _mean_spread(collect(_tail_mean("entropy", last)), band),
-                 _mean_spread(collect(_tail_mean("masked_frac", last)), band)]
+        cells = [bands.cell(before, band), bands.cell(after, band), bands.cell(pass_n, band),
+                 bands.cell(collect(_tail_mean("entropy", last)), band),
+                 bands.cell(collect(_tail_mean("masked_frac", last)), band)]
         if probed:
-            cells += [_mean_spread(collect(_tail_mean(key, None)), band) for key, _ in PROBE_COLUMNS]
+            cells += [bands.cell(collect(_tail_mean(key, None)), band) for key, _ in PROBE_COLUMNS]
         rows.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
 # ----------------------------------------------------------------------------- pass@k against k
 
-PASS_AT = re.compile(r"^(?:eval/(?P<set>.+)/)?pass@(?P<k>\d+)$")
-
-
-def _by_set(values: dict[str, float], default_set: str) -> dict[str, dict[int, float]]:
-    """{set: {k: pass@k}} of the pass@k entries of one record or result."""
-    out: dict[str, dict[int, float]] = {}
-    for key, value in values.items():
-        match = PASS_AT.match(key)
-        if match and isinstance(value, (int, float)):
-            out.setdefault(match["set"] or default_set, {})[int(match["k"])] = float(value)
-    return out
-
-
-def read_passk(source: Path, eval_set: str | None = None, first: bool = False) -> dict[int, float]:
-    """{k: pass@k} of one source: an eval.py result file (its "results" of eval_set) or a run
-    directory (the last record of metrics.jsonl that logged pass@k; first: the first one)."""
-    if source.is_file():
-        try:
-            results = json.loads(source.read_text())["results"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"{source} is not an eval.py result file (no \"results\"); pass the "
-                             f"JSON that eval.py --out writes, or a run directory.") from None
-        sets = {name: _by_set(r, name).get(name, {}) for name, r in results.items()}
-    else:
-        records = [r for r in read_metrics(source) if any(PASS_AT.match(k) for k in r)]
-        if not records:
-            raise ValueError(f"{source} logged no pass@k; evaluate its runs with eval.py (--n 64) "
-                             f"or train with --eval-every.")
-        sets = _by_set(records[0] if first else records[-1], "")
-    sets = {name: ks for name, ks in sets.items() if ks}
-    if eval_set is not None and eval_set not in sets:
-        raise ValueError(f"{source} has no pass@k of evaluation set {eval_set!r}; it has "
-                         f"{', '.join(sorted(sets)) or 'none'}.")
-    if eval_set is None and len(sets) != 1:
-        raise ValueError(f"{source} has pass@k of several evaluation sets ({', '.join(sorted(sets))}); "
-                         f"choose one with --eval-set.")
-    return sets[eval_set if eval_set is not None else next(iter(sets))]
-
-
-def passk_label(source: Path) -> str:
-    """A run directory's run_label; for a result file, that of the run folder it sits in (its
-    folder or the one above, e.g. runs/x/final/eval.json), else the file's name."""
-    if source.is_dir():
-        return run_label(source)
-    for folder in (source.parent, source.parent.parent):
-        if (folder / "metrics.jsonl").is_file():
-            return run_label(folder)
-    return source.stem
+class Curve(NamedTuple):
+    """One line of the pass@k figure and row of its table: pass@k at ks (mean and band half-width
+    over `runs` runs; 0 runs: a chance curve), and `extra` {"avg@n" / "distinct_correct":
+    (mean, half-width)}."""
+    ks: list[int]
+    means: list[float]
+    halves: list[float]
+    runs: int
+    extra: dict[str, tuple[float, float]]
 
 
 def passk_curves(sources: list[Path], base: list[Path] = (), eval_set: str | None = None,
-                 band: str = "std") -> dict[str, tuple[list[int], list[float], list[float], int]]:
-    """{label: (ks, means, half-widths, number of seeds)} at the ks every source of the label
-    has; the base model's sources under "base model" (run directories read at their first
-    pass@k record, i.e. step 0)."""
-    if band not in BANDS:
-        raise ValueError(f"unknown band {band!r}; choose one of {', '.join(BANDS)}.")
-    groups: dict[str, list[dict[int, float]]] = {}
-    for source in sources:
-        groups.setdefault(passk_label(source), []).append(read_passk(source, eval_set))
+                 band: str = "std") -> dict[str, Curve]:
+    """{setting: Curve} of pass@k sources (see rundir.read_result), at the ks every source of the
+    setting has; the base model's sources under "base model" (run folders read at step 0)."""
+    if band not in bands.BANDS:
+        raise ValueError(f"unknown band {band!r}; choose one of {', '.join(bands.BANDS)}.")
+    folders = [rundir.run_folder(s) for s in sources]
+    names = iter(rundir.settings([f for f in folders if f is not None]))
+    groups: dict[str, list[dict[str, float]]] = {}
+    for source, folder in zip(sources, folders, strict=True):
+        name = next(names) if folder is not None else source.stem
+        groups.setdefault(name, []).append(rundir.read_result(source, eval_set))
     for source in base:
-        groups.setdefault("base model", []).append(read_passk(source, eval_set, first=True))
+        groups.setdefault("base model", []).append(rundir.read_result(source, eval_set, first=True))
     curves = {}
     for label, runs in groups.items():
-        ks = sorted(set.intersection(*(set(r) for r in runs)))
-        stats = [_spread([r[k] for r in runs], band) for k in ks]
-        curves[label] = (ks, [m for m, _ in stats], [h for _, h in stats], len(runs))
+        shared = set.intersection(*(set(r) for r in runs))
+        ks = sorted(int(key[5:]) for key in shared if key.startswith("pass@"))
+        stats = [bands.spread([r[f"pass@{k}"] for r in runs], band) for k in ks]
+        extra = {key: bands.spread([r[key] for r in runs], band) for key in shared if not key.startswith("pass@")}
+        curves[label] = Curve(ks, [m for m, _ in stats], [h for _, h in stats], len(runs), extra)
     return curves
 
 
-def passk_table(curves: dict) -> str:
-    """Markdown: one row per label, pass@k as mean ± half-width for every k any label has."""
-    ks = sorted({k for c in curves.values() for k in c[0]})
-    rows = ["| setting | runs | " + " | ".join(f"pass@{k}" for k in ks) + " |", "| --- " * (len(ks) + 2) + "|"]
-    for label, (have, means, halves, n) in curves.items():
-        cell = {k: f"{m:.3f} ± {h:.3f}" if n > 1 else f"{m:.3f}" for k, m, h in zip(have, means, halves, strict=True)}
-        rows.append(f"| {label} | {n} | " + " | ".join(cell.get(k, "-") for k in ks) + " |")
+def passk_table(curves: dict[str, Curve], band: str, ks: list[int] | None = None) -> str:
+    """Markdown: a line naming the band, then one row per curve (the base model first), avg@n,
+    pass@k for every k any curve has (or `ks`) and distinct_correct, as mean ± half-width."""
+    ks = ks or sorted({k for c in curves.values() for k in c.ks})
+    extras = {key for c in curves.values() for key in c.extra}
+    averages = sorted((e for e in extras if e.startswith("avg@")), key=lambda e: int(e[4:]))
+    columns = averages + [f"pass@{k}" for k in ks] + sorted(extras - set(averages))
+    rows = [bands.LINE.format(bands.NAMES[band]), "",
+            "| setting | runs | " + " | ".join(columns) + " |", "| --- " * (len(columns) + 2) + "|"]
+    for label in sorted(curves, key=lambda label: label != "base model"):
+        c = curves[label]
+        cells = {**c.extra, **{f"pass@{k}": (m, h) for k, m, h in zip(c.ks, c.means, c.halves, strict=True)}}
+        shown = [bands.text(*cells[column], c.runs) if column in cells else "-" for column in columns]
+        rows.append(f"| {label} | {c.runs or '-'} | " + " | ".join(shown) + " |")
     return "\n".join(rows)
 
 
-def read_chance(files: list[Path], eval_set: str | None = None) -> dict[str, tuple]:
+def read_passk_table(path: Path) -> tuple[dict[str, Curve], str | None]:
+    """The curves of a passk.md that passk_table wrote, and its band (None: a table older than
+    the band line); rows with "-" runs are chance curves."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read --passk-table {path} ({err}); pass a passk.md that plot.py "
+                         f"--passk wrote.") from None
+    table = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines
+             if line.startswith("|") and "---" not in line]
+    if not table or table[0][:2] != ["setting", "runs"] or not any(c.startswith("pass@") for c in table[0]):
+        raise ValueError(f"{path} holds no pass@k table (\"| setting | runs | pass@1 ...\"); pass a "
+                         f"passk.md that plot.py --passk wrote.")
+    band = next((b for b, name in bands.NAMES.items() if lines[0] == bands.LINE.format(name)), None)
+    curves = {}
+    for row in table[1:]:
+        try:
+            cells = {c: tuple(map(float, v.split(" ± ")))
+                     for c, v in zip(table[0][2:], row[2:], strict=True) if v != "-"}
+            runs = 0 if row[1] == "-" else int(row[1])
+        except ValueError:
+            raise ValueError(f"the row {row[0]!r} of {path} is not a passk_table row (mean ± "
+                             f"half-width cells, a number of runs); fix it.") from None
+        passes = sorted((int(c[5:]), v) for c, v in cells.items() if c.startswith("pass@"))
+        curves[row[0]] = Curve([k for k, _ in passes], [v[0] for _, v in passes],
+                               [v[1] if len(v) > 1 else 0.0 for _, v in passes], runs,
+                               {c: v for c, v in cells.items() if not c.startswith("pass@")})
+    return curves, band
+
+
+def read_chance(files: list[Path], eval_set: str | None = None) -> dict[str, Curve]:
     """Chance curves to draw beside pass@k, from JSON files {label: {k: pass@k}} (or, for several
-    evaluation sets, {set: {label: {k: pass@k}}}, of which `eval_set` is read), in passk_curves'
-    form with no band."""
+    evaluation sets, {set: {label: {k: pass@k}}}, of which `eval_set` is read), as Curves of 0 runs."""
     curves = {}
     for file in files:
         try:
@@ -449,45 +332,36 @@ def read_chance(files: list[Path], eval_set: str | None = None) -> dict[str, tup
             content = content[eval_set]
         for label, values in content.items():
             ks = sorted(int(k) for k in values)
-            curves[label] = (ks, [float(values[str(k)]) for k in ks], [0.0] * len(ks), 1)
+            curves[label] = Curve(ks, [float(values[str(k)]) for k in ks], [0.0] * len(ks), 0, {})
     return curves
 
 
-def plot_passk(sources: list[Path], out_dir: Path, base: list[Path] = (), eval_set: str | None = None,
-               band: str = "std", show: bool = True, chance: list[Path] = ()) -> Path:
-    """pass@k against k (log2 axis) for the settings of `sources` and the base model (see
-    passk_curves), and the `chance` curves (read_chance) as dotted grey lines; a band where a
-    setting has several seeds, cut to [0, 1] (a t interval of three seeds can reach past 1).
-    Writes and returns out_dir/passk.png."""
-    try:
-        import matplotlib
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("plot.py needs matplotlib, which is not installed: "
-                         "run `pip install matplotlib` and try again.") from None
-    curves = passk_curves(sources, base, eval_set, band)
-    guesses = read_chance(chance, eval_set)
+def plot_passk(curves: dict[str, Curve], out_dir: Path, band: str = "std", show: bool = True) -> Path:
+    """Draw pass@k against k (log2 axis): each setting in its colour with its band where it has
+    several runs, cut to [0, 1] (a t interval of three seeds can reach past 1); "base model"
+    dashed black; chance curves (0 runs) dotted grey. Writes and returns out_dir/passk.png."""
+    matplotlib, plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     colors = iter(f"C{i % 10}" for i in range(len(curves)))
-    greys = iter(("grey", "darkgrey", "dimgrey", "silver"))
-    for label, (ks, means, halves, n) in {**curves, **guesses}.items():
-        style = (dict(color=next(greys), linestyle=":") if label in guesses else
+    greys = iter(("grey", "darkgrey", "dimgrey", "silver") * len(curves))
+    for label, (ks, means, halves, runs, _) in curves.items():
+        style = (dict(color=next(greys), linestyle=":") if runs == 0 else
                  dict(color="black", linestyle="--") if label == "base model" else dict(color=next(colors)))
         ax.plot(ks, means, marker="o", markersize=4, linewidth=1.5, label=label, **style)
-        if n > 1:   # the band drawn within [0, 1], where pass@k lives; the table keeps mean ± h
+        if runs > 1:   # the band drawn within [0, 1], where pass@k lives; the table keeps mean ± h
             ax.fill_between(ks, [max(0.0, m - h) for m, h in zip(means, halves, strict=True)],
                             [min(1.0, m + h) for m, h in zip(means, halves, strict=True)],
                             color=style["color"], alpha=0.2, linewidth=0)
-    all_ks = sorted({k for c in curves.values() for k in c[0]})
+    all_ks = sorted({k for c in curves.values() if c.runs for k in c.ks})
     ax.set_xscale("log", base=2)
     ax.set_xticks(all_ks, [str(k) for k in all_ks])
     ax.set_xlabel("k (samples per problem)")
     ax.set_ylabel("pass@k")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if any(c[3] > 1 for c in curves.values()):
-        ax.set_title(f"mean over seeds ± {BAND_NAMES[band]}", fontsize=9)
+    if any(c.runs > 1 for c in curves.values()):
+        ax.set_title(f"mean over seeds ± {bands.NAMES[band]}", fontsize=9)
     fig.tight_layout()
     path = out_dir / "passk.png"
     fig.savefig(path, dpi=120)
@@ -498,30 +372,33 @@ def plot_passk(sources: list[Path], out_dir: Path, base: list[Path] = (), eval_s
     return path
 
 
-def main(argv: list[str] | None = None) -> list[Path]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """plot.py's flags, checked (one sentence for a mistake) before any run is read."""
     p = argparse.ArgumentParser(description="Plot entropy, accuracy, masked fraction and "
                                             "response length against step for training runs, or "
-                                            "pass@k against k (--passk).")
-    p.add_argument("run_dirs", nargs="+", type=Path, help="run directories written by train.py "
+                                            "pass@k against k (--passk, --passk-table).")
+    p.add_argument("run_dirs", nargs="*", type=Path, help="run directories written by train.py "
                                                            "(with --passk: also eval.py result files)")
     p.add_argument("--out", type=Path, default=Path("out/plots"), help="folder for the PNGs")
     p.add_argument("--no-show", action="store_true", help="only save the PNGs")
-    p.add_argument("--smooth", type=int, default=1,
-                   help="moving average over this many steps (per run, before the mean)")
+    p.add_argument("--smooth", type=int, default=1, help="moving average over this many steps "
+                                                          "(per run, before the mean)")
     p.add_argument("--per-seed", action="store_true",
                    help="one thin line per run instead of the mean and band per setting")
     p.add_argument("--until", type=int, default=None,
                    help="read the runs only up to this step (figures and table)")
-    p.add_argument("--passk", action="store_true",
-                   help="draw pass@k against k instead: the paths are eval.py result files or run "
-                        "directories")
-    p.add_argument("--base", type=Path, nargs="+", default=[],
-                   help="with --passk: the base model's result files (or run directories, read at "
-                        "step 0), one dashed line")
-    p.add_argument("--chance", type=Path, nargs="+", default=[],
-                   help="with --passk: JSON files of chance curves {label: {k: pass@k}}, drawn dotted")
+    p.add_argument("--passk", action="store_true", help="draw pass@k against k instead (paths: "
+                                                         "eval.py result files or run directories)")
+    p.add_argument("--base", type=Path, nargs="+", default=[], help="with --passk: the base model's "
+                   "result files (or run directories, read at step 0), one dashed line")
+    p.add_argument("--chance", type=Path, nargs="+", default=[], help="with --passk or "
+                   "--passk-table: JSON files of chance curves {label: {k: pass@k}}, drawn dotted")
     p.add_argument("--eval-set", default=None, help="with --passk: the evaluation set to draw")
-    p.add_argument("--band", default="std", choices=BANDS,
+    p.add_argument("--ks", type=int, nargs="+", default=None,
+                   help="with --passk: the pass@k columns of passk.md (default: every k)")
+    p.add_argument("--passk-table", type=Path, default=None, metavar="FILE.md",
+                   help="redraw passk.png from a passk.md that --passk wrote, instead of from runs")
+    p.add_argument("--band", default="std", choices=bands.BANDS,
                    help="the band over seeds in figures and tables: ± one sample std, or the 95%% "
                         "confidence interval of the mean (Student t)")
     args = p.parse_args(argv)
@@ -529,16 +406,36 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise ValueError(f"--until must be a step (0 or more), got {args.until}.")
     if args.smooth < 1:
         raise ValueError(f"--smooth must be at least 1 (1: no smoothing), got {args.smooth}.")
+    if args.ks and min(args.ks) < 1:
+        raise ValueError(f"--ks must be numbers of samples (1 or more), got {min(args.ks)}.")
+    if args.passk_table is not None and (args.run_dirs or args.base or args.passk):
+        raise ValueError("--passk-table redraws a figure from its table alone; give it without run "
+                         "directories, --base or --passk.")
+    if args.passk_table is None and not args.run_dirs:
+        raise ValueError("give run directories (train.py's --out folders), or --passk-table FILE.md.")
     check_output(args.out)
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    args = parse_args(argv)
+    if args.passk_table is not None:
+        curves, band = read_passk_table(args.passk_table)
+        curves.update(read_chance(args.chance, args.eval_set))
+        return [plot_passk(curves, args.out, band or args.band, show=not args.no_show)]
     if args.passk:
-        path = plot_passk(args.run_dirs, args.out, args.base, args.eval_set, args.band,
-                          show=not args.no_show, chance=args.chance)
-        table = passk_table({**passk_curves(args.run_dirs, args.base, args.eval_set, args.band),
-                             **read_chance(args.chance, args.eval_set)})
+        curves = {**passk_curves(args.run_dirs, args.base, args.eval_set, args.band),
+                  **read_chance(args.chance, args.eval_set)}
+        missing = sorted(set(args.ks or ()) - {k for c in curves.values() for k in c.ks})
+        if missing:
+            raise ValueError(f"--ks {missing[0]}: no source has pass@{missing[0]}; they have "
+                             f"{', '.join(map(str, sorted({k for c in curves.values() for k in c.ks})))}.")
+        path = plot_passk(curves, args.out, args.band, show=not args.no_show)
+        table = passk_table(curves, args.band, args.ks)
         (args.out / "passk.md").write_text(table + "\n")
         print(table)
         return [path]
-    groups = group_runs(unique_runs(args.run_dirs), args.until)   # read once: notes print once
+    groups = rundir.group_runs(rundir.unique_runs(args.run_dirs), args.until)   # read once: notes print once
     try:
         written = plot_runs(groups, args.out, show=not args.no_show, window=args.smooth,
                             per_seed=args.per_seed, band=args.band)
@@ -546,8 +443,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             raise ValueError("none of the runs has any metric to plot"
                              + (f" up to step {args.until} (--until)" if args.until is not None else "")
                              + "; check their metrics.jsonl.")
-        table = f"Mean ± {BAND_NAMES[args.band]} over the runs of each setting.\n\n" + summary_table(
-            groups, band=args.band)
+        table = bands.LINE.format(bands.NAMES[args.band]) + "\n\n" + summary_table(groups, band=args.band)
         (args.out / "summary.md").write_text(table + "\n")
     except OSError as err:   # a folder that turned out not writable, a full disk
         raise ValueError(f"cannot write to --out {args.out} ({err.strerror or err}); pass a "
@@ -569,17 +465,9 @@ def check_output(folder: Path) -> None:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """The command line: main, and its exit status (2: a mistake in a flag or an input, said in
-    one line; 130: interrupted), as train.py and eval.py."""
-    try:
-        main(argv)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the figures written so far are kept.", file=sys.stderr)
-        return 130
-    return 0
+    """The command line: main, and its exit status (command.run: 2 for a mistake, said in one
+    line; 130 when interrupted), as train.py and eval.py."""
+    return command.run(main, argv, "interrupted; the figures written so far are kept.")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 METHODS_PAGE = (REPO / "docs" / "methods.md").read_text()
 LAYERS = [
-    {"countdown"},                                 # the countdown task: problems, grader, chance
+    {"countdown", "command", "rundir", "bands"},   # the countdown task; plot.py's inputs, bands; exits
     {"data", "rewards", "entropy", "policy", "memory", "distributed"},   # ..., loading, costs, processes
     {"rollout", "clipping", "grpo"},               # batches, masks, the loss (read entropy.py)
     {"methods", "eval", "checkpoint", "tracking"},  # the method table, evaluation, checkpoints, trackers

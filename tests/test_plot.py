@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import bands
 import build_tiny_model
 import data
 import plot
+import rundir
 import train
 
 
@@ -37,17 +39,17 @@ def runs(tmp_path):
 
 def test_labels_name_method_and_mu(runs, tmp_path):
     grpo, clipv = runs
-    assert plot.run_label(grpo) == "grpo"          # config's "label", though mu is set
-    assert plot.run_label(clipv) == "clipv mu=1.0"  # no "label": method and mu
+    assert rundir.run_label(grpo) == "grpo"          # config's "label", though mu is set
+    assert rundir.run_label(clipv) == "clipv mu=1.0"  # no "label": method and mu
     bare = tmp_path / "bare"
     bare.mkdir()
-    assert plot.run_label(bare) == "bare"
-    assert not hasattr(plot, "MU_METHODS")          # labels come from the runs, not a list
+    assert rundir.run_label(bare) == "bare"
+    assert not hasattr(rundir, "MU_METHODS")          # labels come from the runs, not a list
 
 
 def test_label_comes_from_config_with_a_fallback_for_old_runs(tmp_path):
     def label(name, config):
-        return plot.run_label(write_run(tmp_path / name, config, [{"step": 0}]))
+        return rundir.run_label(write_run(tmp_path / name, config, [{"step": 0}]))
 
     assert label("new", {"method": "entropy-up", "mu": None, "label": "entropy-up"}) == "entropy-up"
     assert label("any", {"method": "clipv", "mu": 8.5, "label": "my setting"}) == "my setting"
@@ -63,7 +65,7 @@ def test_mean_over_runs_at_shared_steps():
                                             ([1, 2, 3], [3.0, 4.0, 5.0])])
     assert steps == [1, 2, 3] and mean == [2.0, 3.0, 4.0]
     assert std == pytest.approx([math.sqrt(2)] * 3)          # sample std (ddof=1), as the table
-    assert plot._mean_spread([1.0, 3.0]) == f"2.000 ± {math.sqrt(2):.3f}"
+    assert bands.cell([1.0, 3.0]) == f"2.000 ± {math.sqrt(2):.3f}"
     steps, mean, std = plot.mean_over_runs([([0, 1, 2], [1.0, 2.0, 4.0]),
                                             ([0, 1, 2], [2.0, 4.0, 6.0]),
                                             ([0, 1, 2], [3.0, 6.0, 8.0])])
@@ -79,15 +81,15 @@ def test_ci95_band_is_the_t_interval_of_the_mean(tmp_path):
     steps, mean, half = plot.mean_over_runs(curves, "ci95")
     assert mean == pytest.approx([2.0, 4.0])
     assert half == pytest.approx([4.303 / math.sqrt(3), 2 * 4.303 / math.sqrt(3)])
-    assert plot._mean_spread([1.0, 2.0, 3.0], "ci95") == f"2.000 ± {4.303 / math.sqrt(3):.3f}"
-    assert plot._spread([0.5], "ci95") == (0.5, 0.0)            # one run: no interval
+    assert bands.cell([1.0, 2.0, 3.0], "ci95") == f"2.000 ± {4.303 / math.sqrt(3):.3f}"
+    assert bands.spread([0.5], "ci95") == (0.5, 0.0)            # one run: no interval
     # the table's quantiles: P(T <= t) = 0.975 for Student's t with df degrees of freedom,
     # integrating its density numerically (Simpson's rule on [0, t], by symmetry)
     def density(x, df):
         return (math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
                 * (1 + x * x / df) ** (-(df + 1) / 2))
 
-    for df, t in enumerate(plot.T975, start=1):
+    for df, t in enumerate(bands.T975, start=1):
         n = 4000
         h = t / n
         area = h / 3 * sum((1 if i in (0, n) else 4 if i % 2 else 2) * density(i * h, df) for i in range(n + 1))
@@ -123,12 +125,12 @@ def train_run(tmp_path_factory) -> Path:
 
 
 def test_panel_keys_are_the_ones_train_writes(train_run):
-    records = plot.read_metrics(train_run)
+    records = rundir.read_metrics(train_run)
     assert [r["step"] for r in records] == [0, 1, 2]     # step 0: the evaluation before training
     for stem, _, keys in plot.PANELS:
         assert any(k in records[1] for k in keys), stem
     assert all(any(plot.EVAL_AVG.match(k) for k in r) for r in records)
-    assert plot.run_label(train_run) == "clipv mu=1.0"
+    assert rundir.run_label(train_run) == "clipv mu=1.0"
 
 
 def test_writes_non_empty_pngs_from_a_train_run(train_run, runs, tmp_path):
@@ -148,17 +150,17 @@ def test_missing_keys_skip_panels_with_a_note(tmp_path, capsys):
                      {"step": 2, "entropy": 1.5}])
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 3, "entr')  # a run killed mid-write
-    written = plot.plot_runs(plot.group_runs([run]), tmp_path / "plots", show=False)
+    written = plot.plot_runs(rundir.group_runs([run]), tmp_path / "plots", show=False)
     assert [p.name for p in written] == ["entropy.png"]
     out = capsys.readouterr().out
     assert "skipping the masked_frac plot" in out
     assert f"skipped 1 unparsable line of {run / 'metrics.jsonl'} (line 4)" in out
-    assert plot.series(plot.read_metrics(run), "entropy") == ([0, 2], [2.0, 1.5])
+    assert plot.series(rundir.read_metrics(run), "entropy") == ([0, 2], [2.0, 1.5])
 
 
 def test_user_errors_are_one_clear_message(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no metrics.jsonl"):
-        plot.read_metrics(tmp_path)
+        rundir.read_metrics(tmp_path)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ValueError, match="pip install matplotlib"):
@@ -175,13 +177,13 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
         records[-1].update({"eval/heldout/avg@4": seed_value, "eval/heldout/pass@4": 0.9})
         return write_run(tmp_path / name, {"method": "clipv", "mu": 1.0}, records)
 
-    seeds = plot.group_runs([run("a", 0.4, False), run("b", 0.6, False)])
+    seeds = rundir.group_runs([run("a", 0.4, False), run("b", 0.6, False)])
     table = plot.summary_table(seeds).splitlines()
     assert len(table) == 3 and "probe" not in table[0]
     # avg before 0.2 (both), after 0.5 ± 0.141 (sample std), pass 0.9, entropy over the last 10 steps
     assert table[2] == ("| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 0.141 | 0.900 ± 0.000 | 0.500 ± 0.141 "
                         "| 0.100 ± 0.000 |")
-    probed = plot.summary_table(plot.group_runs([run("c", 0.4, True), run("d", 0.8, True)])).splitlines()
+    probed = plot.summary_table(rundir.group_runs([run("c", 0.4, True), run("d", 0.8, True)])).splitlines()
     assert probed[0].endswith("probe sign agreement | same, top 10% | probe corr |")
     assert probed[1].count("---") == 10
     assert probed[2].endswith("| 0.600 ± 0.283 | 1.000 ± 0.000 | 0.500 ± 0.000 |")
@@ -190,7 +192,7 @@ def test_summary_table_means_and_spreads_over_seeds(tmp_path):
     assert ci[2] == ("| clipv mu=1.0 | 2 | 0.200 ± 0.000 | 0.500 ± 1.271 | 0.900 ± 0.000 | 0.500 ± 1.271 "
                      "| 0.100 ± 0.000 |")
     # one seed has no spread: its values alone, not "± 0.000"
-    single = plot.summary_table(plot.group_runs([run("e", 0.4, False)])).splitlines()
+    single = plot.summary_table(rundir.group_runs([run("e", 0.4, False)])).splitlines()
     assert single[2] == "| clipv mu=1.0 | 1 | 0.200 | 0.400 | 0.900 | 0.400 | 0.100 |"
 
 
@@ -241,7 +243,7 @@ def test_plot_runs_draws_one_mean_line_and_band_per_label(seeds, tmp_path, monke
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
-    written = plot.plot_runs(plot.group_runs(seeds), tmp_path / "plots", show=False)
+    written = plot.plot_runs(rundir.group_runs(seeds), tmp_path / "plots", show=False)
     assert sorted(p.name for p in written) == ["accuracy.png", "entropy.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
@@ -269,7 +271,7 @@ def test_smoothing_is_per_run_before_the_mean(seeds, tmp_path, monkeypatch):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
-    plot.plot_runs(plot.group_runs(seeds[:2]), tmp_path / "plots", show=False, window=3)
+    plot.plot_runs(rundir.group_runs(seeds[:2]), tmp_path / "plots", show=False, window=3)
     steps, values = drawn["entropy"]["lines"][0]
     assert steps[:4] == [0, 2, 6, 8]
     # seed 0 over its own last 3 steps (s-2, s-1, s): 1.0 + 0.1 (s - 1); seed 1 (every other
@@ -283,7 +285,7 @@ def test_plot_runs_per_seed_draws_every_run(seeds, tmp_path, monkeypatch):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
-    written = plot.plot_runs(plot.group_runs(seeds), tmp_path / "plots", show=False, per_seed=True)
+    written = plot.plot_runs(rundir.group_runs(seeds), tmp_path / "plots", show=False, per_seed=True)
     assert sorted(p.name for p in written) == ["accuracy.png", "entropy.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
@@ -317,8 +319,8 @@ def test_until_reads_runs_up_to_a_step(tmp_path):
     (run / "config.json").write_text(json.dumps({"method": "grpo", "label": "grpo"}))
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "entropy": float(s)}) + "\n"
                                                for s in range(1, 21)))
-    assert [r["step"] for r in plot.group_runs([run], until=10)["grpo"][0]] == list(range(1, 11))
-    table = plot.summary_table(plot.group_runs([run], until=10), last=2)
+    assert [r["step"] for r in rundir.group_runs([run], until=10)["grpo"][0]] == list(range(1, 11))
+    table = plot.summary_table(rundir.group_runs([run], until=10), last=2)
     assert "| grpo | 1 |" in table
     assert "10.500" not in table and "9.500" in table    # mean of steps 9, 10: 9.5
 
@@ -376,8 +378,48 @@ def test_bad_lines_of_metrics_are_skipped_and_counted_once_per_file(tmp_path, ca
     out = capsys.readouterr().out
     note = f"note: skipped 5 unparsable lines of {run / 'metrics.jsonl'} (lines 5, 6, 7, 8, 9)"
     assert out.count(note) == 1                                          # read once, noted once
-    assert plot.series(plot.read_metrics(run), "entropy") == ([0, 1, 2, 3, 8], [1.0, 2.0, 3.0, 4.0, 0.25])
+    assert plot.series(rundir.read_metrics(run), "entropy") == ([0, 1, 2, 3, 8], [1.0, 2.0, 3.0, 4.0, 0.25])
     assert (tmp_path / "plots" / "entropy.png").is_file()
+
+
+def test_runs_are_seeds_of_one_setting_only_when_their_whole_configurations_agree(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    config = {"method": "grpo", "mu": None, "label": "grpo", "lr": 1e-4, "dataset": "synthetic",
+              "seed": 0, "out": "runs/a", "device": "cpu", "resumes": []}
+    records = [{"step": s, "entropy": 1.0, "eval/heldout/avg@4": 0.5} for s in range(3)]
+    a = write_run(tmp_path / "a", config, records)
+    # another seed, folder, device and resume history: the same setting
+    b = write_run(tmp_path / "b", {**config, "seed": 1, "out": "runs/b", "device": "cuda", "resumes": [[2, {}]]},
+                  records)
+    c = write_run(tmp_path / "c", {**config, "lr": 3e-4}, records)
+    assert {k: len(v) for k, v in rundir.group_runs([a, b, c]).items()} == {"grpo lr=0.0001": 2, "grpo lr=0.0003": 1}
+    d = write_run(tmp_path / "d", {**config, "lr": 3e-4, "dataset": "countdown"}, records)
+    clipv = write_run(tmp_path / "clipv", {**config, "method": "clipv", "mu": 1.0, "label": "clipv mu=1.0"}, records)
+    assert rundir.settings([a, b, c, d, clipv]) == [
+        "grpo lr=0.0001 dataset=synthetic", "grpo lr=0.0001 dataset=synthetic", "grpo lr=0.0003 dataset=synthetic",
+        "grpo lr=0.0003 dataset=countdown", "clipv mu=1.0"]
+    # a run older than a field is not compared on it
+    old = write_run(tmp_path / "old", {k: v for k, v in config.items() if k != "dataset"}, records)
+    assert rundir.settings([a, old]) == ["grpo", "grpo"]
+    assert plot.cli([str(a), str(b), str(c), "--out", str(tmp_path / "plots"), "--no-show"]) == 0
+    out = capsys.readouterr().out
+    assert "| grpo lr=0.0001 | 2 |" in out and "| grpo lr=0.0003 | 1 |" in out and "| grpo | " not in out
+
+
+def test_a_step_logged_twice_keeps_its_later_line_and_a_negative_step_is_a_mistake(tmp_path, capsys):
+    run = write_run(tmp_path / "r", {"label": "grpo"},   # killed after step 3, resumed from step 1
+                    [{"step": s, "entropy": 9.0} for s in range(4)] + [{"step": s, "entropy": 1.0} for s in (2, 3, 4)])
+    records = rundir.read_metrics(run)
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
+    assert plot.series(records, "entropy") == ([0, 1, 2, 3, 4], [9.0, 9.0, 1.0, 1.0, 1.0])
+    assert f"note: 2 steps logged twice in {run / 'metrics.jsonl'} (2, 3); the later line of each is kept" \
+        in capsys.readouterr().out
+    assert plot.summary_table(rundir.group_runs([run]), last=3).splitlines()[2].endswith("| 1.000 | - |")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": -1, "entropy": 0.0}) + "\n")
+    assert mistake(capsys, [str(run), "--out", str(tmp_path / "plots"), "--no-show"]) == (
+        f"error: line 8 of {run / 'metrics.jsonl'} logs step -1, and steps count from 0; fix or remove that line.")
+    assert not (tmp_path / "plots").exists()
 
 
 def test_the_same_run_given_twice_counts_once(seeds, tmp_path, capsys):
@@ -430,17 +472,20 @@ def passk_sources(tmp_path):
 def test_passk_reads_result_files_and_runs(passk_sources):
     import eval as evaluation
     runs, files = passk_sources
-    got = plot.read_passk(files[0])
-    assert sorted(got) == [1, 2, 4, 8] and got[2] == pytest.approx(evaluation.aggregate([8, 0, 4, 1], 8)["pass@2"])
-    assert plot.passk_label(files[0]) == "grpo" and plot.passk_label(runs[2]) == "clipv mu=1.0"
-    assert plot.read_passk(runs[0], "synthetic", first=True) == {1: 0.1, 4: pytest.approx(0.3)}
+    got = rundir.read_result(files[0])
+    assert sorted(got) == ["avg@8", "pass@1", "pass@2", "pass@4", "pass@8"]
+    assert got["pass@2"] == pytest.approx(evaluation.aggregate([8, 0, 4, 1], 8)["pass@2"])
+    assert rundir.run_folder(files[0]) == runs[0] and rundir.run_folder(runs[2]) == runs[2]
+    assert rundir.run_folder(runs[0].parent / "x.json") is None
+    assert list(plot.passk_curves(files)) == ["grpo", "clipv mu=1.0"]     # named by their run folders
+    assert rundir.read_result(runs[0], "synthetic", first=True) == {"pass@1": 0.1, "pass@4": pytest.approx(0.3)}
     with pytest.raises(ValueError, match="several evaluation sets"):
-        plot.read_passk(runs[0], first=True)
+        rundir.read_result(runs[0], first=True)
     with pytest.raises(ValueError, match="no pass@k of evaluation set 'aime24'"):
-        plot.read_passk(files[0], "aime24")
+        rundir.read_result(files[0], "aime24")
     bare = write_run(runs[0].parent / "bare", {"label": "x"}, [{"step": 1, "entropy": 1.0}])
     with pytest.raises(ValueError, match="logged no pass@k"):
-        plot.read_passk(bare)
+        rundir.read_result(bare)
 
 
 @pytest.mark.parametrize("band", ["std", "ci95"])
@@ -450,7 +495,7 @@ def test_passk_figure_mean_band_and_base_line(band, passk_sources, tmp_path, mon
     matplotlib.use("Agg")
     drawn = _record_axes(monkeypatch)
     runs, files = passk_sources
-    path = plot.plot_passk(files, tmp_path / "plots", base=runs, eval_set="synthetic", band=band, show=False)
+    path = plot.plot_passk(plot.passk_curves(files, runs, "synthetic", band), tmp_path / "plots", band, show=False)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     figure = drawn["passk"]
     assert figure["legend"] == ["grpo", "clipv mu=1.0", "base model"]
@@ -478,6 +523,89 @@ def test_main_passk_writes_the_figure_and_the_table(passk_sources, tmp_path):
                          "--out", str(out), "--no-show", "--band", "ci95"])
     assert written == [out / "passk.png"] and written[0].stat().st_size > 1000
     table = (out / "passk.md").read_text().splitlines()
-    assert table[0] == "| setting | runs | pass@1 | pass@2 | pass@4 | pass@8 |"
-    assert table[3].startswith("| clipv mu=1.0 | 1 | 0.500 | 0.714 |")     # one run: no spread to show
-    assert table[4].startswith("| base model | 3 | 0.200 ± 0.248 | - | 0.400 ± 0.248 | - |")
+    assert table[0] == "Mean ± 95% CI of the mean (t) over the runs of each setting."
+    assert table[2] == "| setting | runs | avg@8 | pass@1 | pass@2 | pass@4 | pass@8 |"
+    assert table[4].startswith("| base model | 3 | - | 0.200 ± 0.248 | - | 0.400 ± 0.248 | - |")  # first
+    assert table[5].startswith("| grpo | 2 | ")
+    assert table[6].startswith("| clipv mu=1.0 | 1 | 0.500 | 0.500 | 0.714 |")  # one run: no spread to show
+
+
+def test_passk_table_of_the_testbed_page_avg_chosen_ks_and_distinct_solutions(tmp_path, capsys):
+    """The table docs/testbed.md shows: avg@n, pass@k at the --ks, distinct_correct, mean ± the
+    95% t half-width over runs, the base model first (over its sampling seeds), chance last."""
+    pytest.importorskip("matplotlib")
+    import eval as evaluation
+
+    def result(path, correct, distinct):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        numbers = {**evaluation.aggregate(correct, 8), "distinct_correct": sum(distinct) / len(distinct)}
+        path.write_text(json.dumps({"results": {"countdown:test": {"pass@1": 0.9},
+                                                "countdown:hard": {**numbers, "correct": correct}}}))
+        return path
+
+    runs = [write_run(tmp_path / f"grpo-seed{s}", {"label": "grpo", "seed": s}, [{"step": 0}]) for s in (0, 1)]
+    files = [result(runs[0] / "eval8.json", [8, 0], [2, 0]), result(runs[1] / "eval8.json", [4, 0], [1, 0])]
+    base = [result(tmp_path / "base" / f"seed{s}.json", [2, 2], [1, 1]) for s in (0, 1, 2)]
+    chance = tmp_path / "chance.json"
+    chance.write_text(json.dumps({"countdown:hard": {"chance: random search": {"1": 0.1, "4": 0.3, "8": 0.5}}}))
+    out = tmp_path / "plots"
+    argv = ["--passk", *map(str, files), "--base", *map(str, base), "--chance", str(chance),
+            "--eval-set", "countdown:hard", "--band", "ci95", "--out", str(out), "--no-show"]
+    plot.main([*argv, "--ks", "1", "4", "8"])
+    grpo_pass4 = [evaluation.aggregate(c, 8)["pass@4"] for c in ([8, 0], [4, 0])]
+    half = 12.706 * abs(grpo_pass4[0] - grpo_pass4[1]) / math.sqrt(2) / math.sqrt(2)   # t * std / sqrt(n)
+    assert (out / "passk.md").read_text().splitlines() == [
+        "Mean ± 95% CI of the mean (t) over the runs of each setting.", "",
+        "| setting | runs | avg@8 | pass@1 | pass@4 | pass@8 | distinct_correct |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| base model | 3 | 0.250 ± 0.000 | 0.250 ± 0.000 | 0.786 ± 0.000 | 1.000 ± 0.000 | 1.000 ± 0.000 |",
+        f"| grpo | 2 | 0.375 ± 1.588 | 0.375 ± 1.588 | {sum(grpo_pass4) / 2:.3f} ± {half:.3f} | 0.500 ± 0.000 "
+        f"| 0.750 ± 3.176 |",
+        "| chance: random search | - | - | 0.100 | 0.300 | 0.500 | - |"]
+    plot.main(argv)                                            # every k by default
+    assert (out / "passk.md").read_text().splitlines()[2] == (
+        "| setting | runs | avg@8 | pass@1 | pass@2 | pass@4 | pass@8 | distinct_correct |")
+    assert mistake(capsys, [*argv, "--ks", "1", "16"]) == (
+        "error: --ks 16: no source has pass@16; they have 1, 2, 4, 8.")
+    assert mistake(capsys, [*argv, "--ks", "0"]) == "error: --ks must be numbers of samples (1 or more), got 0."
+
+
+def test_passk_table_redraws_the_figure_with_chance_curves(passk_sources, tmp_path, monkeypatch, capsys):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    runs, files = passk_sources
+    out = tmp_path / "plots"
+    blind = tmp_path / "blind.json"
+    blind.write_text(json.dumps({"chance: blind": {"1": 0.01, "8": 0.05}}))
+    plot.main(["--passk", *map(str, files), "--base", *map(str, runs), "--eval-set", "synthetic",
+               "--chance", str(blind), "--out", str(out), "--no-show", "--band", "ci95"])
+    drawn = _record_axes(monkeypatch)
+    written = plot.main(["--passk-table", str(out / "passk.md"), "--out", str(out), "--no-show"])
+    assert written == [out / "passk.png"] and written[0].stat().st_size > 1000
+    again = drawn["passk"]
+    curves = plot.passk_curves(files, runs, "synthetic", "ci95")
+    assert again["legend"] == ["base model", "grpo", "clipv mu=1.0", "chance: blind"]   # the table's order
+    assert again["lines"][1] == (curves["grpo"].ks, pytest.approx(curves["grpo"].means, abs=5e-4))
+    assert again["lines"][3] == ([1, 8], [0.01, 0.05])
+    assert [again["colors"][i] for i in (0, 3)] == ["black", "grey"]
+    assert len(again["bands"]) == 2                                     # one per setting of several runs
+    # an older table (no band line: --band names it), and the sign-guessing bound from --chance
+    old = tmp_path / "old.md"
+    old.write_text("| setting | runs | pass@1 | pass@2 | pass@4 |\n| --- | --- | --- | --- | --- |\n"
+                   "| grpo | 5 | 0.908 ± 0.016 | 0.941 ± 0.011 | 0.953 ± 0.009 |\n"
+                   "| base model | 5 | 0.200 ± 0.002 | 0.285 ± 0.003 | 0.403 ± 0.005 |\n")
+    bound = tmp_path / "sign-guess.json"
+    bound.write_text(json.dumps({"chance: random signs": {"1": 0.25, "2": 0.4375, "4": 0.68359375}}))
+    plot.main(["--passk-table", str(old), "--chance", str(bound), "--band", "ci95", "--out", str(out), "--no-show"])
+    figure = drawn["passk"]
+    assert figure["legend"] == ["grpo", "base model", "chance: random signs"]
+    assert figure["lines"][0] == ([1, 2, 4], [0.908, 0.941, 0.953])
+    assert figure["lines"][2] == ([1, 2, 4], [0.25, 0.4375, 0.68359375])
+    assert figure["colors"][1:] == ["black", "grey"] and len(figure["bands"]) == 2
+    band = figure["bands"][0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.892) and band.max() == pytest.approx(0.962)   # mean ± the table's h
+    assert mistake(capsys, ["--passk-table", str(files[0]), "--out", str(out)]).endswith(
+        "holds no pass@k table (\"| setting | runs | pass@1 ...\"); pass a passk.md that plot.py --passk wrote.")
+    assert "give it without run directories" in mistake(capsys, [str(runs[0]), "--passk-table", str(old)])
+    assert mistake(capsys, ["--out", str(out)]) == (
+        "error: give run directories (train.py's --out folders), or --passk-table FILE.md.")
