@@ -78,12 +78,13 @@ case "$experiment" in
                 done; } | xargs -P "$JOBS" -I{} bash -c "{}"
               python countdown.py --n "$TB_LIMIT" --max-k "$TB_N" --out $base/chance$TB_N.json > /dev/null
               suffix=$([ "$TB_N" = 32 ] || echo "-n$TB_N")
+              ks=$(for k in 1 4 16 32 64 128 256; do [ "$k" -lt "$TB_N" ] && echo -n "$k "; done; echo "$TB_N")
               for split in $splits; do
                 for group in "main:$TB_MAIN:*" "more:grpo $TB_MORE:$TB_MORE_SEEDS"; do
                   IFS=: read -r tag names seeds <<< "$group"
                   [ -n "$(runs_of testbed "${names#grpo }" "$name.json" "$seeds")" ] || continue   # GRPO alone
                   files=$(runs_of testbed "$names" "$name.json" "$seeds")
-                  python plot.py --passk $files --base $base/$name-seed*.json \
+                  python plot.py --passk $files --base $base/$name-seed*.json --ks $ks \
                     --chance $base/chance$TB_N.json --eval-set "countdown:$split" \
                     --band ci95 --out "figures/testbed-$tag-passk-$split$suffix" --no-show
                 done
