@@ -65,14 +65,14 @@ from distributed import World
 
 def sample(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int, amp,
            world: World = World()) -> rollout.RolloutBatch:
-    """Step 1: group_size responses to each prompt examples[i] of this rank's groups of indices
-    (distributed.rank_groups; all of them in one process), seeded by (seed, step, rank)."""
-    mine = [indices[g] for g in distributed.rank_groups(len(indices), cfg.mini_batches, world)]
+    """Step 1: group_size responses to each prompt examples[i], i in indices (under torchrun:
+    this process's share of them), seeded by (seed, step)."""
+    mine = distributed.my_prompts(indices, cfg.mini_batches, world)
     prompts = [data.format_prompt(tokenizer, examples[i].question, cfg.prompt_style) for i in mine]
     with amp, memory.phase("generating"):
         return rollout.generate(model, tokenizer, prompts, [examples[i].answer for i in mine],
                                 cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                                cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step + 7919 * world.rank,
+                                cfg.gen_batch_size, seed=distributed.rank_seed(cfg.seed * 1_000_003 + step, world),
                                 engine=cfg.rollout_engine)
 
 
@@ -84,19 +84,16 @@ def grade(batch: rollout.RolloutBatch, cfg: Config) -> Tensor:
 
 
 def score(model, batch: rollout.RolloutBatch, reward: Tensor, advantages: Tensor, cfg: Config, amp,
-          ref_model=None, world: World = World()) -> tuple[rollout.RolloutBatch, dict[str, Tensor]]:
+          ref_model=None) -> rollout.RolloutBatch:
     """Step 4: logp, H, S* and E[S] per response token under the policy's float32 weights
-    (rollout.score), then every rank's rows gathered into the whole batch. Returns (the whole
-    scored batch, {"ref_logp": (N, R)} when a reference model is given, else {})."""
-    extras = {}
+    (rollout.score), and the reference model's logp when one is given (--kl-coef > 0).
+    Returns the batch with rewards, advantages and those statistics."""
     with amp, memory.phase("scoring"):
         stats = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
-        if ref_model is not None:
-            extras["ref_logp"] = distributed.gather_rows(rollout.score(
-                ref_model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size).logp,
-                cfg.group_size, cfg.mini_batches, world)
+        ref_logp = None if ref_model is None else rollout.score(
+            ref_model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size).logp
     distributed.reshard(model)
-    return distributed.gather_batch(batch.with_stats(stats, reward, advantages), cfg.mini_batches, world), extras
+    return batch.with_stats(stats, reward, advantages, ref_logp)
 
 
 def mask(batch: rollout.RolloutBatch, extras: dict[str, Tensor], cfg: Config) -> tuple[dict[str, Tensor], dict]:
@@ -118,20 +115,21 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
                  world: World = World()) -> tuple[rollout.RolloutBatch, dict[str, Tensor], dict]:
     """Steps 1-5 for the prompts examples[indices], sampled from `sampler` (the bf16 copy of
     policy.sampling_copy) when given, else from the model itself. Under torchrun each rank
-    samples, grades and scores its groups and the batch is then assembled whole on every rank,
-    so the masks and metrics see the whole batch.
+    samples, grades and scores its groups and the batch is then assembled whole on every rank
+    (distributed.gather_batch, before the masks), so the masks and metrics see the whole batch.
 
-    Returns (the whole scored batch: rewards, advantages, old_logp, entropy, s_star, es; extras
-    {"keep": (N, R) bool, "ref_logp": (N, R) when --kl-coef > 0, "penalised": (N, R) bool for
+    Returns (the whole scored batch: rewards, advantages, old_logp, entropy, s_star, es, and
+    ref_logp (N, R) when --kl-coef > 0; extras {"keep": (N, R) bool, "penalised": (N, R) bool for
     KL-Cov}; metrics)."""
     t0 = time.perf_counter()
     batch = sample(sampler or model, tokenizer, examples, indices, cfg, step, amp, world)      # 1
     t1 = time.perf_counter()
     reward = grade(batch, cfg)                                                                 # 2
     advantages = methods.advantages(cfg, reward, batch.group_size)                             # 3
-    batch, extras = score(model, batch, reward, advantages, cfg, amp, ref_model, world)        # 4
+    batch = score(model, batch, reward, advantages, cfg, amp, ref_model)                       # 4
+    batch = distributed.gather_batch(batch, cfg.mini_batches, world)   # one process: the batch itself
     t2 = time.perf_counter()
-    extras, mask_metrics = mask(batch, extras, cfg)                                            # 5
+    extras, mask_metrics = mask(batch, {}, cfg)                                                # 5
     mismatch = grpo.sampler_mismatch(batch.old_logp, batch.sampler_logp, batch.response_mask)
     return batch, extras, {**batch.metrics(), **mask_metrics, **mismatch,
                            "time_generate": t1 - t0, "time_score": t2 - t1}
@@ -150,7 +148,7 @@ def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, ex: dict[str
     if cfg.tis_cap is not None:
         surrogate = surrogate * grpo.tis_weights(mb.old_logp, mb.sampler_logp, cfg.tis_cap)
     terms = grpo.penalty_terms(
-        stats.logp, mb.old_logp, kl_coef=cfg.kl_coef, ref_logp=ex.get("ref_logp"),
+        stats.logp, mb.old_logp, kl_coef=cfg.kl_coef, ref_logp=mb.ref_logp,
         kl_cov_coef=cfg.kl_cov_coef if "penalised" in ex else 0.0, kl_cov_mask=ex.get("penalised"),
         entropy_coef=cfg.entropy_coef, entropy=stats.entropy)
     return surrogate + sum(terms.values())
@@ -171,33 +169,31 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
     params = [p for p in model.parameters() if p.requires_grad]
     totals: dict[str, float] = {}
     weight, losses, norms, skipped = 0, [], [], 0
-    mine = distributed.batch_rows(batch, cfg.mini_batches, world)   # this rank's rows (all in one process)
     model.train()
-    for mini in torch.arange(len(batch)).chunk(cfg.mini_batches):
+    for mini, mine in distributed.mini_batches(batch, cfg.mini_batches, world):   # whole, this rank's part
         keep = extras["keep"][mini]
         # denominators over the whole mini-batch (every rank's rows): the micro-batch losses add up to its loss
         counts = dict(num_tokens=max(int(keep.sum()), 1), num_seqs=max(int(keep.any(-1).sum()), 1),
                       max_len=cfg.max_new_tokens)
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
-        for micro in mini[torch.isin(mini, mine)].split(cfg.micro_batch_size):   # this rank's part of it
+        for micro in mine.split(cfg.micro_batch_size):
             mb = batch.select(micro)       # its rows, cut to their longest response: cut the extras alike
             ex = {k: v[micro, :mb.response_ids.shape[1]] for k, v in extras.items()}
             with amp:
                 stats = rollout.response_stats(model, mb.prompt_ids, mb.prompt_mask, mb.response_ids,
                                                mb.response_mask, cfg.temperature, cfg.chunk_size)
             loss = grpo.aggregate(token_loss(stats, mb, ex, cfg), ex["keep"], cfg.loss_agg, **counts)
-            (loss * world.size).backward()   # FSDP averages the ranks' gradients; the loss wants their sum
+            distributed.backward(loss, world)
             loss_sum += loss.item()
             n = int(ex["keep"].sum())
             m = grpo.loss_metrics(stats.logp, mb.old_logp, mb.advantages, ex["keep"], cfg.eps_low,
-                                  cfg.eps_high, cfg.dual_clip, ex.get("ref_logp"))
+                                  cfg.eps_high, cfg.dual_clip, mb.ref_logp)
             m.update(methods.loss_metrics(stats, mb, ex["keep"], cfg))
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v * n
             weight += n
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm      # FSDP2: a DTensor
+        norm = distributed.global_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         loss_sum = distributed.sum_all({"loss": loss_sum}, world)["loss"]
         if math.isfinite(loss_sum) and torch.isfinite(norm):
             optimizer.step()
@@ -206,9 +202,7 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
         else:
             skipped += 1
         optimizer.zero_grad(set_to_none=True)
-    totals = distributed.sum_all({**totals, "weight": weight}, world)
-    weight = totals.pop("weight")
-    metrics = {k: v / max(weight, 1) for k, v in totals.items()}
+    metrics = distributed.weighted_means(totals, weight, world)
     metrics.update(loss=float(np.mean(losses)) if losses else math.nan,
                    grad_norm=float(np.mean(norms)) if norms else math.nan, nonfinite=skipped)
     return metrics
@@ -219,7 +213,7 @@ def probe(model, batch, keep: Tensor, cfg: Config, amp, world: World = World()) 
     by token, the measured change of H_t with Theorem 2's prediction from the rollout policy
     (entropy.entropy_probe): over all response tokens ("probe/..."), and, when the method
     removed some, over the kept ("probe/kept/...") and removed ("probe/removed/...") ones."""
-    mine = batch.select(distributed.batch_rows(batch, cfg.mini_batches, world))
+    mine = distributed.my_rows(batch, cfg.mini_batches, world)
     with amp, memory.phase("scoring"):
         after = rollout.score(model, mine, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
     distributed.reshard(model)
@@ -245,7 +239,7 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
     t0 = time.perf_counter()
     out = {}
     for name, examples in eval_sets.items():
-        share, result = examples[world.rank::world.size], None
+        share, result = distributed.my_share(examples, world), None
         if share:
             with amp, memory.phase("evaluating"):
                 result = evaluation.evaluate(
@@ -253,8 +247,7 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
                     top_p=cfg.eval_top_p, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
                     batch_size=cfg.eval_batch_size, seed=cfg.seed, prompt_style=cfg.prompt_style,
                     boxes=cfg.box_rule, engine=cfg.rollout_engine)
-        if world.size > 1:
-            result = evaluation.merge(distributed.gather_objects(result, world), cfg.eval_n)
+        result = distributed.pooled(result, world, lambda parts: evaluation.merge(parts, cfg.eval_n))
         out.update({f"eval/{name}/{k}": v for k, v in result.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
         avg = f"avg@{cfg.eval_n}"
