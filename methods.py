@@ -283,21 +283,33 @@ def loss_metrics(stats, mb, keep: Tensor, cfg) -> dict[str, float]:
     return out
 
 
-def adaptive_entropy_config(state: dict, cfg):
-    """cfg with the entropy coefficient this step applies under --adaptive-entropy. state (the
-    run's counters, saved in trainer_state) starts at --entropy-coef and no measured entropy."""
-    state.setdefault("entropy_coef", cfg.entropy_coef)
-    state.setdefault("entropy_last", math.inf)
-    return replace(cfg, entropy_coef=grpo.adaptive_entropy_coef(state, cfg.entropy_target))
+@dataclass
+class EntropyControl:
+    """--adaptive-entropy's controller state (grpo.adaptive_entropy_coef / _update): the
+    coefficient, starting at --entropy-coef, and the entropy measured at the previous step (inf
+    before the first). Saved in trainer_state beside the failure counters."""
+    entropy_coef: float
+    entropy_last: float = math.inf
+
+    @classmethod
+    def restore(cls, counters: dict, fresh: EntropyControl | None) -> EntropyControl | None:
+        """The controller of a checkpoint's counters, else `fresh` (None: no controller)."""
+        return cls(counters["entropy_coef"], counters["entropy_last"]) if "entropy_coef" in counters else fresh
 
 
-def adaptive_entropy_step(state: dict, entropy: float, cfg) -> dict[str, float]:
+def adaptive_entropy_config(control: EntropyControl, cfg):
+    """cfg with the entropy coefficient this step applies under --adaptive-entropy."""
+    return replace(cfg, entropy_coef=grpo.adaptive_entropy_coef(vars(control), cfg.entropy_target))
+
+
+def adaptive_entropy_step(control: EntropyControl, entropy: float, cfg) -> dict[str, float]:
     """After the update: the controller's step on the batch's mean token entropy (global: the
     batch is whole on every rank). Metrics: the coefficient applied this step and the next one."""
     applied = cfg.entropy_coef
-    grpo.adaptive_entropy_update(state, entropy, cfg.entropy_target, cfg.entropy_coef_delta,
+    # vars() is the dataclass's own attribute dict: grpo's rule updates the controller in place
+    grpo.adaptive_entropy_update(vars(control), entropy, cfg.entropy_target, cfg.entropy_coef_delta,
                                  cfg.entropy_coef_min, cfg.entropy_coef_max)
-    return {"entropy_coef_applied": applied, "entropy_coef": state["entropy_coef"]}
+    return {"entropy_coef_applied": applied, "entropy_coef": control.entropy_coef}
 
 
 def unimplemented(cfg) -> list[str]:

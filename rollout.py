@@ -72,6 +72,8 @@ class RolloutBatch:
     s_star: Tensor | None = None        # (N, R)
     es: Tensor | None = None            # (N, R)
     ref_logp: Tensor | None = None      # (N, R) float32: log pi_ref(a_t), with --kl-coef > 0
+    keep: Tensor | None = None          # (N, R) bool: the tokens that train (the method's mask)
+    penalised: Tensor | None = None     # (N, R) bool: KL-Cov's tokens priced |logp - old_logp|
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -86,6 +88,11 @@ class RolloutBatch:
         the reference policy's logp (N, R) when given."""
         return replace(self, rewards=rewards, advantages=advantages, old_logp=stats.logp,
                        entropy=stats.entropy, s_star=stats.s_star, es=stats.es, ref_logp=ref_logp)
+
+    def with_mask(self, keep: Tensor, penalised: Tensor | None = None) -> "RolloutBatch":
+        """A copy with the tokens that train, keep (N, R) bool, and KL-Cov's penalised tokens
+        (N, R) bool when given (methods.METHODS)."""
+        return replace(self, keep=keep, penalised=penalised)
 
     def metrics(self) -> dict[str, float]:
         """Rewards, statistics and lengths of a scored batch, means over response tokens."""

@@ -30,7 +30,7 @@ def test_method_table_masks(tiny_path):
     cfg = config.parse_args(["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "8",
                             "--method", "clipb", "--mu", "0.1"])
     model, tokenizer = policy.load_policy(tiny_path, torch.device("cpu"))
-    batch, _ = rollout_with_advantages(model, tokenizer, cfg)
+    batch = rollout_with_advantages(model, tokenizer, cfg)
     keep, metrics = METHODS["clipb"].mask(batch, cfg)
     assert not (keep & ~batch.response_mask).any()
     assert 0 < metrics["masked_frac"] and metrics["masked_frac_pos"] == 0
@@ -44,7 +44,7 @@ def test_comparison_methods_in_the_table(tiny_path):
                             "--clip-cov-lb=-1e9", "--clip-cov-ub=1e9", "--clip-cov-ratio", "0.1",
                             "--kl-cov-ratio", "0.1"])
     model, tokenizer = policy.load_policy(tiny_path, torch.device("cpu"))
-    batch, _ = rollout_with_advantages(model, tokenizer, cfg)
+    batch = rollout_with_advantages(model, tokenizer, cfg)
     valid = batch.response_mask
     n = int(valid.sum())
     keeps = {}
