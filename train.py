@@ -87,7 +87,9 @@ def score(model, batch: rollout.RolloutBatch, reward: Tensor, advantages: Tensor
           ref_model=None) -> rollout.RolloutBatch:
     """Step 4: logp, H, S* and E[S] per response token under the policy's float32 weights
     (rollout.score), and the reference model's logp when one is given (--kl-coef > 0).
-    Returns the batch with rewards, advantages and those statistics."""
+    Args: batch of N responses, R response columns; reward, advantages: (N,) float32.
+    Returns the batch with rewards, advantages, old_logp / entropy / s_star / es (N, R) float32
+    (0 at padding) and ref_logp (N, R) float32 or None."""
     with amp, memory.phase("scoring"):
         stats = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
         ref_logp = None if ref_model is None else rollout.score(
@@ -171,13 +173,15 @@ def update_step(model, optimizer, batch: rollout.RolloutBatch, cfg: Config, amp,
     model.train()
     for mini, mine in distributed.mini_batches(batch, cfg.mini_batches, world):   # whole, this rank's part
         keep = batch.keep[mini]
-        # denominators over the whole mini-batch (every rank's rows): the micro-batch losses add up to its loss
+        # denominators over the whole mini-batch (every rank's rows), so the micro-batch losses add up to
+        # its loss: kept tokens, responses with a kept token, the length budget (seq-mean-token-sum-norm);
+        # at least 1, so a mini-batch whose every token was removed has loss 0, not 0 / 0
         counts = dict(num_tokens=max(int(keep.sum()), 1), num_seqs=max(int(keep.any(-1).sum()), 1),
                       max_len=cfg.max_new_tokens)
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
-        for micro in mine.split(cfg.micro_batch_size):
-            mb = batch.select(micro)       # its rows, cut to their longest response
+        for micro in mine.split(cfg.micro_batch_size):   # this rank's rows, the last slice may be shorter
+            mb = batch.select(micro)       # its rows; every (N, R) field, keep included, cut to their longest response
             with amp:
                 stats = rollout.response_stats(model, mb.prompt_ids, mb.prompt_mask, mb.response_ids,
                                                mb.response_mask, cfg.temperature, cfg.chunk_size)
@@ -188,7 +192,7 @@ def update_step(model, optimizer, batch: rollout.RolloutBatch, cfg: Config, amp,
             m = grpo.loss_metrics(stats.logp, mb.old_logp, mb.advantages, mb.keep, cfg.eps_low,
                                   cfg.eps_high, cfg.dual_clip, mb.ref_logp)
             m.update(methods.loss_metrics(stats, mb, mb.keep, cfg))
-            for k, v in m.items():
+            for k, v in m.items():   # weighted by kept tokens: means over the whole batch's kept tokens
                 totals[k] = totals.get(k, 0.0) + v * n
             weight += n
         norm = distributed.global_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
