@@ -157,8 +157,8 @@ def bench_step(repeats: int) -> list[dict]:
     model, tokenizer = policy.load_policy(cfg.model, cpu)
     amp = policy.autocast(cpu, torch.float32)
     examples, _ = data.load_run_sets(cfg)
-    batch, _, _ = train.rollout_step(model, tokenizer, examples, list(range(cfg.prompts_per_step)),
-                                     cfg, step=1, amp=amp)
+    batch, _ = train.rollout_step(model, tokenizer, examples, list(range(cfg.prompts_per_step)),
+                                  cfg, step=1, amp=amp)
     state = copy.deepcopy(model.state_dict())
     rows = []
     for method in ("grpo", "clipb", "clipv"):
@@ -172,7 +172,7 @@ def bench_step(repeats: int) -> list[dict]:
                                   mcfg.chunk_size)
             scored = batch.with_stats(stats, batch.rewards, batch.advantages)
             keep, _ = METHODS[method].mask(scored, mcfg)
-            train.update_step(model, optimizer, scored, {"keep": keep}, mcfg, amp)
+            train.update_step(model, optimizer, scored.with_mask(keep), mcfg, amp)
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()                     # the mask alone, averaged over 100 calls
         for _ in range(100):

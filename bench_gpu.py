@@ -154,10 +154,10 @@ def bench_gpu(names: list[str], max_new_tokens: int, prompts: int = 8, group: in
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        batch, extras, metrics = train.rollout_step(model, tokenizer, examples, list(range(prompts)),
+        batch, metrics = train.rollout_step(model, tokenizer, examples, list(range(prompts)),
                                                     cfg, 1, amp)
         t1 = time.perf_counter()
-        train.update_step(model, optimizer, batch, extras, cfg, amp)
+        train.update_step(model, optimizer, batch, cfg, amp)
         t2 = time.perf_counter()
         train.run_evaluation(model, tokenizer, {"probe": examples[:prompts]}, cfg, amp, 1)
         t3 = time.perf_counter()
@@ -173,7 +173,7 @@ def bench_gpu(names: list[str], max_new_tokens: int, prompts: int = 8, group: in
                      "generate_s": metrics["time_generate"], "score_s": metrics["time_score"],
                      "update_s": t2 - t1, "evaluate_s": t3 - t2, "step_s": t2 - t0,
                      "peak_gb": peak / 1e9, "estimate_gb": estimate["total"] / 1e9})
-        del model, optimizer, batch, extras
+        del model, optimizer, batch
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows

@@ -4,7 +4,10 @@ and validation.
     Config defaults < the method's defaults (methods.METHODS, e.g. its released mu) < --preset < flags
 
 Every field of `Config` is a flag (`--name-with-dashes`) with its help text beside it, so the
-defaults a run used, its `config.json` and `python train.py --help` cannot drift apart. With
+defaults a run used, its `config.json` and `python train.py --help` cannot drift apart. The
+general flags are written below; the methods' parameters (--mu, --forking-frac, ...) are
+declared in their rows of methods.METHODS and become fields, flags, checks and resume rules
+here, so a method with a parameter is added in one place. With
 --resume the saved configuration of the latest checkpoint is the base and only the flags given
 now override it, if `check_resume` accepts them (RESUME_MAY_CHANGE / RESUME_FIXED: a resume
 may lengthen a run or change how it is observed, never what it trains). `validate` rejects
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +29,7 @@ import data
 import distributed
 import entropy
 import grpo
+import methods
 import policy
 import rewards
 import rollout
@@ -45,51 +49,14 @@ def _int_or_none(text: str) -> int | None:
 
 
 @dataclass
-class Config:
-    # method (paper section 3; docs/methods.md)
+class Flags:
+    """The general flags: Config without the methods' parameters."""
+    # method (paper section 3; docs/methods.md); its parameters close the Config
     method: str = _opt("grpo", "grpo keeps every token; clipb / clipv are the paper's masks; the "
                                "others are the entropy methods compared in docs/methods.md",
                        choices=list(METHODS))
-    mu: float | None = _opt(None, "threshold in sigmas (default: the method's released value, "
-                                  "clipb 2.5, clipv 8.5); smaller removes more tokens", type=float)
-    mu_pos: float = _opt(math.inf, "upper-side threshold for A > 0 tokens (inf: off, as released)")
-    clip_max_frac: float | None = _opt(None, "cap on the A < 0 tokens a mask removes, as a fraction "
-                                             "of the batch's tokens (release: 1e-4 for clipv, "
-                                             "set by --preset paper)", type=float)
-    # comparison methods; entropy-bonus uses --entropy-coef, clip-higher --eps-high
-    forking_frac: float = _opt(0.2, "forking: fraction of the batch's tokens that train, those of "
-                                    "highest entropy")
-    clip_cov_ratio: float = _opt(2e-4, "clip-cov: fraction of tokens removed, drawn at random "
-                                       "among those with covariance in (lb, ub)")
-    clip_cov_lb: float = _opt(1.0, "clip-cov: lower bound of the covariance band")
-    clip_cov_ub: float = _opt(5.0, "clip-cov: upper bound of the covariance band")
-    kl_cov_ratio: float = _opt(2e-3, "kl-cov: fraction of tokens penalised, those of largest "
-                                     "covariance")
-    kl_cov_coef: float = _opt(1.0, "kl-cov: coefficient of |logp - old_logp| on those tokens")
     probe_every: int = _opt(0, "entropy probe every N steps: compare each token's measured "
                                "entropy change over the update with Theorem 2's prediction (0: never)")
-    # the flags of the methods added since the paper (docs/methods.md); their rows in
-    # methods.METHODS set the released strengths
-    policy_loss: str = _opt("ppo-clip", "per-token policy loss: ppo-clip (GRPO's, with --eps-low/"
-                                        "--eps-high and --dual-clip), gspo (one length-normalised "
-                                        "ratio per sequence) or cispo (clipped, detached IS weight "
-                                        "times A log pi, cap 1 + --eps-high)",
-                            choices=list(grpo.POLICY_LOSSES))
-    adaptive_entropy: bool = _opt(False, "adaptive-entropy: move the entropy-bonus coefficient "
-                                         "(starting at --entropy-coef) by --entropy-coef-delta toward "
-                                         "--entropy-target every step, applied only while the "
-                                         "entropy is at or below the target (Skywork-OR1, TRL)")
-    entropy_target: float = _opt(0.2, "adaptive-entropy: target mean token entropy (nats)")
-    entropy_coef_delta: float = _opt(0.005, "adaptive-entropy: step of the coefficient")
-    entropy_coef_min: float = _opt(0.0, "adaptive-entropy: lower bound of the coefficient")
-    entropy_coef_max: float = _opt(1.0, "adaptive-entropy: upper bound of the coefficient")
-    entropy_adv_alpha: float = _opt(0.0, "entropy-adv: A + min(alpha H, |A| / kappa) per token "
-                                         "(0: off; the method uses 0.4)")
-    entropy_adv_kappa: float = _opt(2.0, "entropy-adv: the cap |A| / kappa (kappa > 1 keeps A's sign)")
-    positive_weight: float = _opt(0.1, "w-reinforce: weight lambda of the correct responses "
-                                       "(advantages +lambda / -1; nsr: 0)")
-    pass_k: int = _opt(4, "passk: the k whose pass@k the closed-form group advantages optimise "
-                          "(at most --group-size)")
     mismatch_reject: str = _opt("none", "sampler-mismatch rejection: drop the tokens (token) or "
                                         "responses (sequence) whose pi_old / pi_sampler ratio "
                                         "leaves [--mismatch-low, --mismatch-high]",
@@ -189,16 +156,25 @@ class Config:
                        choices=["none", "paper"])
 
 
+METHOD_PARAMS = methods.params()
+Config = make_dataclass(
+    "Config", [(p.name, object, _opt(p.default, p.help, **({"type": p.type} if p.type else {}),
+                                     **({"choices": list(p.choices)} if p.choices else {})))
+               for p in METHOD_PARAMS.values()], bases=(Flags,))
+Config.__module__ = __name__
+Config.__doc__ = "Every flag of a run: the general ones (Flags), then the methods' parameters."
+
+
 def paper_preset(method: str) -> dict:
-    """The authors' released configuration (paper section 4). It needs several 80 GB
-    GPUs for a 7B model; on one GPU use a smaller Qwen2.5 with the same settings (--model)."""
-    return dict(model="Qwen/Qwen2.5-7B-Instruct", dataset="dapo-math", holdout=500,
-                prompts_per_step=64, group_size=16 if method == "clipb" else 8,
-                temperature=1.0, max_new_tokens=7168, lr=1e-6, kl_coef=0.0, eps_low=0.2,
-                eps_high=0.2, steps=500, eval_every=20, eval_n=32, eval_temperature=0.7,
-                eval_datasets="aime24,aime25,amc23,heldout", eval_limit=None, save_every=20,
-                gen_batch_size=256, micro_batch_size=4, gradient_checkpointing=True,
-                clip_max_frac=1e-4 if method == "clipv" else None)   # released: Clip-V capped
+    """The authors' released configuration (paper section 4), with what the method's row adds
+    (methods.Method.paper: Clip-B's groups of 16, Clip-V's cap). It needs several 80 GB GPUs for
+    a 7B model; on one GPU use a smaller Qwen2.5 with the same settings (--model)."""
+    shared = dict(model="Qwen/Qwen2.5-7B-Instruct", dataset="dapo-math", holdout=500,
+                  prompts_per_step=64, group_size=8, temperature=1.0, max_new_tokens=7168, lr=1e-6,
+                  kl_coef=0.0, eps_low=0.2, eps_high=0.2, steps=500, eval_every=20, eval_n=32,
+                  eval_temperature=0.7, eval_datasets="aime24,aime25,amc23,heldout", eval_limit=None,
+                  save_every=20, gen_batch_size=256, micro_batch_size=4, gradient_checkpointing=True)
+    return {**shared, **METHODS[method].paper}
 
 
 PRESETS = {"none": lambda method: {}, "paper": paper_preset}
@@ -219,8 +195,9 @@ def build_parser(show_defaults: bool = True) -> argparse.ArgumentParser:
         description="GRPO reinforcement fine-tuning with the entropy-discriminator masks Clip-B / "
                     "Clip-V (arXiv 2602.03392).",
         formatter_class=_HelpFormatter, argument_default=None if show_defaults else argparse.SUPPRESS)
+    group = parser.add_argument_group("method parameters", "declared by the methods that read them "
+                                                           "(methods.METHODS)")
     for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
         kwargs = dict(f.metadata)
         if isinstance(f.default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -228,7 +205,7 @@ def build_parser(show_defaults: bool = True) -> argparse.ArgumentParser:
             kwargs["type"] = str if f.default is None else type(f.default)
         if show_defaults:
             kwargs["default"] = f.default
-        parser.add_argument(flag, **kwargs)
+        (group if f.name in METHOD_PARAMS else parser).add_argument("--" + f.name.replace("_", "-"), **kwargs)
     return parser
 
 
@@ -236,7 +213,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     """Flags -> Config. Precedence: Config defaults < the method's defaults < the preset < flags."""
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**METHODS[first.method].defaults, **PRESETS[first.preset](first.method))
+    parser.set_defaults(**{**METHODS[first.method].defaults, **PRESETS[first.preset](first.method)})
     cfg = Config(**vars(parser.parse_args(argv)))
     if cfg.out is None:
         mu = f"-mu{cfg.mu:g}" if cfg.mu is not None else ""
@@ -249,7 +226,7 @@ def given_flags(argv: list[str] | None) -> dict:
     return vars(build_parser(show_defaults=False).parse_args(argv))
 
 
-INFINITE_OK = ("mu_pos", "dual_clip")   # inf turns these off
+INFINITE_OK = ("dual_clip", *(p.name for p in METHOD_PARAMS.values() if p.inf_ok))   # inf turns these off
 
 
 def validate(cfg: Config) -> None:
@@ -264,22 +241,16 @@ def validate(cfg: Config) -> None:
         if isinstance(value, float) and f.name not in INFINITE_OK:
             need(math.isfinite(value), f"--{f.name.replace('_', '-')} must be a finite number, got {value}.")
     need(cfg.lr <= 1, f"--lr {cfg.lr} is far too large (GRPO uses 1e-6 to 1e-4); choose one below 1.")
-    need(cfg.mu is None or cfg.mu > 0, f"--mu must be positive, got {cfg.mu}.")
+    for p in METHOD_PARAMS.values():   # every method's parameters, whichever method runs
+        message = p.check(cfg) if p.check else None
+        need(message is None, message)
     need(cfg.mu is not None or not METHODS[cfg.method].takes_mu, f"--method {cfg.method} needs --mu.")
     need(cfg.mu is None or METHODS[cfg.method].takes_mu,     # else "grpo-mu0.5" would name the run
          f"--method {cfg.method} has no mu (only {', '.join(m for m in METHODS if METHODS[m].takes_mu)} "
          f"read it); drop --mu.")
-    for name in ("forking_frac", "clip_cov_ratio", "kl_cov_ratio"):
-        need(0 < getattr(cfg, name) <= 1, f"--{name.replace('_', '-')} must be in (0, 1], "
-                                          f"got {getattr(cfg, name)}.")
-    need(cfg.clip_cov_lb < cfg.clip_cov_ub, f"--clip-cov-lb must be below --clip-cov-ub, got "
-                                            f"{cfg.clip_cov_lb} and {cfg.clip_cov_ub}.")
     need(cfg.dual_clip > 1, f"--dual-clip must be above 1 (inf turns it off), got {cfg.dual_clip}.")
     need(cfg.tis_cap is None or cfg.tis_cap > 0, f"--tis-cap must be positive (leave it out to "
                                                   f"turn truncated importance sampling off), got {cfg.tis_cap}.")
-    need(cfg.mu_pos > 0, f"--mu-pos must be positive (inf turns it off), got {cfg.mu_pos}.")
-    need(cfg.clip_max_frac is None or 0 < cfg.clip_max_frac <= 1,
-         f"--clip-max-frac must be in (0, 1], got {cfg.clip_max_frac}.")
     policy.check_model_folder(cfg.model)
     known = cfg.dataset in data.BUILT_IN or cfg.dataset in data.KNOWN or Path(cfg.dataset).is_file()
     need(known, f"unknown --dataset {cfg.dataset!r}: use synthetic, countdown, one of "
@@ -294,7 +265,7 @@ def validate(cfg: Config) -> None:
         need(getattr(cfg, name) >= 1, f"--{name.replace('_', '-')} must be at least 1, "
                                       f"got {getattr(cfg, name)}.")
     for name in ("holdout", "warmup_steps", "weight_decay", "grad_clip", "kl_coef",
-                 "entropy_coef", "kl_cov_coef", "eval_every", "probe_every"):
+                 "entropy_coef", "eval_every", "probe_every"):
         need(getattr(cfg, name) >= 0, f"--{name.replace('_', '-')} must not be negative, "
                                       f"got {getattr(cfg, name)}.")
     need(cfg.prompts_per_step % cfg.mini_batches == 0,
@@ -310,14 +281,6 @@ def validate(cfg: Config) -> None:
     need(cfg.eval_limit is None or cfg.eval_limit >= 1, f"--eval-limit must be at least 1, got {cfg.eval_limit}.")
     need(cfg.eval_max_new_tokens is None or cfg.eval_max_new_tokens >= 1,
          f"--eval-max-new-tokens must be at least 1, got {cfg.eval_max_new_tokens}.")
-    need(cfg.entropy_coef_min <= cfg.entropy_coef_max and cfg.entropy_coef_delta >= 0,
-         f"--entropy-coef-min must not exceed --entropy-coef-max and --entropy-coef-delta must not "
-         f"be negative, got {cfg.entropy_coef_min}, {cfg.entropy_coef_max}, {cfg.entropy_coef_delta}.")
-    need(cfg.entropy_adv_alpha >= 0 and cfg.entropy_adv_kappa > 0, f"--entropy-adv-alpha must not be "
-         f"negative and --entropy-adv-kappa must be positive, got {cfg.entropy_adv_alpha}, {cfg.entropy_adv_kappa}.")
-    need(cfg.positive_weight >= 0, f"--positive-weight must not be negative, got {cfg.positive_weight}.")
-    need(1 <= cfg.pass_k <= (cfg.group_size if cfg.method == "passk" else cfg.pass_k),
-         f"--pass-k must be between 1 and --group-size {cfg.group_size}, got {cfg.pass_k}.")
     low = cfg.mismatch_low if cfg.mismatch_low is not None else 1 / cfg.mismatch_high
     need(0 < low < cfg.mismatch_high, f"the --mismatch-low / --mismatch-high band must satisfy "
                                       f"0 < low < high, got {low}, {cfg.mismatch_high}.")
@@ -330,8 +293,10 @@ def validate(cfg: Config) -> None:
 # label describe all its steps, so a flag that changes what is trained, on what, or how the loss
 # is formed (FIXED) is refused; a flag that only changes how long, how it is observed and saved,
 # or how the same computation is laid out on the hardware (MAY_CHANGE) is accepted and recorded
-# in <out>/resumes.jsonl with the step it took effect. Every Config field is in one of the three.
+# in <out>/resumes.jsonl with the step it took effect. Every Config field is in one of the three;
+# a method's parameter is fixed unless its Param says resume=True.
 RESUME_MAY_CHANGE = {
+    **{p.name: "a parameter its method lets a resume change" for p in METHOD_PARAMS.values() if p.resume},
     "steps": "the run's length (above its checkpoint's step)",
     **dict.fromkeys(("eval_every", "eval_datasets", "eval_n", "eval_temperature", "eval_top_p",
                      "eval_max_new_tokens", "eval_limit", "eval_batch_size", "eval_question_key",
@@ -345,11 +310,7 @@ RESUME_MAY_CHANGE = {
                     "the gradient; the precision of sampling and forward passes may, slightly)"),
 }
 RESUME_FIXED = {
-    **dict.fromkeys(("method", "mu", "mu_pos", "clip_max_frac", "forking_frac", "clip_cov_ratio",
-                     "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio", "kl_cov_coef", "policy_loss",
-                     "adaptive_entropy", "entropy_target", "entropy_coef_delta", "entropy_coef_min",
-                     "entropy_coef_max", "entropy_adv_alpha", "entropy_adv_kappa", "positive_weight",
-                     "pass_k"),
+    **dict.fromkeys(("method", *(p.name for p in METHOD_PARAMS.values() if not p.resume)),
                     "the method and its strength name the run and its label"),
     "model": "the run's weights come from its checkpoint and its KL reference from this model",
     **dict.fromkeys(("dataset", "split", "question_key", "answer_key", "holdout", "prompt_style",

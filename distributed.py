@@ -174,6 +174,62 @@ def batch_rows(batch, mini_batches: int, world: World) -> Tensor:
     return local_rows(len(batch) // batch.group_size, batch.group_size, mini_batches, world)
 
 
+def my_prompts(indices: list[int], mini_batches: int, world: World) -> list[int]:
+    """This rank's prompts of a step's indices (its `rank_groups`); one process: all of them."""
+    return [indices[g] for g in rank_groups(len(indices), mini_batches, world)]
+
+
+def rank_seed(seed: int, world: World) -> int:
+    """The sampling seed of this rank: `seed` itself on rank 0 (and in one process)."""
+    return seed + 7919 * world.rank
+
+
+def my_rows(batch, mini_batches: int, world: World):
+    """This rank's rows of a whole rollout batch, as a batch; one process: all of them."""
+    return batch.select(batch_rows(batch, mini_batches, world))
+
+
+def mini_batches(batch, mini_batches: int, world: World) -> list[tuple[Tensor, Tensor]]:
+    """[(rows of mini-batch i of the whole batch, this rank's rows of it)] for each of the
+    mini_batches contiguous slices; one process: the slice twice. The first sets the loss's
+    token and sequence counts (the whole mini-batch), the second what this rank computes.
+    rank_groups gives each rank the same part of every mini-batch, so its rows, in order, split
+    into mini_batches equal slices, one per mini-batch."""
+    whole = torch.arange(len(batch)).chunk(mini_batches)
+    return list(zip(whole, batch_rows(batch, mini_batches, world).chunk(mini_batches), strict=True))
+
+
+def backward(loss: Tensor, world: World) -> None:
+    """loss.backward() with the loss scaled by the world size: FSDP2 averages the ranks'
+    gradients, and the loss of the whole mini-batch is the sum of the ranks' parts."""
+    (loss * world.size).backward()
+
+
+def global_grad_norm(params: list, max_norm: float) -> Tensor:
+    """Clip the gradients of params to max_norm (inf: no clipping) and return their total norm
+    over every rank, a 0-d tensor (FSDP2 returns it as a DTensor, made whole here)."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+def weighted_means(totals: dict[str, float], weight: float, world: World) -> dict[str, float]:
+    """{name: sum over ranks of totals[name] / sum over ranks of weight} (0 weight counts as 1):
+    token-weighted metric means of the whole batch from each rank's weighted sums."""
+    totals = sum_all({**totals, "weight": weight}, world)
+    weight = totals.pop("weight")
+    return {k: v / max(weight, 1) for k, v in totals.items()}
+
+
+def my_share(items: list, world: World) -> list:
+    """Every world-size-th item from this rank's (evaluation problems); one process: all."""
+    return items[world.rank::world.size]
+
+
+def pooled(result, world: World, merge: Callable[[list], object]):
+    """merge([each rank's result]) on every rank; one process: result itself."""
+    return result if world.size == 1 else merge(gather_objects(result, world))
+
+
 def _assemble(parts: list, group_size: int, mini_batches: int, world: World, left: bool = False):
     """Each rank's rows (tensors (n, ...) or lists) -> the whole batch's, in one process's row
     order; 2-D tensors padded to the widest with zeros (on the left for the prompt side)."""

@@ -29,6 +29,7 @@ authors' release and to verl".
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -197,10 +198,54 @@ def sampler_mismatch(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> di
 
 # ----------------------------------------------------------------------------- peer losses
 # The losses and advantages the peers ship (docs/methods.md, "Methods added since the paper").
-# Each is one function; train.token_loss picks the surrogate by --policy-loss, and the
-# method table (methods.py) picks the advantage estimator.
+# Each is one function. The per-token policy losses are registered by name in POLICY_LOSSES,
+# each with one signature, and --policy-loss picks one (policy_surrogate); the method table
+# (methods.py) picks the advantage estimator.
 
-POLICY_LOSSES = ("ppo-clip", "gspo", "cispo")
+PolicyLoss = Callable[..., Tensor]   # (logp, old_logp, advantages, response_mask, eps_low, eps_high, dual_clip)
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+POLICY_LOSS_METRICS: dict[str, Callable[..., dict[str, float]]] = {}
+
+
+def register_policy_loss(name: str, metrics: Callable[..., dict[str, float]] | None = None):
+    """Register a per-token policy loss under `name` (a --policy-loss value), as a decorator.
+
+    Args: the loss takes logp (N, T) float32, differentiable; old_logp (N, T) float32;
+    advantages (N,) or (N, T) float32; response_mask (N, T) bool; eps_low, eps_high, dual_clip
+    floats, and returns (N, T) float32 (meaningless at padding). metrics (optional) takes
+    (logp, old_logp, advantages, keep, response_mask, eps_low, eps_high) and returns the
+    floats that say what its clip did over the kept tokens."""
+    def add(loss: PolicyLoss) -> PolicyLoss:
+        POLICY_LOSSES[name] = loss
+        if metrics is not None:
+            POLICY_LOSS_METRICS[name] = metrics
+        return loss
+    return add
+
+
+@register_policy_loss("ppo-clip")
+def _ppo_clip(logp, old_logp, advantages, response_mask, eps_low, eps_high, dual_clip):
+    return clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high, dual_clip)
+
+
+def gspo_metrics(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, response_mask: Tensor,
+                 eps_low: float, eps_high: float) -> dict[str, float]:
+    """Over the kept tokens mask (N, T) bool: "gspo_clip_frac" = tokens of sequences whose ratio
+    s_i lies outside [1 - eps_low, 1 + eps_high] on the side where the clip zeroes the gradient,
+    and "gspo_ratio_mean"."""
+    mask, valid = mask.bool(), response_mask.bool()
+    adv = per_token(advantages, logp)
+    gap = torch.where(valid, logp - old_logp, torch.zeros_like(logp))
+    seq = torch.exp(gap.sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp(min=1)).expand_as(logp)
+    clipped = ((seq < 1 - eps_low) & (adv < 0)) | ((seq > 1 + eps_high) & (adv > 0))
+    return {"gspo_clip_frac": _masked_mean(clipped.double(), mask), "gspo_ratio_mean": _masked_mean(seq, mask)}
+
+
+def cispo_metrics(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, response_mask: Tensor,
+                  eps_low: float, eps_high: float) -> dict[str, float]:
+    """Over the kept tokens mask (N, T) bool: "cispo_clip_frac" = tokens with rho > 1 + eps_high
+    (their weight capped)."""
+    return {"cispo_clip_frac": _masked_mean((_ratio(logp, old_logp) > 1 + eps_high).double(), mask.bool())}
 
 
 def gspo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, response_mask: Tensor,
@@ -222,6 +267,11 @@ def gspo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, response_
                              math.inf)
 
 
+@register_policy_loss("gspo", metrics=gspo_metrics)
+def _gspo(logp, old_logp, advantages, response_mask, eps_low, eps_high, dual_clip):
+    return gspo_surrogate(logp, old_logp, advantages, response_mask, eps_low, eps_high)
+
+
 def cispo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_high: float = 4.0) -> Tensor:
     """CISPO (MiniMax-M1, arXiv 2506.13585): l = -sg[min(rho, 1 + eps_high)] A logp. The
     importance weight is clipped and detached, so every token keeps a gradient (none is zeroed
@@ -233,38 +283,32 @@ def cispo_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_high
     return -weight * adv * logp
 
 
+@register_policy_loss("cispo", metrics=cispo_metrics)
+def _cispo(logp, old_logp, advantages, response_mask, eps_low, eps_high, dual_clip):
+    return cispo_surrogate(logp, old_logp, advantages, eps_high)
+
+
 def policy_surrogate(kind: str, logp: Tensor, old_logp: Tensor, advantages: Tensor,
                      response_mask: Tensor, eps_low: float = 0.2, eps_high: float = 0.2,
                      dual_clip: float = DUAL_CLIP) -> Tensor:
-    """The per-token policy loss that --policy-loss names: "ppo-clip" (clipped_surrogate),
-    "gspo" or "cispo". All (N, T) but advantages (N,) or (N, T)."""
-    if kind == "ppo-clip":
-        return clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high, dual_clip)
-    if kind == "gspo":
-        return gspo_surrogate(logp, old_logp, advantages, response_mask, eps_low, eps_high)
-    if kind == "cispo":
-        return cispo_surrogate(logp, old_logp, advantages, eps_high)
-    raise ValueError(f"unknown policy loss {kind!r}; choose one of {', '.join(POLICY_LOSSES)}.")
+    """The per-token policy loss registered as `kind` (--policy-loss: "ppo-clip", the
+    clipped_surrogate, "gspo" or "cispo").
+
+    Args: logp (N, T) float32, differentiable; old_logp (N, T) float32; advantages (N,) or
+    (N, T) float32; response_mask (N, T) bool. Returns (N, T) float32."""
+    if kind not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss {kind!r}; choose one of {', '.join(POLICY_LOSSES)}.")
+    return POLICY_LOSSES[kind](logp, old_logp, advantages, response_mask, eps_low, eps_high, dual_clip)
 
 
 @torch.no_grad()
 def policy_loss_metrics(kind: str, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
                         response_mask: Tensor, eps_low: float, eps_high: float) -> dict[str, float]:
-    """What the GSPO / CISPO clip did, over the kept tokens (empty for "ppo-clip", whose clip
-    fractions loss_metrics reports): "gspo_clip_frac" = tokens of sequences whose ratio s_i lies
-    outside [1 - eps_low, 1 + eps_high] on the side where the clip zeroes the gradient, and
-    "gspo_ratio_mean"; "cispo_clip_frac" = tokens with rho > 1 + eps_high (their weight capped)."""
-    mask = mask.bool()
-    adv = per_token(advantages, logp)
-    if kind == "gspo":
-        valid = response_mask.bool()
-        gap = torch.where(valid, logp - old_logp, torch.zeros_like(logp))
-        seq = torch.exp(gap.sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp(min=1)).expand_as(logp)
-        clipped = ((seq < 1 - eps_low) & (adv < 0)) | ((seq > 1 + eps_high) & (adv > 0))
-        return {"gspo_clip_frac": _masked_mean(clipped.double(), mask), "gspo_ratio_mean": _masked_mean(seq, mask)}
-    if kind == "cispo":
-        return {"cispo_clip_frac": _masked_mean((_ratio(logp, old_logp) > 1 + eps_high).double(), mask)}
-    return {}
+    """What the clip of the policy loss `kind` did over the kept tokens mask (N, T) bool: its
+    registered metrics (gspo_metrics, cispo_metrics), or {} (ppo-clip: loss_metrics reports its
+    clip fractions)."""
+    metrics = POLICY_LOSS_METRICS.get(kind)
+    return metrics(logp, old_logp, advantages, mask, response_mask, eps_low, eps_high) if metrics else {}
 
 
 def entropy_advantage(advantages: Tensor, entropy: Tensor, alpha: float, kappa: float) -> Tensor:

@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -35,6 +36,23 @@ import tracking
 from distributed import World
 
 MAX_NONFINITE_IN_A_ROW = 3
+
+
+@dataclass
+class Failures:
+    """The updates skipped for a non-finite loss or gradient (update_step's "nonfinite"): in
+    all, and in consecutive steps (MAX_NONFINITE_IN_A_ROW stops the run). Saved in trainer_state."""
+    nonfinite_total: int = 0
+    nonfinite_in_a_row: int = 0
+
+    def count(self, skipped: int) -> None:
+        """After a step that skipped `skipped` updates."""
+        self.nonfinite_total += skipped
+        self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if skipped else 0
+
+    @classmethod
+    def restore(cls, counters: dict) -> Failures:
+        return cls(counters["nonfinite_total"], counters["nonfinite_in_a_row"])
 
 
 def save_error(step: int, err: BaseException, last_saved: int, out: Path) -> str:

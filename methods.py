@@ -4,7 +4,9 @@ A method is a token mask from clipping.py (which response tokens train) plus the
 implies when the user gives none, such as its released mu. GRPO keeps every token; Clip-B and
 Clip-V are the paper's masks (section 3); the rest are the entropy methods compared side by side
 in docs/methods.md. KL-Cov keeps every token and instead marks the tokens that
-grpo.kl_cov_penalty prices. Adding a method is adding a row to METHODS.
+grpo.kl_cov_penalty prices. Adding a method is adding a row to METHODS, with the parameters
+it reads (Param: config.py makes each a field, a flag, a check and a resume rule; docs/methods.md,
+"Adding a method").
 
 Every mask reads the batch-wide statistics of one rollout batch (rollout.RolloutBatch: s_star,
 es, entropy, old_logp, advantages, response_mask) and the run's configuration (config.Config),
@@ -16,7 +18,7 @@ also change the advantages (`advantages`: W-REINFORCE, pass@k), the loss (their 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from collections.abc import Callable
@@ -30,20 +32,60 @@ import grpo
 
 Mask = Callable[[object, object], tuple[Tensor, dict[str, float]]]   # (batch, cfg) -> (keep, metrics)
 Advantages = Callable[[Tensor, int, object], Tensor]   # (rewards (N,), group size, cfg) -> (N,)
+Check = Callable[[object], str | None]   # cfg -> the one-sentence error, or None when cfg is fine
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter a method reads: a field of config.Config and its flag --name-with-dashes.
+    default: its value when no method row, preset or flag sets it; help: the flag's help text;
+    type / choices: argparse's, where the default does not tell them; check: rejects impossible
+    values (config.validate runs it for every run); resume: whether --resume may change it (no:
+    the method's strength names the run); inf_ok: inf is a value that means "off"."""
+    name: str
+    default: object
+    help: str
+    type: type | None = None
+    choices: tuple | None = None
+    check: Check | None = None
+    resume: bool = False
+    inf_ok: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def must(name: str, ok: Callable[[object], bool], what: str) -> Check:
+    """A check that --name satisfies ok (None always passes), else "--name must <what>, got v."."""
+    def check(cfg):
+        value = getattr(cfg, name)
+        return None if value is None or ok(value) else f"--{name.replace('_', '-')} must {what}, got {value}."
+    return check
+
+
+def _fraction(name: str) -> Check:
+    return must(name, lambda v: 0 < v <= 1, "be in (0, 1]")
 
 
 @dataclass(frozen=True)
 class Method:
-    """mask: (batch, cfg) -> (keep (N, R) bool, metrics). defaults: flag values the method implies.
-    takes_mu: the method reads --mu (it is part of the run's label). penalty: (batch, cfg) ->
-    (tokens priced by --kl-cov-coef |logp - old_logp| (N, R) bool, metrics), for KL-Cov; its
-    metrics replace the mask's. advantages: the advantage estimator, when not GRPO's
-    grpo.group_advantages."""
+    """mask: (batch, cfg) -> (keep (N, R) bool, metrics). params: the parameters it reads.
+    defaults: flag values the method implies (e.g. its released mu). paper: what --preset paper
+    sets for it beyond the preset's shared values. penalty: (batch, cfg) -> (tokens priced by
+    --kl-cov-coef |logp - old_logp| (N, R) bool, metrics), for KL-Cov; its metrics replace the
+    mask's. advantages: the advantage estimator, when not GRPO's grpo.group_advantages."""
     mask: Mask
-    defaults: dict
-    takes_mu: bool = False
+    params: tuple[Param, ...] = ()
+    defaults: dict = field(default_factory=dict)
+    paper: dict = field(default_factory=dict)
     penalty: Mask | None = None
     advantages: Advantages | None = None
+
+    @property
+    def takes_mu(self) -> bool:
+        """The method reads --mu, which is then part of the run's label."""
+        return any(p.name == "mu" for p in self.params)
 
 
 def _keep_all(batch, cfg):
@@ -114,28 +156,98 @@ def _passk(batch, cfg):
     return keep, metrics
 
 
+# The parameters of the masks and losses below; a parameter two methods share is declared once.
+MU = Param("mu", None, "threshold in sigmas (default: the method's released value, clipb 2.5, "
+                       "clipv 8.5); smaller removes more tokens", type=float,
+           check=must("mu", lambda v: v > 0, "be positive"))
+MU_POS = Param("mu_pos", math.inf, "upper-side threshold for A > 0 tokens (inf: off, as released)",
+               check=must("mu_pos", lambda v: v > 0, "be positive (inf turns it off)"), inf_ok=True)
+CLIP_MAX_FRAC = Param("clip_max_frac", None, "cap on the A < 0 tokens a mask removes, as a fraction "
+                                             "of the batch's tokens (release: 1e-4 for clipv, set by "
+                                             "--preset paper)", type=float, check=_fraction("clip_max_frac"))
+FORKING_FRAC = Param("forking_frac", 0.2, "forking: fraction of the batch's tokens that train, those "
+                                          "of highest entropy", check=_fraction("forking_frac"))
+CLIP_COV = (Param("clip_cov_ratio", 2e-4, "clip-cov: fraction of tokens removed, drawn at random "
+                                          "among those with covariance in (lb, ub)",
+                  check=_fraction("clip_cov_ratio")),
+            Param("clip_cov_lb", 1.0, "clip-cov: lower bound of the covariance band"),
+            Param("clip_cov_ub", 5.0, "clip-cov: upper bound of the covariance band", check=lambda cfg: (
+                None if cfg.clip_cov_lb < cfg.clip_cov_ub else f"--clip-cov-lb must be below "
+                f"--clip-cov-ub, got {cfg.clip_cov_lb} and {cfg.clip_cov_ub}.")))
+KL_COV = (Param("kl_cov_ratio", 2e-3, "kl-cov: fraction of tokens penalised, those of largest "
+                                      "covariance", check=_fraction("kl_cov_ratio")),
+          Param("kl_cov_coef", 1.0, "kl-cov: coefficient of |logp - old_logp| on those tokens",
+                check=must("kl_cov_coef", lambda v: v >= 0, "not be negative")))
+POLICY_LOSS = Param("policy_loss", "ppo-clip", "per-token policy loss: ppo-clip (GRPO's, with "
+                    "--eps-low/--eps-high and --dual-clip), gspo (one length-normalised ratio per "
+                    "sequence) or cispo (clipped, detached IS weight times A log pi, cap 1 + --eps-high)",
+                    choices=tuple(grpo.POLICY_LOSSES))
+ADAPTIVE_ENTROPY = (
+    Param("adaptive_entropy", False, "adaptive-entropy: move the entropy-bonus coefficient (starting "
+                                     "at --entropy-coef) by --entropy-coef-delta toward --entropy-target "
+                                     "every step, applied only while the entropy is at or below the "
+                                     "target (Skywork-OR1, TRL)"),
+    Param("entropy_target", 0.2, "adaptive-entropy: target mean token entropy (nats)"),
+    Param("entropy_coef_delta", 0.005, "adaptive-entropy: step of the coefficient"),
+    Param("entropy_coef_min", 0.0, "adaptive-entropy: lower bound of the coefficient"),
+    Param("entropy_coef_max", 1.0, "adaptive-entropy: upper bound of the coefficient", check=lambda cfg: (
+        None if cfg.entropy_coef_min <= cfg.entropy_coef_max and cfg.entropy_coef_delta >= 0 else
+        f"--entropy-coef-min must not exceed --entropy-coef-max and --entropy-coef-delta must not be "
+        f"negative, got {cfg.entropy_coef_min}, {cfg.entropy_coef_max}, {cfg.entropy_coef_delta}.")))
+ENTROPY_ADV = (
+    Param("entropy_adv_alpha", 0.0, "entropy-adv: A + min(alpha H, |A| / kappa) per token (0: off; "
+                                    "the method uses 0.4)"),
+    Param("entropy_adv_kappa", 2.0, "entropy-adv: the cap |A| / kappa (kappa > 1 keeps A's sign)",
+          check=lambda cfg: (
+              None if cfg.entropy_adv_alpha >= 0 and cfg.entropy_adv_kappa > 0 else
+              f"--entropy-adv-alpha must not be negative and --entropy-adv-kappa must be positive, "
+              f"got {cfg.entropy_adv_alpha}, {cfg.entropy_adv_kappa}.")))
+POSITIVE_WEIGHT = Param("positive_weight", 0.1, "w-reinforce: weight lambda of the correct responses "
+                                                "(advantages +lambda / -1; nsr: 0)",
+                        check=must("positive_weight", lambda v: v >= 0, "not be negative"))
+PASS_K = Param("pass_k", 4, "passk: the k whose pass@k the closed-form group advantages optimise "
+                            "(at most --group-size)", check=lambda cfg: (
+    None if 1 <= cfg.pass_k <= (cfg.group_size if cfg.method == "passk" else cfg.pass_k) else
+    f"--pass-k must be between 1 and --group-size {cfg.group_size}, got {cfg.pass_k}."))
+
+CLIP = (MU, MU_POS, CLIP_MAX_FRAC)
 METHODS = {
-    "grpo": Method(_keep_all, {}),
-    "clipb": Method(_clip_b, {"mu": 2.5}, takes_mu=True),    # released default (swept 2.0 to 3.0)
-    "clipv": Method(_clip_v, {"mu": 8.5}, takes_mu=True),    # released default (swept 7.5 to 8.5)
+    "grpo": Method(_keep_all),
+    # released defaults: Clip-B mu 2.5 (swept 2.0 to 3.0) in groups of 16, Clip-V mu 8.5 (swept
+    # 7.5 to 8.5) capped at 1e-4 of the tokens
+    "clipb": Method(_clip_b, CLIP, {"mu": 2.5}, paper={"group_size": 16}),
+    "clipv": Method(_clip_v, CLIP, {"mu": 8.5}, paper={"clip_max_frac": 1e-4}),
     # for comparison; their parameters are flags with the released defaults
-    "clip-higher": Method(_keep_all, {"eps_high": 0.28}),          # DAPO
-    "entropy-bonus": Method(_keep_all, {"entropy_coef": 1e-3}),    # verl's long-time default
-    "forking": Method(_forking, {}),
-    "clip-cov": Method(_clip_cov, {}),
-    "kl-cov": Method(_keep_all, {}, penalty=_kl_cov),
-    "entropy-up": Method(_entropy_direction("up"), {}),
-    "entropy-down": Method(_entropy_direction("down"), {}),
+    "clip-higher": Method(_keep_all, defaults={"eps_high": 0.28}),          # DAPO
+    "entropy-bonus": Method(_keep_all, defaults={"entropy_coef": 1e-3}),    # verl's long-time default
+    "forking": Method(_forking, (FORKING_FRAC,)),
+    "clip-cov": Method(_clip_cov, CLIP_COV),
+    "kl-cov": Method(_keep_all, KL_COV, penalty=_kl_cov),
+    "entropy-up": Method(_entropy_direction("up")),
+    "entropy-down": Method(_entropy_direction("down")),
     # added since the paper (docs/methods.md): the entropy methods and losses the peers ship
-    "adaptive-entropy": Method(_keep_all, {"adaptive_entropy": True}),       # TRL: 0.2, 0.005, [0, 1]
-    "entropy-adv": Method(_keep_all, {"entropy_adv_alpha": 0.4}),           # Cheng et al.: kappa 2
-    "w-reinforce": Method(_w_reinforce, {"positive_weight": 0.1}, advantages=_w_reinforce_advantages),
-    "nsr": Method(_w_reinforce, {"positive_weight": 0.0}, advantages=_w_reinforce_advantages),
-    "passk": Method(_passk, {"pass_k": 4}, advantages=_passk_advantages),
-    "gspo": Method(_keep_all, {"policy_loss": "gspo", "eps_low": 3e-4, "eps_high": 4e-4,
-                               "loss_agg": "seq-mean-token-mean"}),
-    "cispo": Method(_keep_all, {"policy_loss": "cispo", "eps_high": 4.0}),   # TRL: cap 5.0
+    "adaptive-entropy": Method(_keep_all, ADAPTIVE_ENTROPY, {"adaptive_entropy": True}),   # TRL: 0.2, 0.005, [0, 1]
+    "entropy-adv": Method(_keep_all, ENTROPY_ADV, {"entropy_adv_alpha": 0.4}),            # Cheng et al.: kappa 2
+    "w-reinforce": Method(_w_reinforce, (POSITIVE_WEIGHT,), {"positive_weight": 0.1},
+                          advantages=_w_reinforce_advantages),
+    "nsr": Method(_w_reinforce, (POSITIVE_WEIGHT,), {"positive_weight": 0.0}, advantages=_w_reinforce_advantages),
+    "passk": Method(_passk, (PASS_K,), {"pass_k": 4}, advantages=_passk_advantages),
+    "gspo": Method(_keep_all, (POLICY_LOSS,), {"policy_loss": "gspo", "eps_low": 3e-4, "eps_high": 4e-4,
+                                              "loss_agg": "seq-mean-token-mean"}),
+    "cispo": Method(_keep_all, (POLICY_LOSS,), {"policy_loss": "cispo", "eps_high": 4.0}),   # TRL: cap 5.0
 }
+
+
+def params() -> dict[str, Param]:
+    """Every method's parameters by name, each once, in the order of the table: config.Config's
+    method fields. Two rows that declare one name must share its Param."""
+    out: dict[str, Param] = {}
+    for name, method in METHODS.items():
+        for p in method.params:
+            if out.setdefault(p.name, p) is not p:
+                raise ValueError(f"method {name} declares --{p.name.replace('_', '-')} again, unlike the row "
+                                 f"before it; list that row's Param instead.")
+    return out
 
 
 def advantages(cfg, rewards: Tensor, group_size: int) -> Tensor:
@@ -171,21 +283,33 @@ def loss_metrics(stats, mb, keep: Tensor, cfg) -> dict[str, float]:
     return out
 
 
-def adaptive_entropy_config(state: dict, cfg):
-    """cfg with the entropy coefficient this step applies under --adaptive-entropy. state (the
-    run's counters, saved in trainer_state) starts at --entropy-coef and no measured entropy."""
-    state.setdefault("entropy_coef", cfg.entropy_coef)
-    state.setdefault("entropy_last", math.inf)
-    return replace(cfg, entropy_coef=grpo.adaptive_entropy_coef(state, cfg.entropy_target))
+@dataclass
+class EntropyControl:
+    """--adaptive-entropy's controller state (grpo.adaptive_entropy_coef / _update): the
+    coefficient, starting at --entropy-coef, and the entropy measured at the previous step (inf
+    before the first). Saved in trainer_state beside the failure counters."""
+    entropy_coef: float
+    entropy_last: float = math.inf
+
+    @classmethod
+    def restore(cls, counters: dict, fresh: EntropyControl | None) -> EntropyControl | None:
+        """The controller of a checkpoint's counters, else `fresh` (None: no controller)."""
+        return cls(counters["entropy_coef"], counters["entropy_last"]) if "entropy_coef" in counters else fresh
 
 
-def adaptive_entropy_step(state: dict, entropy: float, cfg) -> dict[str, float]:
+def adaptive_entropy_config(control: EntropyControl, cfg):
+    """cfg with the entropy coefficient this step applies under --adaptive-entropy."""
+    return replace(cfg, entropy_coef=grpo.adaptive_entropy_coef(vars(control), cfg.entropy_target))
+
+
+def adaptive_entropy_step(control: EntropyControl, entropy: float, cfg) -> dict[str, float]:
     """After the update: the controller's step on the batch's mean token entropy (global: the
     batch is whole on every rank). Metrics: the coefficient applied this step and the next one."""
     applied = cfg.entropy_coef
-    grpo.adaptive_entropy_update(state, entropy, cfg.entropy_target, cfg.entropy_coef_delta,
+    # vars() is the dataclass's own attribute dict: grpo's rule updates the controller in place
+    grpo.adaptive_entropy_update(vars(control), entropy, cfg.entropy_target, cfg.entropy_coef_delta,
                                  cfg.entropy_coef_min, cfg.entropy_coef_max)
-    return {"entropy_coef_applied": applied, "entropy_coef": state["entropy_coef"]}
+    return {"entropy_coef_applied": applied, "entropy_coef": control.entropy_coef}
 
 
 def unimplemented(cfg) -> list[str]:

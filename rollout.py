@@ -71,6 +71,9 @@ class RolloutBatch:
     entropy: Tensor | None = None       # (N, R)
     s_star: Tensor | None = None        # (N, R)
     es: Tensor | None = None            # (N, R)
+    ref_logp: Tensor | None = None      # (N, R) float32: log pi_ref(a_t), with --kl-coef > 0
+    keep: Tensor | None = None          # (N, R) bool: the tokens that train (the method's mask)
+    penalised: Tensor | None = None     # (N, R) bool: KL-Cov's tokens priced |logp - old_logp|
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -79,10 +82,17 @@ class RolloutBatch:
         """Per-response values (N, ...) -> (N / G, G, ...): one row per prompt."""
         return values.view(-1, self.group_size, *values.shape[1:])
 
-    def with_stats(self, stats: TokenStats, rewards: Tensor, advantages: Tensor) -> "RolloutBatch":
-        """A copy with rewards, advantages and the sampling policy's statistics (from `score`)."""
+    def with_stats(self, stats: TokenStats, rewards: Tensor, advantages: Tensor,
+                   ref_logp: Tensor | None = None) -> "RolloutBatch":
+        """A copy with rewards, advantages, the sampling policy's statistics (from `score`) and
+        the reference policy's logp (N, R) when given."""
         return replace(self, rewards=rewards, advantages=advantages, old_logp=stats.logp,
-                       entropy=stats.entropy, s_star=stats.s_star, es=stats.es)
+                       entropy=stats.entropy, s_star=stats.s_star, es=stats.es, ref_logp=ref_logp)
+
+    def with_mask(self, keep: Tensor, penalised: Tensor | None = None) -> "RolloutBatch":
+        """A copy with the tokens that train, keep (N, R) bool, and KL-Cov's penalised tokens
+        (N, R) bool when given (methods.METHODS)."""
+        return replace(self, keep=keep, penalised=penalised)
 
     def metrics(self) -> dict[str, float]:
         """Rewards, statistics and lengths of a scored batch, means over response tokens."""

@@ -65,14 +65,14 @@ from distributed import World
 
 def sample(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int, amp,
            world: World = World()) -> rollout.RolloutBatch:
-    """Step 1: group_size responses to each prompt examples[i] of this rank's groups of indices
-    (distributed.rank_groups; all of them in one process), seeded by (seed, step, rank)."""
-    mine = [indices[g] for g in distributed.rank_groups(len(indices), cfg.mini_batches, world)]
+    """Step 1: group_size responses to each prompt examples[i], i in indices (under torchrun:
+    this process's share of them), seeded by (seed, step)."""
+    mine = distributed.my_prompts(indices, cfg.mini_batches, world)
     prompts = [data.format_prompt(tokenizer, examples[i].question, cfg.prompt_style) for i in mine]
     with amp, memory.phase("generating"):
         return rollout.generate(model, tokenizer, prompts, [examples[i].answer for i in mine],
                                 cfg.group_size, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                                cfg.gen_batch_size, seed=cfg.seed * 1_000_003 + step + 7919 * world.rank,
+                                cfg.gen_batch_size, seed=distributed.rank_seed(cfg.seed * 1_000_003 + step, world),
                                 engine=cfg.rollout_engine)
 
 
@@ -84,63 +84,62 @@ def grade(batch: rollout.RolloutBatch, cfg: Config) -> Tensor:
 
 
 def score(model, batch: rollout.RolloutBatch, reward: Tensor, advantages: Tensor, cfg: Config, amp,
-          ref_model=None, world: World = World()) -> tuple[rollout.RolloutBatch, dict[str, Tensor]]:
+          ref_model=None) -> rollout.RolloutBatch:
     """Step 4: logp, H, S* and E[S] per response token under the policy's float32 weights
-    (rollout.score), then every rank's rows gathered into the whole batch. Returns (the whole
-    scored batch, {"ref_logp": (N, R)} when a reference model is given, else {})."""
-    extras = {}
+    (rollout.score), and the reference model's logp when one is given (--kl-coef > 0).
+    Args: batch of N responses, R response columns; reward, advantages: (N,) float32.
+    Returns the batch with rewards, advantages, old_logp / entropy / s_star / es (N, R) float32
+    (0 at padding) and ref_logp (N, R) float32 or None."""
     with amp, memory.phase("scoring"):
         stats = rollout.score(model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
-        if ref_model is not None:
-            extras["ref_logp"] = distributed.gather_rows(rollout.score(
-                ref_model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size).logp,
-                cfg.group_size, cfg.mini_batches, world)
+        ref_logp = None if ref_model is None else rollout.score(
+            ref_model, batch, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size).logp
     distributed.reshard(model)
-    return distributed.gather_batch(batch.with_stats(stats, reward, advantages), cfg.mini_batches, world), extras
+    return batch.with_stats(stats, reward, advantages, ref_logp)
 
 
-def mask(batch: rollout.RolloutBatch, extras: dict[str, Tensor], cfg: Config) -> tuple[dict[str, Tensor], dict]:
+def mask(batch: rollout.RolloutBatch, cfg: Config) -> tuple[rollout.RolloutBatch, dict]:
     """Step 5: the method's keep mask over the whole batch (methods.METHODS), KL-Cov's penalised
-    tokens, and the sampler-mismatch rejection on top. Returns (extras with "keep" (N, R) bool and
-    "penalised" (N, R) bool for KL-Cov, the masks' metrics)."""
+    tokens, and the sampler-mismatch rejection on top. Returns (the batch with keep (N, R) bool
+    and, for KL-Cov, penalised (N, R) bool; the masks' metrics)."""
     method = methods.METHODS[cfg.method]
-    extras["keep"], metrics = method.mask(batch, cfg)
+    keep, metrics = method.mask(batch, cfg)
+    penalised = None
     if method.penalty is not None:
-        extras["penalised"], metrics = method.penalty(batch, cfg)
+        penalised, metrics = method.penalty(batch, cfg)
     if cfg.mismatch_reject != "none":
         inside, rejected = methods.reject_mismatch(batch, cfg)
-        extras["keep"], metrics = extras["keep"] & inside, {**metrics, **rejected}
-    return extras, metrics
+        keep, metrics = keep & inside, {**metrics, **rejected}
+    return batch.with_mask(keep, penalised), metrics
 
 
 def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Config, step: int,
                  amp, ref_model=None, sampler=None,
-                 world: World = World()) -> tuple[rollout.RolloutBatch, dict[str, Tensor], dict]:
+                 world: World = World()) -> tuple[rollout.RolloutBatch, dict]:
     """Steps 1-5 for the prompts examples[indices], sampled from `sampler` (the bf16 copy of
     policy.sampling_copy) when given, else from the model itself. Under torchrun each rank
-    samples, grades and scores its groups and the batch is then assembled whole on every rank,
-    so the masks and metrics see the whole batch.
+    samples, grades and scores its groups and the batch is then assembled whole on every rank
+    (distributed.gather_batch, before the masks), so the masks and metrics see the whole batch.
 
-    Returns (the whole scored batch: rewards, advantages, old_logp, entropy, s_star, es; extras
-    {"keep": (N, R) bool, "ref_logp": (N, R) when --kl-coef > 0, "penalised": (N, R) bool for
-    KL-Cov}; metrics)."""
+    Returns (the whole scored and masked batch: rewards, advantages, old_logp, entropy, s_star,
+    es, keep; ref_logp (N, R) when --kl-coef > 0, penalised (N, R) bool for KL-Cov; metrics)."""
     t0 = time.perf_counter()
     batch = sample(sampler or model, tokenizer, examples, indices, cfg, step, amp, world)      # 1
     t1 = time.perf_counter()
     reward = grade(batch, cfg)                                                                 # 2
     advantages = methods.advantages(cfg, reward, batch.group_size)                             # 3
-    batch, extras = score(model, batch, reward, advantages, cfg, amp, ref_model, world)        # 4
+    batch = score(model, batch, reward, advantages, cfg, amp, ref_model)                       # 4
+    batch = distributed.gather_batch(batch, cfg.mini_batches, world)   # one process: the batch itself
     t2 = time.perf_counter()
-    extras, mask_metrics = mask(batch, extras, cfg)                                            # 5
+    batch, mask_metrics = mask(batch, cfg)                                                     # 5
     mismatch = grpo.sampler_mismatch(batch.old_logp, batch.sampler_logp, batch.response_mask)
-    return batch, extras, {**batch.metrics(), **mask_metrics, **mismatch,
+    return batch, {**batch.metrics(), **mask_metrics, **mismatch,
                            "time_generate": t1 - t0, "time_score": t2 - t1}
 
 
 # ----------------------------------------------------------------------------- step 6
 
-def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, ex: dict[str, Tensor],
-               cfg: Config) -> Tensor:
+def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, cfg: Config) -> Tensor:
     """The per-token loss of a micro-batch: the policy surrogate (--policy-loss; on advantages
     shaped by the entropy with --entropy-adv-alpha) plus the penalties switched on."""
     adv = mb.advantages if not cfg.entropy_adv_alpha else grpo.entropy_advantage(
@@ -150,13 +149,13 @@ def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, ex: dict[str
     if cfg.tis_cap is not None:
         surrogate = surrogate * grpo.tis_weights(mb.old_logp, mb.sampler_logp, cfg.tis_cap)
     terms = grpo.penalty_terms(
-        stats.logp, mb.old_logp, kl_coef=cfg.kl_coef, ref_logp=ex.get("ref_logp"),
-        kl_cov_coef=cfg.kl_cov_coef if "penalised" in ex else 0.0, kl_cov_mask=ex.get("penalised"),
+        stats.logp, mb.old_logp, kl_coef=cfg.kl_coef, ref_logp=mb.ref_logp,
+        kl_cov_coef=cfg.kl_cov_coef if mb.penalised is not None else 0.0, kl_cov_mask=mb.penalised,
         entropy_coef=cfg.entropy_coef, entropy=stats.entropy)
     return surrogate + sum(terms.values())
 
 
-def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config, amp,
+def update_step(model, optimizer, batch: rollout.RolloutBatch, cfg: Config, amp,
                 world: World = World()) -> dict:
     """Step 6: cfg.mini_batches optimiser updates over contiguous slices of the (whole) batch.
 
@@ -171,33 +170,32 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
     params = [p for p in model.parameters() if p.requires_grad]
     totals: dict[str, float] = {}
     weight, losses, norms, skipped = 0, [], [], 0
-    mine = distributed.batch_rows(batch, cfg.mini_batches, world)   # this rank's rows (all in one process)
     model.train()
-    for mini in torch.arange(len(batch)).chunk(cfg.mini_batches):
-        keep = extras["keep"][mini]
-        # denominators over the whole mini-batch (every rank's rows): the micro-batch losses add up to its loss
+    for mini, mine in distributed.mini_batches(batch, cfg.mini_batches, world):   # whole, this rank's part
+        keep = batch.keep[mini]
+        # denominators over the whole mini-batch (every rank's rows), so the micro-batch losses add up to
+        # its loss: kept tokens, responses with a kept token, the length budget (seq-mean-token-sum-norm);
+        # at least 1, so a mini-batch whose every token was removed has loss 0, not 0 / 0
         counts = dict(num_tokens=max(int(keep.sum()), 1), num_seqs=max(int(keep.any(-1).sum()), 1),
                       max_len=cfg.max_new_tokens)
         optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
-        for micro in mini[torch.isin(mini, mine)].split(cfg.micro_batch_size):   # this rank's part of it
-            mb = batch.select(micro)       # its rows, cut to their longest response: cut the extras alike
-            ex = {k: v[micro, :mb.response_ids.shape[1]] for k, v in extras.items()}
+        for micro in mine.split(cfg.micro_batch_size):   # this rank's rows, the last slice may be shorter
+            mb = batch.select(micro)       # its rows; every (N, R) field, keep included, cut to their longest response
             with amp:
                 stats = rollout.response_stats(model, mb.prompt_ids, mb.prompt_mask, mb.response_ids,
                                                mb.response_mask, cfg.temperature, cfg.chunk_size)
-            loss = grpo.aggregate(token_loss(stats, mb, ex, cfg), ex["keep"], cfg.loss_agg, **counts)
-            (loss * world.size).backward()   # FSDP averages the ranks' gradients; the loss wants their sum
+            loss = grpo.aggregate(token_loss(stats, mb, cfg), mb.keep, cfg.loss_agg, **counts)
+            distributed.backward(loss, world)
             loss_sum += loss.item()
-            n = int(ex["keep"].sum())
-            m = grpo.loss_metrics(stats.logp, mb.old_logp, mb.advantages, ex["keep"], cfg.eps_low,
-                                  cfg.eps_high, cfg.dual_clip, ex.get("ref_logp"))
-            m.update(methods.loss_metrics(stats, mb, ex["keep"], cfg))
-            for k, v in m.items():
+            n = int(mb.keep.sum())
+            m = grpo.loss_metrics(stats.logp, mb.old_logp, mb.advantages, mb.keep, cfg.eps_low,
+                                  cfg.eps_high, cfg.dual_clip, mb.ref_logp)
+            m.update(methods.loss_metrics(stats, mb, mb.keep, cfg))
+            for k, v in m.items():   # weighted by kept tokens: means over the whole batch's kept tokens
                 totals[k] = totals.get(k, 0.0) + v * n
             weight += n
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm      # FSDP2: a DTensor
+        norm = distributed.global_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         loss_sum = distributed.sum_all({"loss": loss_sum}, world)["loss"]
         if math.isfinite(loss_sum) and torch.isfinite(norm):
             optimizer.step()
@@ -206,9 +204,7 @@ def update_step(model, optimizer, batch, extras: dict[str, Tensor], cfg: Config,
         else:
             skipped += 1
         optimizer.zero_grad(set_to_none=True)
-    totals = distributed.sum_all({**totals, "weight": weight}, world)
-    weight = totals.pop("weight")
-    metrics = {k: v / max(weight, 1) for k, v in totals.items()}
+    metrics = distributed.weighted_means(totals, weight, world)
     metrics.update(loss=float(np.mean(losses)) if losses else math.nan,
                    grad_norm=float(np.mean(norms)) if norms else math.nan, nonfinite=skipped)
     return metrics
@@ -219,7 +215,7 @@ def probe(model, batch, keep: Tensor, cfg: Config, amp, world: World = World()) 
     by token, the measured change of H_t with Theorem 2's prediction from the rollout policy
     (entropy.entropy_probe): over all response tokens ("probe/..."), and, when the method
     removed some, over the kept ("probe/kept/...") and removed ("probe/removed/...") ones."""
-    mine = batch.select(distributed.batch_rows(batch, cfg.mini_batches, world))
+    mine = distributed.my_rows(batch, cfg.mini_batches, world)
     with amp, memory.phase("scoring"):
         after = rollout.score(model, mine, cfg.temperature, cfg.micro_batch_size, cfg.chunk_size)
     distributed.reshard(model)
@@ -245,7 +241,7 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
     t0 = time.perf_counter()
     out = {}
     for name, examples in eval_sets.items():
-        share, result = examples[world.rank::world.size], None
+        share, result = distributed.my_share(examples, world), None
         if share:
             with amp, memory.phase("evaluating"):
                 result = evaluation.evaluate(
@@ -253,8 +249,7 @@ def run_evaluation(model, tokenizer, eval_sets: dict[str, list], cfg: Config, am
                     top_p=cfg.eval_top_p, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens,
                     batch_size=cfg.eval_batch_size, seed=cfg.seed, prompt_style=cfg.prompt_style,
                     boxes=cfg.box_rule, engine=cfg.rollout_engine)
-        if world.size > 1:
-            result = evaluation.merge(distributed.gather_objects(result, world), cfg.eval_n)
+        result = distributed.pooled(result, world, lambda parts: evaluation.merge(parts, cfg.eval_n))
         out.update({f"eval/{name}/{k}": v for k, v in result.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
         avg = f"avg@{cfg.eval_n}"
@@ -283,7 +278,8 @@ class Run:
     sampler: data.PromptSampler
     examples: list
     eval_sets: dict[str, list]
-    counters: dict              # nonfinite_total, nonfinite_in_a_row
+    failures: lifecycle.Failures            # the skipped updates, counted
+    entropy_control: methods.EntropyControl | None   # --adaptive-entropy's controller
     step: int                   # steps done
     world: World = World()      # this process among those torchrun started (distributed.py)
 
@@ -322,12 +318,14 @@ def setup(cfg: Config) -> Run:
     amp = policy.autocast(device, dtype if world.size == 1 else torch.float32)   # FSDP2 casts itself
     run = Run(cfg, out, device, amp, model, tokenizer, ref_model, sampling_model,
               optimizer, scheduler,
-              data.PromptSampler(len(examples), cfg.seed), examples, eval_sets,
-              {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0, world)
+              data.PromptSampler(len(examples), cfg.seed), examples, eval_sets, lifecycle.Failures(),
+              methods.EntropyControl(cfg.entropy_coef) if cfg.adaptive_entropy else None, 0, world)
     changed = {}    # flags this --resume changes (config.RESUME_MAY_CHANGE): {flag: [old, new]}
     if latest is not None:
         state = checkpoint.restore(latest, model, optimizer, scheduler, run.sampler, world)
-        run.counters, run.step = state["counters"], state["step"]
+        run.failures = lifecycle.Failures.restore(state["counters"])
+        run.entropy_control = methods.EntropyControl.restore(state["counters"], run.entropy_control)
+        run.step = state["step"]
         changed = resume_changes(state["config"], cfg)
         if world.main:
             tqdm.write(f"resumed from {latest} at step {run.step}" + (f"; changed {changed}" if changed else ""))
@@ -344,34 +342,32 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
     """Steps 1-6 (rollout_step, update_step), then the step's metrics record, the entropy probe
     and the evaluation when they are due. Returns (metrics record, batch, prompt indices)."""
     cfg = run.cfg
-    if cfg.adaptive_entropy:   # the coefficient the controller set after the previous step
-        cfg = methods.adaptive_entropy_config(run.counters, cfg)
+    if run.entropy_control:   # the coefficient the controller set after the previous step
+        cfg = methods.adaptive_entropy_config(run.entropy_control, cfg)
     t0 = time.perf_counter()
     indices = run.sampler.next(cfg.prompts_per_step)
-    batch, extras, metrics = rollout_step(run.model, run.tokenizer, run.examples, indices, cfg,
+    batch, metrics = rollout_step(run.model, run.tokenizer, run.examples, indices, cfg,
                                           step, run.amp, run.ref_model, run.sampling_model, run.world)
     t1 = time.perf_counter()
     lr = run.scheduler.get_last_lr()[0]
     with memory.phase("updating"):
-        metrics.update(update_step(run.model, run.optimizer, batch, extras, cfg, run.amp, run.world))
+        metrics.update(update_step(run.model, run.optimizer, batch, cfg, run.amp, run.world))
     if run.sampling_model is not None:
         policy.refresh(run.sampling_model, run.model)
     run.scheduler.step()
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     t2 = time.perf_counter()
-    if cfg.adaptive_entropy:   # run.counters go into trainer_state, so a resumed run continues it
-        metrics.update(methods.adaptive_entropy_step(run.counters, metrics["entropy"], cfg))
-    run.counters["nonfinite_total"] += metrics["nonfinite"]
-    run.counters["nonfinite_in_a_row"] = (run.counters["nonfinite_in_a_row"] + 1
-                                          if metrics["nonfinite"] else 0)
+    if run.entropy_control:   # saved in trainer_state, so a resumed run continues it
+        metrics.update(methods.adaptive_entropy_step(run.entropy_control, metrics["entropy"], cfg))
+    run.failures.count(metrics["nonfinite"])
     record = {"step": step, "epoch": run.sampler.epoch, **metrics, "lr": lr,
               "time_update": t2 - t1, "time_step": t2 - t0,
               "tokens_per_s": int(batch.response_mask.sum()) / (t2 - t0),
-              "nonfinite_total": run.counters["nonfinite_total"], "prompts": indices}
+              "nonfinite_total": run.failures.nonfinite_total, "prompts": indices}
     if cfg.probe_every and step % cfg.probe_every == 0:
         t3 = time.perf_counter()
-        record.update(probe(run.model, batch, extras["keep"], cfg, run.amp, run.world))
+        record.update(probe(run.model, batch, batch.keep, cfg, run.amp, run.world))
         record["time_probe"] = time.perf_counter() - t3
     if cfg.eval_every and run.eval_sets and (step % cfg.eval_every == 0 or step == cfg.steps):
         record.update(run_evaluation(run.sampling_model or run.model, run.tokenizer, run.eval_sets,
@@ -382,7 +378,9 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
 def save(run: Run, step: int) -> Path:
     state = {"scheduler": run.scheduler.state_dict(),
              "sampler": run.sampler.state_dict(), "config": dataclasses.asdict(run.cfg),
-             "counters": run.counters, "native_dtype": str(run.model.native_dtype)}
+             "counters": {**dataclasses.asdict(run.failures),
+                          **(dataclasses.asdict(run.entropy_control) if run.entropy_control else {})},
+             "native_dtype": str(run.model.native_dtype)}
     return checkpoint.save(run.out, step, run.model, run.tokenizer,
                            run.optimizer if run.cfg.save_optimizer else None, state,
                            run.cfg.keep_last, run.world)
@@ -403,7 +401,7 @@ def train(run: Run) -> int:
             loop.log(record)
             if step % cfg.sample_every == 0:
                 loop.samples(step, batch.samples(step, indices, [run.examples[i].question for i in indices]))
-            loop.end_step(step, record, run.counters["nonfinite_in_a_row"])
+            loop.end_step(step, record, run.failures.nonfinite_in_a_row)
         # a first Ctrl-C lets final/ be written (minutes on 7B), a second abandons it
         checkpoint.save_model(run.out / "final", run.model, run.tokenizer, run.model.native_dtype, run.world)
     return loop.status

@@ -27,13 +27,13 @@ def tiny_path(tmp_path_factory) -> str:
     return str(path)
 
 
-def rollout_with_advantages(model, tokenizer, cfg) -> tuple:
+def rollout_with_advantages(model, tokenizer, cfg):
     """A real rollout batch of the synthetic task, its advantages set to +-1 within each group
     (a random model earns no reward, and a zero advantage gives no gradient)."""
     examples = data.synthetic_examples("train", n=8)
-    batch, extras, _ = train.rollout_step(model, tokenizer, examples, list(range(cfg.prompts_per_step)),
+    batch, _ = train.rollout_step(model, tokenizer, examples, list(range(cfg.prompts_per_step)),
                                           cfg, step=1, amp=CPU_AMP)
     batch = dataclasses.replace(batch, advantages=torch.tensor([1.0, -1.0] * (len(batch) // 2)))
-    return batch, extras
+    return batch
 
 

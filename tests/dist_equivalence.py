@@ -84,11 +84,11 @@ def one_step(flags: list[str], world, whole, local_statistics: bool, untied: boo
         distributed.shard(model, methods={rollout.STATISTICS_METHOD: rollout.statistics})
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)   # the update is the gradient
     amp = policy.autocast(torch.device("cpu"), torch.float32)
-    batch, extras, metrics = train.rollout_step(model, tokenizer, examples, list(range(len(examples))),
+    batch, metrics = train.rollout_step(model, tokenizer, examples, list(range(len(examples))),
                                                 cfg, 1, amp, world=world)
-    metrics.update(train.update_step(model, optimizer, batch, extras, cfg, amp, world))
+    metrics.update(train.update_step(model, optimizer, batch, cfg, amp, world))
     after = distributed.full_state_dict(model, world) if world.size > 1 else model.state_dict()
-    return {"keep": extras["keep"], "penalised": extras.get("penalised"),
+    return {"keep": batch.keep, "penalised": batch.penalised,
             "metrics": {k: v for k, v in metrics.items() if not k.startswith("time_")},
             "update": None if after is None else {k: after[k] - before[k] for k in before}}
 

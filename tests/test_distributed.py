@@ -61,6 +61,25 @@ def test_rank_groups_split_every_mini_batch_evenly():
         distributed.check_split(6, 2, World(0, 2))
 
 
+class _Rows:
+    """A stand-in for a rollout batch of 8 groups of 2 rows: only its length and group size."""
+    group_size = 2
+
+    def __len__(self) -> int:
+        return 16
+
+
+def test_each_rank_trains_its_part_of_every_mini_batch():
+    # 2 mini-batches (rows 0-7 and 8-15), 2 ranks: rank 1 holds groups 2, 3 and 6, 7 of the 8
+    for world in (World(), World(0, 2), World(1, 2)):
+        split = distributed.mini_batches(_Rows(), 2, world)
+        assert [whole.tolist() for whole, _ in split] == [list(range(8)), list(range(8, 16))]
+        mine = distributed.local_rows(8, 2, 2, world)
+        assert [part.tolist() for _, part in split] == [w[torch.isin(w, mine)].tolist() for w, _ in split]
+    assert [part.tolist() for _, part in distributed.mini_batches(_Rows(), 2, World(1, 2))] == \
+        [[4, 5, 6, 7], [12, 13, 14, 15]]
+
+
 @pytest.fixture(scope="module")
 def equivalence(tmp_path_factory):
     out = tmp_path_factory.mktemp("equivalence")

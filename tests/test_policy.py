@@ -94,9 +94,8 @@ def test_dropout_is_off_so_an_on_policy_step_has_ratio_exactly_1(tiny_path, tmp_
                                       gradient_checkpointing=checkpointing)
         assert model.config.attn_pdrop == 0 and model.config.resid_pdrop == 0
         assert all(m.p == 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
-        batch, extras = rollout_with_advantages(model, tokenizer, cfg)
-        metrics = train.update_step(model, torch.optim.SGD(model.parameters(), lr=0.1), batch, extras,
-                                    cfg, CPU_AMP)
+        batch = rollout_with_advantages(model, tokenizer, cfg)
+        metrics = train.update_step(model, torch.optim.SGD(model.parameters(), lr=0.1), batch, cfg, CPU_AMP)
         assert metrics["ratio_mean"] == 1.0 and metrics["approx_kl"] == 0.0, metrics
         assert math.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
 

@@ -73,13 +73,12 @@ def test_micro_batching_does_not_change_the_update(tiny_path):
                             "--mini-batches", "2", "--grad-clip", "0"])   # clipping hides a scale error
     model, tokenizer = policy.load_policy(tiny_path, torch.device("cpu"))
     before = weights(model)
-    batch, extras = rollout_with_advantages(model, tokenizer, cfg)
+    batch = rollout_with_advantages(model, tokenizer, cfg)
     after = []
     for micro in (1, 8):
         model, _ = policy.load_policy(tiny_path, torch.device("cpu"))
         cfg.micro_batch_size = micro
-        metrics = train.update_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, extras,
-                                    cfg, CPU_AMP)
+        metrics = train.update_step(model, torch.optim.SGD(model.parameters(), lr=1.0), batch, cfg, CPU_AMP)
         assert metrics["nonfinite"] == 0 and math.isfinite(metrics["loss"])
         after.append(weights(model))
     assert any(not torch.equal(after[0][k], before[k]) for k in before)
@@ -92,12 +91,12 @@ def test_one_step_at_lr_1e6_changes_the_weights_and_bf16_weights_would_not(tiny_
                             "--lr", "1e-6"])
     cpu = torch.device("cpu")
     model, tokenizer = policy.load_policy(tiny_path, cpu)          # the trainer's configuration
-    batch, extras = rollout_with_advantages(model, tokenizer, cfg)
+    batch = rollout_with_advantages(model, tokenizer, cfg)
 
     def changed_fraction(model) -> float:
         before = {k: v.detach().clone() for k, v in model.named_parameters() if v.dim() == 2}
         optimizer, _ = train.make_optimizer(model, cfg)
-        train.update_step(model, optimizer, batch, extras, cfg, CPU_AMP)
+        train.update_step(model, optimizer, batch, cfg, CPU_AMP)
         changed = sum(int((p.detach() != before[k]).sum()) for k, p in model.named_parameters() if k in before)
         return changed / sum(v.numel() for v in before.values())
 
@@ -113,15 +112,15 @@ def test_kl_cov_penalty_reaches_the_update(tiny_path):
                             "--method", "kl-cov", "--kl-cov-ratio", "0.5", "--mini-batches", "2",
                             "--lr", "1e-2"])
     model, tokenizer = policy.load_policy(tiny_path, torch.device("cpu"))
-    batch, extras = rollout_with_advantages(model, tokenizer, cfg)
-    extras["penalised"], _ = METHODS["kl-cov"].penalty(batch, cfg)   # for the +-1 advantages
+    batch = rollout_with_advantages(model, tokenizer, cfg)
+    batch = batch.with_mask(batch.keep, METHODS["kl-cov"].penalty(batch, cfg)[0])   # for the +-1 advantages
     start = weights(model)
     results = []
     for coef in (0.0, 100.0):
         model.load_state_dict(start)
         optimizer, _ = train.make_optimizer(model, cfg)
         cfg.kl_cov_coef = coef
-        m = train.update_step(model, optimizer, batch, extras, cfg, CPU_AMP)
+        m = train.update_step(model, optimizer, batch, cfg, CPU_AMP)
         results.append((m["loss"], weights(model)))
     (loss0, w0), (loss1, w1) = results
     assert loss1 > loss0
@@ -178,13 +177,13 @@ def test_probe_measures_the_entropy_change_of_the_update(tiny_path):
                             "--lr", "1e-3"])
     model, tokenizer = policy.load_policy(tiny_path, cpu)
     amp = CPU_AMP
-    batch, extras = rollout_with_advantages(model, tokenizer, cfg)
-    keep = extras["keep"].clone()
+    batch = rollout_with_advantages(model, tokenizer, cfg)
+    keep = batch.keep.clone()
     keep[0] = False                       # as if the method had removed the first response
     unchanged = train.probe(model, batch, keep, cfg, amp)      # before any update: H moved by 0
     assert unchanged["probe/sign_agreement"] == 0.0 and math.isnan(unchanged["probe/corr"])
     optimizer, _ = train.make_optimizer(model, cfg)
-    train.update_step(model, optimizer, batch, extras, cfg, amp)
+    train.update_step(model, optimizer, batch, cfg, amp)
     result = train.probe(model, batch, keep, cfg, amp)
     assert set(result) == {f"probe/{part}{key}" for part in ("", "kept/", "removed/")
                            for key in ("sign_agreement", "sign_agreement_top", "corr")}
