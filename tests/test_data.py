@@ -269,3 +269,36 @@ def test_eval_datasets_columns_have_their_own_train_flags(tmp_path, capsys):
     assert "plan:" in capsys.readouterr().out
     assert train.main(["--dataset", path, "--dry-run"]) == 2    # --dataset's own flag
     assert "Pass --question-key with one of them." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_numbers_are_read_as_the_text_the_file_writes(tmp_path, suffix):
+    path = tmp_path / f"exact{suffix}"
+    answers = ["9007199254740993", "123456789012345678901234567890", "1e3", "0.1000", "-0"]
+    if suffix == ".csv":
+        path.write_text("question,answer\n" + "".join(f"q{i},{a}\n" for i, a in enumerate(answers)))
+    else:
+        rows = [f'{{"question": "q{i}", "answer": {a}}}' for i, a in enumerate(answers)]
+        path.write_text("\n".join(rows) if suffix == ".jsonl" else "[" + ",".join(rows) + "]")
+    assert [e.answer for e in load_examples(str(path))] == answers
+
+
+@pytest.mark.parametrize("name, text", [("e.json", "[]"), ("e.json", "{}"), ("e.json", "{\"question\": []}"),
+                                        ("e.csv", "question,answer\n")])
+def test_a_valid_file_without_rows_is_not_called_invalid(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match="holds no rows|no row with both") as error:
+        load_examples(str(tmp_path / name))
+    assert "not valid" not in str(error.value)
+
+
+def test_a_line_that_is_not_json_is_named(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": }\n')
+    with pytest.raises(ValueError, match=r"^Line 2 of .*bad.jsonl is not valid JSON"):
+        load_examples(str(path))
+
+
+def test_an_existing_path_with_a_colon_is_a_path(tmp_path):
+    path = write_rows(tmp_path / "run:2026.jsonl", ROWS)
+    assert load_set(path, None) == EXPECTED
