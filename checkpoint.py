@@ -283,11 +283,13 @@ def save(out: Path, step: int, model, tokenizer, optimizer, trainer_state: dict,
     return target
 
 
-def restore(path: Path, model, optimizer, scheduler, sampler, world: World = World()) -> dict:
+def restore(path: Path, model, optimizer, scheduler, sampler, world: World = World(),
+            state: dict | None = None) -> dict:
     """Resume from checkpoint `path` (its weights are already loaded): the optimiser, scheduler,
     prompt sampler, native dtype and RNG state; metrics.jsonl and samples.jsonl cut back to its
-    step. Returns the trainer state (its "step" and "counters")."""
-    state = load_trainer_state(path)
+    step. state: its trainer state when already loaded (else read here). Returns the trainer
+    state (its "step" and "counters")."""
+    state = state or load_trainer_state(path)
     _load_optimizer(path, state, model, optimizer, world)
     scheduler.load_state_dict(state["scheduler"])
     sampler.load_state_dict(state["sampler"])

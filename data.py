@@ -33,21 +33,24 @@ import math
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 import countdown
+import rewards
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Example:
-    """One problem: the question shown to the model and its gold answer, both plain strings."""
+    """One problem: the question shown to the model and its gold answer, both plain strings, and
+    the row of its file it was read from (from 1; None for a generated task), for messages."""
     question: str
     answer: str
+    row: int | None = field(default=None, compare=False)
 
 
 QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -326,7 +329,7 @@ def _to_examples(columns: list[str], rows, question_key: str | None, answer_key:
         if question is None or answer is None:
             skipped += 1
             continue
-        examples.append(Example(question, answer))
+        examples.append(Example(question, answer, number))
     if skipped:
         logger.warning("%s: skipped %d of %d rows without a question or an answer", source, skipped, len(rows))
     if not examples:
@@ -337,9 +340,19 @@ def _to_examples(columns: list[str], rows, question_key: str | None, answer_key:
     return examples
 
 
+def problem_key(example: Example) -> tuple:
+    """What makes two problems one: the question with its spacing collapsed, and the answer as
+    the grader compares it (rewards.answer_key: `2`, `2.0` and `\\boxed{2}` are one answer)."""
+    return " ".join(example.question.split()), rewards.answer_key(example.answer)
+
+
 def _unique(examples: list[Example], source: str) -> list[Example]:
-    """The examples with repeated (question, answer) pairs dropped, first occurrence kept."""
-    unique = list(dict.fromkeys(examples))
+    """The examples with repeated problems (`problem_key`) dropped, first occurrence kept, so that
+    no problem can be both held out and trained on."""
+    first: dict[tuple, Example] = {}
+    for example in examples:
+        first.setdefault(problem_key(example), example)
+    unique = list(first.values())
     if len(unique) < len(examples):
         logger.warning("%s: dropped %d repeated problems (%d remain)", source,
                        len(examples) - len(unique), len(unique))
@@ -402,7 +415,66 @@ def load_run_sets(cfg) -> tuple[list[Example], dict[str, list[Example]]]:
                              "hold some problems out or drop 'heldout'.")
         eval_sets[spec] = heldout[:cfg.eval_limit] if spec == "heldout" else load_set(
             spec, cfg.eval_limit, cfg.eval_question_key, cfg.eval_answer_key, EVAL_KEY_FLAGS)
+    warn_overlap(examples, eval_sets)
     return examples, eval_sets
+
+
+def warn_overlap(train: list[Example], eval_sets: dict[str, list[Example]]) -> dict[str, int]:
+    """Warn, one line per evaluation set, about its problems that are also training problems
+    (`problem_key`): its numbers then partly measure what the run trains on. Returns {set: count}
+    for the sets that share any."""
+    trained = {problem_key(e) for e in train}
+    shared = {name: sum(problem_key(e) in trained for e in examples) for name, examples in eval_sets.items()}
+    for name, count in shared.items():
+        if count:
+            logger.warning("warning: %d of the %d problems of evaluation set %s are also training problems "
+                           "(the same question and answer); its numbers partly measure problems the run "
+                           "trains on", count, len(eval_sets[name]), name)
+    return {name: count for name, count in shared.items() if count}
+
+
+def fingerprint(examples: list[Example]) -> str:
+    """The SHA-256 of the problems in their order: a resumed run checks that it trains on the
+    same problems as the run it continues (`check_unchanged`)."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.question, example.answer]).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def check_unchanged(examples: list[Example], recorded: str | None, dataset: str) -> None:
+    """Refuse, in one sentence, a --resume whose training problems differ from the ones the
+    checkpoint recorded (`fingerprint`; None: a checkpoint from before it was recorded)."""
+    if recorded is not None and fingerprint(examples) != recorded:
+        raise ValueError(f"--dataset {dataset} holds other problems than when this run was trained "
+                         f"(its content changed), so --resume would continue on new data; restore "
+                         f"the original file, or start a new run in another --out.")
+
+
+def check_context(sets: dict[str, list[Example]], model: str, style: str) -> None:
+    """Refuse, in one sentence naming the data set and row, a prompt (the question in `style`,
+    through the model's chat template) longer than the model's context (its config's
+    max_position_embeddings): the model cannot read it, and sampling from it would allocate for
+    a sequence it was not built for. Called before the model loads; only prompts with more
+    UTF-8 bytes than the context are tokenized (a token is at least one byte)."""
+    from transformers import AutoConfig, AutoTokenizer
+    try:
+        context = getattr(AutoConfig.from_pretrained(model).get_text_config(), "max_position_embeddings", None)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except Exception:   # the model's own load says what is wrong with it
+        return
+    if not context:
+        return
+    for name, examples in sets.items():
+        for index, example in enumerate(examples):
+            prompt = format_prompt(tokenizer, example.question, style)
+            if len(prompt.encode()) <= context:
+                continue
+            tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            if tokens > context:
+                row = example.row if example.row is not None else index + 1
+                raise ValueError(f"row {row} of {name} is a prompt of {tokens} tokens, longer than the "
+                                 f"{context} of the model's context; shorten or remove that problem.")
 
 
 @dataclass

@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
                           default_output(args.model, names, args.n, args.seed), args.overwrite)
     sets = {name: data.load_set(name, args.limit, args.question_key, args.answer_key)
             for name in names}                                         # before the slow model load
+    data.check_context(sets, args.model, args.prompt_style)
     hold_output(out)
     device = policy.pick_device(args.device)
     model, tokenizer = policy.load_policy(args.model, device, policy.compute_dtype(args.dtype, device))

@@ -342,6 +342,12 @@ def _canonical(s: str, depth: int = 0):
     return (kind, tuple(sorted(values, key=repr)) if kind in ("set", "list") else tuple(values))
 
 
+def answer_key(answer: str):
+    """A hashable value of a gold answer, the same for golds the fast path proves equal (`2`,
+    `2.0`, `\\boxed{2}`): how data.py tells that two problems are one."""
+    return _canonical(normalize_answer(_gold_answer(answer)))
+
+
 def answers_match(pred: str, gold: str) -> bool | None:
     """Fast-path verdict on two raw answers (normalised here); None means "ask math-verify"."""
     return _fast_equal(normalize_answer(pred), normalize_answer(gold))

@@ -307,6 +307,10 @@ def setup(cfg: Config) -> Run:
     device = distributed.local_device(device, world)
     latest = distributed.on_main(lambda: checkpoint.prepare_run_folder(out, cfg.model, cfg.resume), world)
     examples, eval_sets = data.load_run_sets(cfg)
+    data.check_context({cfg.dataset: examples, **eval_sets}, str(latest or cfg.model), cfg.prompt_style)
+    saved = checkpoint.load_trainer_state(latest) if latest is not None else None
+    if saved is not None:    # the problems it trained on, before the model loads
+        data.check_unchanged(examples, saved.get("data_sha256"), cfg.dataset)
     transformers.set_seed(cfg.seed)   # python, numpy and torch
     model, tokenizer = policy.load_policy(str(latest or cfg.model), device,
                                           gradient_checkpointing=cfg.gradient_checkpointing)
@@ -326,7 +330,7 @@ def setup(cfg: Config) -> Run:
               {"nonfinite_total": 0, "nonfinite_in_a_row": 0}, 0, world)
     changed = {}    # flags this --resume changes (config.RESUME_MAY_CHANGE): {flag: [old, new]}
     if latest is not None:
-        state = checkpoint.restore(latest, model, optimizer, scheduler, run.sampler, world)
+        state = checkpoint.restore(latest, model, optimizer, scheduler, run.sampler, world, saved)
         run.counters, run.step = state["counters"], state["step"]
         changed = resume_changes(state["config"], cfg)
         if world.main:
@@ -382,7 +386,8 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
 def save(run: Run, step: int) -> Path:
     state = {"scheduler": run.scheduler.state_dict(),
              "sampler": run.sampler.state_dict(), "config": dataclasses.asdict(run.cfg),
-             "counters": run.counters, "native_dtype": str(run.model.native_dtype)}
+             "counters": run.counters, "native_dtype": str(run.model.native_dtype),
+             "data_sha256": data.fingerprint(run.examples)}
     return checkpoint.save(run.out, step, run.model, run.tokenizer,
                            run.optimizer if run.cfg.save_optimizer else None, state,
                            run.cfg.keep_last, run.world)

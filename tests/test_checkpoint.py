@@ -172,3 +172,19 @@ def test_resume_before_the_first_checkpoint_starts_the_run(tiny_path, tmp_path, 
     assert train.main(small(tiny_path, out, "--resume")) == 0
     assert "holds no checkpoint yet; starting the run" in capsys.readouterr().out
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+def test_resume_on_a_changed_training_file_is_refused(tiny_path, tmp_path, capsys):
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(f'{{"question": "What is {i}+{i}?", "answer": "{2 * i}"}}\n' for i in range(6)))
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out, "--dataset", str(problems))) == 0
+    assert train.main(["--out", str(out), "--resume", "--steps", "3"]) == 0     # the same file: no mistake
+    problems.write_text(problems.read_text().replace("What is 5+5?", "What is 6+5?"))
+    capsys.readouterr()
+    assert train.main(["--out", str(out), "--resume", "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --dataset {problems} holds other problems than when this run was trained (its "
+                   f"content changed), so --resume would continue on new data; restore the original file, "
+                   f"or start a new run in another --out.\n")
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
