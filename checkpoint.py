@@ -395,6 +395,15 @@ def move_aside(out: Path) -> Path | None:
     return aside
 
 
+def write_probe(probe: Path) -> None:
+    """Write and remove a small file at `probe`: OSError when the folder cannot be written (or its
+    disk is full), and no file left behind either way."""
+    try:
+        probe.write_text("ok")
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
     """Check and tidy the run folder before anything loads; return the checkpoint to resume from
     (None for a new run). Raises ValueError, saying what to do, for a folder that holds the
@@ -407,9 +416,7 @@ def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
                          f"there would overwrite it. Choose another --out.")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        write_probe(out / ".write-test")
     except OSError as err:
         raise ValueError(f"cannot write to --out {out} ({err.strerror or err}); choose a folder "
                          f"you can write to, on a disk with free space.") from None

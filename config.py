@@ -294,7 +294,7 @@ def validate(cfg: Config) -> None:
         need(getattr(cfg, name) >= 1, f"--{name.replace('_', '-')} must be at least 1, "
                                       f"got {getattr(cfg, name)}.")
     for name in ("holdout", "warmup_steps", "weight_decay", "grad_clip", "kl_coef",
-                 "entropy_coef", "kl_cov_coef", "eval_every", "probe_every"):
+                 "entropy_coef", "kl_cov_coef", "eval_every", "probe_every", "seed"):
         need(getattr(cfg, name) >= 0, f"--{name.replace('_', '-')} must not be negative, "
                                       f"got {getattr(cfg, name)}.")
     need(cfg.prompts_per_step % cfg.mini_batches == 0,

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+import checkpoint
 import data
 import grpo
 import policy
@@ -180,9 +181,7 @@ def writable_output(path: Path, overwrite: bool = False) -> Path:
             if not os.access(existing, os.W_OK | os.X_OK):
                 raise PermissionError(f"cannot create folders in {existing}")
         else:
-            probe = path.with_name(f".{path.name}.write-test")
-            probe.write_text("ok")
-            probe.unlink()
+            checkpoint.write_probe(path.with_name(f".{path.name}.write-test"))
     except OSError as err:
         raise ValueError(f"cannot write the results to {path} ({err.strerror or err}); pass a "
                          f"writable file as --out.") from None

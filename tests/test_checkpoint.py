@@ -2,6 +2,7 @@
 damaged checkpoints and where a --resume continues. (Resume equivalence and failed saves run end
 to end in test_train.py.)"""
 
+import errno
 import json
 import random
 import shutil
@@ -188,3 +189,16 @@ def test_resume_on_a_changed_training_file_is_refused(tiny_path, tmp_path, capsy
                    f"content changed), so --resume would continue on new data; restore the original file, "
                    f"or start a new run in another --out.\n")
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_a_full_disk_leaves_no_write_test_file(tmp_path, monkeypatch):
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):       # the file is created; its bytes do not fit
+        real(self, "")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(ValueError, match=r"cannot write to --out .*No space left on device"):
+        checkpoint.prepare_run_folder(tmp_path / "run", "some-model", resume=False)
+    monkeypatch.undo()
+    assert list((tmp_path / "run").iterdir()) == []

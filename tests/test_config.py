@@ -76,6 +76,7 @@ def test_comparison_method_defaults():
     (["--method", "kl-cov", "--kl-cov-ratio", "2"], "--kl-cov-ratio must be in (0, 1]"),
     (["--method", "clip-cov", "--clip-cov-lb", "5", "--clip-cov-ub", "1"], "--clip-cov-lb must be below"),
     (["--probe-every", "-1"], "--probe-every must not be negative"),
+    (["--seed", "-1"], "--seed must not be negative, got -1."),
     (["--dual-clip", "1"], "--dual-clip must be above 1"),
     (["--tis-cap", "0"], "--tis-cap must be positive"),
     (["--lr", "inf"], "--lr must be a finite number"),
