@@ -98,8 +98,8 @@ def latest(out: Path) -> Path | None:
 
 def verify(path: Path) -> dict:
     """The trainer state of checkpoint `path` once every part a resume reads is checked: the
-    trainer state loads, config.json loads, every weight file exists and is whole with the shapes
-    the config asks for, the tokenizer loads and fills the embedding (more than half its rows,
+    trainer state loads, config.json loads, every weight file exists and is whole, its tensors
+    with the shapes the config asks for, the tokenizer loads and fills the embedding (more than half its rows,
     none beyond it), and a sharded optimiser has its metadata. Raises ValueError naming the
     first part that fails."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -114,10 +114,11 @@ def verify(path: Path) -> dict:
     saved = _saved_shapes(path)
     with torch.device("meta"):
         expected = {name: list(p.shape) for name, p in AutoModelForCausalLM.from_config(config).named_parameters()}
-    for name, shape in expected.items():
-        if saved.get(name) != shape:
-            found = "is missing" if name not in saved else f"has shape {saved[name]}"
-            raise ValueError(f"weight {name} {found} where config.json asks for {shape}")
+    if not expected.keys() & saved.keys():   # (names only on one side: a format's own renames)
+        raise ValueError("the weight files hold none of the weights config.json describes")
+    for name in expected:
+        if name in saved and saved[name] != expected[name]:
+            raise ValueError(f"weight {name} has shape {saved[name]} where config.json asks for {expected[name]}")
     try:
         tokens = len(AutoTokenizer.from_pretrained(path))
     except Exception as err:

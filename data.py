@@ -16,7 +16,13 @@ default run needs no network and uses the synthetic task at the bottom.
   without an answer are skipped and counted, not fatal.
 * `load_set`: an evaluation set by "NAME" or "NAME:SPLIT"; `load_run_sets`: a run's training
   and evaluation sets from its configuration.
-* `split_holdout`: a seeded validation split such as DAPO500.
+* `split_holdout`: a seeded validation split such as DAPO500. A local file's repeated problems
+  (`problem_key`: the question, and the answer as the grader compares it) are read once, so no
+  problem is both held out and trained on; `warn_overlap` names an evaluation set that shares
+  problems with the training set.
+* `fingerprint` / `check_unchanged`: a hash of the training problems, recorded in each
+  checkpoint, so that a --resume on a changed file is refused; `check_context`: a prompt longer
+  than the model's context is refused, naming its data set and row, before the model loads.
 * `PromptSampler`: the training order, a seeded permutation per epoch.
 * `format_prompt`: the Qwen2.5-math style (system "Please reason step by step, and put your
   final answer within \\boxed{}.", the default, as in the paper) or the DAPO "Answer:" style,

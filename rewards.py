@@ -18,11 +18,11 @@ A wrong reward is a wrong sign of A, so the grader is deliberately strict and ne
   `\\text{...}` units, `^\\circ`, `\\$`, `\\%`, `{,}` and thousands commas, a trailing period,
   spaces, a leading `x =`), then compare exactly: equal strings, or equal rational numbers
   (`0.5 = \\frac{1}{2} = 1/2`, `007 = 7`, `1e3 = 1000`, but `0.333 != 1/3`, however many 3s:
-  every decimal is read exactly, with no rounding and no limit on its digits). Tuples and intervals are ordered
-  and their brackets must agree (`(1,2) != (2,1)`, `[2,5) != [2,5]`); a bare list `-2, 1` and a
-  set `\\{...\\}` are unordered, compared as multisets of canonical values (n log n, never
-  pairwise). This decides almost every response of a training step in microseconds, so
-  thousands of responses per step stay cheap.
+  every decimal is read exactly, with no rounding and no limit on its digits). Tuples and
+  intervals are ordered and their brackets must agree (`(1,2) != (2,1)`, `[2,5) != [2,5]`); a
+  bare list `-2, 1` and a set `\\{...\\}` are unordered, compared as multisets of canonical
+  values (n log n, never pairwise). This decides almost every response of a training step in
+  microseconds, so thousands of responses per step stay cheap.
 * Every path is bounded, whatever a policy under RL learns to write: every pattern here runs in
   linear time; answers nested deeper than MAX_DEPTH brackets go to the slow path; answers
   longer than MAX_ANSWER_CHARS score 0 with a warning. `tests/test_rewards.py` feeds the grader
@@ -223,7 +223,7 @@ def parse_number(s: str) -> Fraction | Decimal | None:
         if match := _LATEX_FRACTION.fullmatch(s):
             value = _fraction(match.group(2)) / _fraction(match.group(3))
             return -value if match.group(1) == "-" else value
-    except (ZeroDivisionError, ArithmeticError):   # 1/0; an exponent Decimal cannot hold
+    except ArithmeticError:   # 1/0; an exponent too large for a Decimal
         return None
     return None
 
@@ -232,9 +232,9 @@ def _as_fraction(match: re.Match) -> str:
     """A decimal literal as the LaTeX of the exact fraction it is (`0.25` -> `\\frac{1}{4}`)."""
     try:
         value = _exact(match.group())
-    except ArithmeticError:
+    except ArithmeticError:   # an exponent too large for a Decimal
         return match.group()
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal):   # beyond MAX_EXPONENT: left as written
         return match.group()
     return str(value) if value.denominator == 1 else f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
