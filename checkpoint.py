@@ -96,6 +96,85 @@ def latest(out: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def verify(path: Path) -> dict:
+    """The trainer state of checkpoint `path` once every part a resume reads is checked: the
+    trainer state loads, config.json loads, every weight file exists and is whole, its tensors
+    with the shapes the config asks for, the tokenizer loads and fills the embedding (more than half its rows,
+    none beyond it), and a sharded optimiser has its metadata. Raises ValueError naming the
+    first part that fails."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    try:
+        state = load_trainer_state(path)
+    except Exception as err:   # a truncated zip, a torn pickle
+        raise ValueError(f"{STATE_FILE} does not load ({type(err).__name__})") from None
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as err:
+        raise ValueError(f"config.json does not load ({type(err).__name__})") from None
+    saved = _saved_shapes(path)
+    with torch.device("meta"):
+        expected = {name: list(p.shape) for name, p in AutoModelForCausalLM.from_config(config).named_parameters()}
+    if not expected.keys() & saved.keys():   # (names only on one side: a format's own renames)
+        raise ValueError("the weight files hold none of the weights config.json describes")
+    for name in expected:
+        if name in saved and saved[name] != expected[name]:
+            raise ValueError(f"weight {name} has shape {saved[name]} where config.json asks for {expected[name]}")
+    try:
+        tokens = len(AutoTokenizer.from_pretrained(path))
+    except Exception as err:
+        raise ValueError(f"the tokenizer does not load ({type(err).__name__})") from None
+    vocab = getattr(config.get_text_config(), "vocab_size", None) or tokens
+    if not vocab // 2 < tokens <= vocab:
+        raise ValueError(f"the tokenizer has {tokens} tokens for an embedding of {vocab} rows "
+                         f"(a tokenizer file is missing or damaged)")
+    if state.get("optimizer") == OPTIMIZER_DIR and not (path / OPTIMIZER_DIR / ".metadata").is_file():
+        raise ValueError(f"{OPTIMIZER_DIR}/.metadata is missing")
+    return state
+
+
+def _saved_shapes(path: Path) -> dict[str, list[int]]:
+    """{tensor name: shape} of a checkpoint's safetensors files, read from their headers, which
+    safetensors checks against each file's size; ValueError for a missing or damaged file."""
+    from safetensors import safe_open
+    index = path / "model.safetensors.index.json"
+    try:
+        files = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists()
+                 else ["model.safetensors"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        raise ValueError(f"{index.name} does not load") from None
+    shapes = {}
+    for name in files:
+        if not (path / name).is_file():
+            raise ValueError(f"{name} is missing")
+        try:
+            with safe_open(path / name, "pt") as f:
+                shapes.update({key: list(f.get_slice(key).get_shape()) for key in f.keys()})
+        except Exception as err:   # SafetensorError: truncated, or not a safetensors file
+            raise ValueError(f"{name} is damaged ({type(err).__name__}: {err})") from None
+    return shapes
+
+
+def whole(out: Path) -> tuple[Path | None, dict | None, list[tuple[Path, str]]]:
+    """(the newest checkpoint in `out` that `verify` passes and its trainer state, or None, None;
+    the newer ones that fail, newest first, each with what is wrong with it)."""
+    damaged = []
+    for _, path in reversed(checkpoints(out)):
+        try:
+            return path, verify(path), damaged
+        except ValueError as err:
+            damaged.append((path, str(err)))
+    return None, None, damaged
+
+
+def damaged_message(out: Path, damaged: list[tuple[Path, str]], found: Path | None) -> str:
+    """One sentence on the damaged checkpoints of a --resume and what it does instead."""
+    listed = "; ".join(f"{path.name}: {reason}" for path, reason in damaged)
+    if found is None:
+        return (f"--resume found no whole checkpoint in {out} ({listed}); move the damaged "
+                f"checkpoints out of it and drop --resume to start the run again, or choose another --out.")
+    return f"--resume: {listed}; resuming from {found.name}, the newest whole checkpoint"
+
+
 def atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
     """write(tmp) into a temporary folder beside target, then rename it to target. If write
     fails, the temporary folder is removed and target (if it existed) is untouched."""
@@ -205,11 +284,13 @@ def save(out: Path, step: int, model, tokenizer, optimizer, trainer_state: dict,
     return target
 
 
-def restore(path: Path, model, optimizer, scheduler, sampler, world: World = World()) -> dict:
+def restore(path: Path, model, optimizer, scheduler, sampler, world: World = World(),
+            state: dict | None = None) -> dict:
     """Resume from checkpoint `path` (its weights are already loaded): the optimiser, scheduler,
     prompt sampler, native dtype and RNG state; metrics.jsonl and samples.jsonl cut back to its
-    step. Returns the trainer state (its "step" and "counters")."""
-    state = load_trainer_state(path)
+    step. state: its trainer state when already loaded (else read here). Returns the trainer
+    state (its "step" and "counters")."""
+    state = state or load_trainer_state(path)
     _load_optimizer(path, state, model, optimizer, world)
     scheduler.load_state_dict(state["scheduler"])
     sampler.load_state_dict(state["sampler"])
@@ -315,6 +396,15 @@ def move_aside(out: Path) -> Path | None:
     return aside
 
 
+def write_probe(probe: Path) -> None:
+    """Write and remove a small file at `probe`: OSError when the folder cannot be written (or its
+    disk is full), and no file left behind either way."""
+    try:
+        probe.write_text("ok")
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
     """Check and tidy the run folder before anything loads; return the checkpoint to resume from
     (None for a new run). Raises ValueError, saying what to do, for a folder that holds the
@@ -327,20 +417,39 @@ def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
                          f"there would overwrite it. Choose another --out.")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        write_probe(out / ".write-test")
     except OSError as err:
         raise ValueError(f"cannot write to --out {out} ({err.strerror or err}); choose a folder "
                          f"you can write to, on a disk with free space.") from None
     lock_run_folder(out)      # before anything else touches the folder: it may be another run's
     clean_leftovers(out)
-    found = latest(out)
-    if found is not None and not resume:
-        raise ValueError(f"{out} already holds a run ({found.name}); pass --resume to continue "
-                         f"it, or choose another --out.")
-    if found is None and not resume and (aside := move_aside(out)) is not None:
+    if not resume:
+        if (found := latest(out)) is not None:
+            raise ValueError(f"{out} already holds a run ({found.name}); pass --resume to continue "
+                             f"it, or choose another --out.")
+    elif checkpoints(out):
+        return resume_point(out)
+    else:
+        tqdm.write(f"--resume: {out} holds no checkpoint yet; starting the run")
+    if (aside := move_aside(out)) is not None:
         tqdm.write(f"{out} held the logs of a run that saved no checkpoint; moved them to {aside}")
+    return None
+
+
+def resume_point(out: Path) -> Path:
+    """The checkpoint a --resume continues: the newest whole one (`whole`). Newer damaged ones
+    are renamed damaged-checkpoint-N (kept, never resumed or pruned as checkpoints) with one line
+    saying which and why; ValueError when none is whole."""
+    found, _, damaged = whole(out)
+    if found is None:
+        raise ValueError(damaged_message(out, damaged, None))
+    for path, _ in damaged:
+        n = 1
+        while (aside := path.with_name(f"damaged-{path.name}" + (f"-{n}" if n > 1 else ""))).exists():
+            n += 1
+        os.replace(path, aside)
+    if damaged:
+        tqdm.write(damaged_message(out, damaged, found) + " (the damaged ones are renamed damaged-checkpoint-N)")
     return found
 
 

@@ -265,7 +265,7 @@ def validate(cfg: Config) -> None:
         need(getattr(cfg, name) >= 1, f"--{name.replace('_', '-')} must be at least 1, "
                                       f"got {getattr(cfg, name)}.")
     for name in ("holdout", "warmup_steps", "weight_decay", "grad_clip", "kl_coef",
-                 "entropy_coef", "eval_every", "probe_every"):
+                 "entropy_coef", "eval_every", "probe_every", "seed"):
         need(getattr(cfg, name) >= 0, f"--{name.replace('_', '-')} must not be negative, "
                                       f"got {getattr(cfg, name)}.")
     need(cfg.prompts_per_step % cfg.mini_batches == 0,
@@ -361,17 +361,17 @@ def flag_mistake(argv: list[str] | None) -> bool:
 
 
 def resolve_config(argv: list[str] | None) -> Config:
-    """parse_args; with --resume, the saved config of the latest checkpoint overridden by the
-    flags given now, which `check_resume` must accept. Validated."""
+    """parse_args; with --resume, the saved config of the newest whole checkpoint
+    (checkpoint.whole) overridden by the flags given now, which `check_resume` must accept, or
+    the flags alone when the run has no checkpoint yet. Validated."""
     cfg = parse_args(argv)
     if cfg.resume:
         checkpoint.check_free(Path(cfg.out))
-        latest = checkpoint.latest(Path(cfg.out))
-        if latest is None:
-            raise ValueError(f"--resume found no complete checkpoint in {cfg.out}; check --out, "
-                             f"or drop --resume to start a new run.")
-        state = checkpoint.load_trainer_state(latest)
-        cfg = Config(**{**state["config"], **given_flags(argv), "resume": True})
-        check_resume(state["config"], cfg, state["step"])
+        latest, state, damaged = checkpoint.whole(Path(cfg.out))   # none yet: a new run (checkpoint.py)
+        if damaged and latest is None:
+            raise ValueError(checkpoint.damaged_message(Path(cfg.out), damaged, None))
+        if latest is not None:
+            cfg = Config(**{**state["config"], **given_flags(argv), "resume": True})
+            check_resume(state["config"], cfg, state["step"])
     validate(cfg)
     return cfg

@@ -9,13 +9,20 @@ default run needs no network and uses the synthetic task at the bottom.
   split, question and answer columns as the data sets' cards document them, and a transform
   where the raw column is not the bare answer: gsm8k keeps the text after `####`, DAPO-Math
   prompts lose the DAPO instruction they already contain so that no style doubles it), or a
-  local .jsonl / .json / .parquet / .csv read by datasets' own loaders (prepared like the hub
+  local .jsonl / .json / .csv (read here, every number kept as the text the file writes, so
+  that `9007199254740993` is not rounded to a float) or .parquet (datasets' loader; prepared like the hub
   sets: the DAPO instruction stripped where present, repeated problems dropped). Every user error ends
   in one ValueError that says what to do (unknown name, missing column, unreachable hub); rows
   without an answer are skipped and counted, not fatal.
 * `load_set`: an evaluation set by "NAME" or "NAME:SPLIT"; `load_run_sets`: a run's training
   and evaluation sets from its configuration.
-* `split_holdout`: a seeded validation split such as DAPO500.
+* `split_holdout`: a seeded validation split such as DAPO500. A local file's repeated problems
+  (`problem_key`: the question, and the answer as the grader compares it) are read once, so no
+  problem is both held out and trained on; `warn_overlap` names an evaluation set that shares
+  problems with the training set.
+* `fingerprint` / `check_unchanged`: a hash of the training problems, recorded in each
+  checkpoint, so that a --resume on a changed file is refused; `check_context`: a prompt longer
+  than the model's context is refused, naming its data set and row, before the model loads.
 * `PromptSampler`: the training order, a seeded permutation per epoch.
 * `format_prompt`: the Qwen2.5-math style (system "Please reason step by step, and put your
   final answer within \\boxed{}.", the default, as in the paper) or the DAPO "Answer:" style,
@@ -23,28 +30,33 @@ default run needs no network and uses the synthetic task at the bottom.
   tokenizer has no template. `reward_style` names the matching reward style.
 """
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import math
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 import countdown
+import rewards
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Example:
-    """One problem: the question shown to the model and its gold answer, both plain strings."""
+    """One problem: the question shown to the model and its gold answer, both plain strings, and
+    the row of its file it was read from (from 1; None for a generated task), for messages."""
     question: str
     answer: str
+    row: int | None = field(default=None, compare=False)
 
 
 QWEN_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -123,14 +135,14 @@ def load_examples(name: str, split: str | None = None, question_key: str | None 
     if name in KNOWN:
         spec = KNOWN[name]
         rows = _load_from_hub(name, spec, split or spec.split)
-        examples = _to_examples(rows, question_key or spec.question, answer_key or spec.answer,
+        examples = _to_examples(list(rows.column_names), rows, question_key or spec.question, answer_key or spec.answer,
                                 f"{name} ({spec.hub_id})", key_flags, spec.question_transform,
                                 spec.answer_transform)
     elif Path(name).suffix.lower() in LOCAL_FORMATS or Path(name).exists():
-        rows = _load_local_file(Path(name))
+        columns, rows = _load_local_file(Path(name))
         # prepared like the hub sets: a local copy of the original DAPO-Math (its prompts carry
         # the DAPO instruction, and each appears ~100 times) gives the same problems once each
-        examples = _unique(_to_examples(rows, question_key, answer_key, name, key_flags,
+        examples = _unique(_to_examples(columns, rows, question_key, answer_key, name, key_flags,
                                         question_transform=_strip_dapo_instruction), name)
     else:
         raise ValueError(f"Unknown data set {name!r}: use 'synthetic', 'countdown', one of {', '.join(KNOWN)}, "
@@ -157,8 +169,8 @@ def _load_from_hub(name: str, spec: HubDataset, split: str):
             f"{file}, eval.py --datasets {file}).") from error
 
 
-def _check_text_file(path: Path) -> None:
-    """A text data file must be UTF-8 and hold at least one row; say which line is not."""
+def _check_text_file(path: Path) -> str:
+    """The text of a data file, which must be UTF-8 and not blank; say which line is not UTF-8."""
     raw = path.read_bytes()
     for number, line in enumerate(raw.splitlines(), 1):
         try:
@@ -168,23 +180,87 @@ def _check_text_file(path: Path) -> None:
                              f"at column {error.start + 1}); save the file as UTF-8.") from None
     if not raw.strip():
         raise ValueError(f"Data file {path} is empty; give a file with at least one row.")
+    return raw.decode("utf-8-sig")
 
 
-def _load_local_file(path: Path):
+def _json_value(text: str):
+    """JSON with every number kept as the text it is written as (`9007199254740993`, `1e3`), never
+    a float: an answer must reach the grader exactly as the file writes it."""
+    return json.loads(text, parse_float=str, parse_int=str)
+
+
+def _read_json(path: Path, text: str) -> list:
+    """The rows of a .json file (a list of objects, an object of columns, or JSON lines) or a
+    .jsonl file (JSON lines); a line that is not JSON is named."""
+    if path.suffix.lower() == ".json":
+        try:
+            whole = _json_value(text)
+        except json.JSONDecodeError:
+            whole = None                       # JSON lines in a .json file, as datasets reads them
+        if isinstance(whole, dict) and all(isinstance(v, list) for v in whole.values()):
+            return [dict(zip(whole, values, strict=True)) for values in zip(*whole.values(), strict=False)]
+        if whole is not None:
+            return whole if isinstance(whole, list) else [whole]
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(_json_value(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"Line {number} of {path} is not valid JSON ({error.msg} at column "
+                                 f"{error.colno}); fix the line or remove it.") from None
+    return rows
+
+
+def _read_csv(path: Path, text: str) -> list[dict]:
+    """The rows of a .csv file under its header, every cell the text it holds (an empty cell is
+    missing); a row with more cells than the header is named."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        rows = []
+        for values in reader:
+            if len(values) > len(header):
+                raise ValueError(f"Line {reader.line_num} of {path} has {len(values)} cells but the "
+                                 f"header names {len(header)} columns; quote cells that hold commas.")
+            if any(values):
+                rows.append(dict(zip(header, values, strict=False)))
+    except csv.Error as error:
+        raise ValueError(f"Line {reader.line_num} of {path} is not valid CSV ({error}); fix the "
+                         f"line or remove it.") from None
+    return rows
+
+
+def _load_local_file(path: Path) -> tuple[list[str], list]:
+    """(columns, rows) of a local data file. JSON and CSV are read here, every number as its text;
+    parquet, whose columns are typed, by datasets' loader."""
     builder = LOCAL_FORMATS.get(path.suffix.lower())
     if builder is None:
         raise ValueError(f"Cannot read {path}: data files must end in {', '.join(LOCAL_FORMATS)}.")
     if not path.is_file():
         raise ValueError(f"Data file {path} does not exist; check the path passed as the data set.")
-    if builder in ("json", "csv"):
-        _check_text_file(path)
+    if builder == "parquet":
+        rows = _load_parquet(path)
+        return list(rows.column_names), list(rows)
+    text = _check_text_file(path)
+    rows = _read_json(path, text) if builder == "json" else _read_csv(path, text)
+    if not rows:
+        raise ValueError(f"Data file {path} holds no rows; give a file with at least one row.")
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"Row {number} of {path} is a {type(row).__name__}, not an object with "
+                             f"a question and an answer; give one object per row.")
+    return list(dict.fromkeys(key for row in rows for key in row)), rows
+
+
+def _load_parquet(path: Path):
     from datasets import load_dataset
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     quiet = are_progress_bars_disabled()
     disable_progress_bars()   # its "Generating train split" bar would precede any error message
-    try:  # datasets' own loaders: one code path and one set of dtypes for every format
-        return load_dataset(builder, data_files=str(path), split="train")
+    try:
+        return load_dataset("parquet", data_files=str(path), split="train")
     except Exception as error:
         raise ValueError(f"Could not read {path} as {path.suffix} ({type(error).__name__}: {error}); "
                          f"check that the file is valid {path.suffix[1:]}.") from error
@@ -217,10 +293,11 @@ def _field(row: dict, key: str):
 
 
 def _as_text(value, source: str, number: int, column: str, flag: str | None) -> str | None:
-    """A cell as a stripped string; None for missing / empty / NaN. Integral floats lose their `.0`
-    (a CSV or float answer column 27.0 is the answer 27); a chat-message list gives its last user
-    turn. Any other dict or list is refused, naming the file, the row (`number`, from 1) and the
-    column: str() of it would be graded as the answer text."""
+    """A cell as a stripped string; None for missing / empty / NaN. Integral floats (a parquet
+    float column: JSON and CSV numbers arrive as their text) lose their `.0`, so 27.0 is the
+    answer 27; a chat-message list gives its last user turn. Any other dict or list is refused,
+    naming the file, the row (`number`, from 1) and the column: str() of it would be graded as
+    the answer text."""
     if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
         user_turns = [m["content"] for m in value if m.get("role", "user") == "user"]
         value = user_turns[-1] if user_turns else None
@@ -240,11 +317,10 @@ def _as_text(value, source: str, number: int, column: str, flag: str | None) -> 
     return text or None
 
 
-def _to_examples(rows, question_key: str | None, answer_key: str | None, source: str,
-                 key_flags: tuple[str, str] | None,
+def _to_examples(columns: list[str], rows, question_key: str | None, answer_key: str | None,
+                 source: str, key_flags: tuple[str, str] | None,
                  question_transform: Callable[[str], str] | None = None,
                  answer_transform: Callable[[str], str] | None = None) -> list[Example]:
-    columns = list(rows.column_names)
     question_flag, answer_flag = key_flags or (None, None)
     question_column = _pick_column(columns, question_key, QUESTION_KEYS, "question", source, question_flag)
     answer_column = _pick_column(columns, answer_key, ANSWER_KEYS, "answer", source, answer_flag)
@@ -259,7 +335,7 @@ def _to_examples(rows, question_key: str | None, answer_key: str | None, source:
         if question is None or answer is None:
             skipped += 1
             continue
-        examples.append(Example(question, answer))
+        examples.append(Example(question, answer, number))
     if skipped:
         logger.warning("%s: skipped %d of %d rows without a question or an answer", source, skipped, len(rows))
     if not examples:
@@ -270,9 +346,19 @@ def _to_examples(rows, question_key: str | None, answer_key: str | None, source:
     return examples
 
 
+def problem_key(example: Example) -> tuple:
+    """What makes two problems one: the question with its spacing collapsed, and the answer as
+    the grader compares it (rewards.answer_key: `2`, `2.0` and `\\boxed{2}` are one answer)."""
+    return " ".join(example.question.split()), rewards.answer_key(example.answer)
+
+
 def _unique(examples: list[Example], source: str) -> list[Example]:
-    """The examples with repeated (question, answer) pairs dropped, first occurrence kept."""
-    unique = list(dict.fromkeys(examples))
+    """The examples with repeated problems (`problem_key`) dropped, first occurrence kept, so that
+    no problem can be both held out and trained on."""
+    first: dict[tuple, Example] = {}
+    for example in examples:
+        first.setdefault(problem_key(example), example)
+    unique = list(first.values())
     if len(unique) < len(examples):
         logger.warning("%s: dropped %d repeated problems (%d remain)", source,
                        len(examples) - len(unique), len(unique))
@@ -300,10 +386,11 @@ def split_holdout(examples: list[Example], n: int, seed: int = 0) -> tuple[list[
 def load_set(spec: str, limit: int | None, question_key: str | None = None, answer_key: str | None = None,
              key_flags: tuple[str, str] = KEY_FLAGS) -> list[Example]:
     """The problems of an evaluation set "NAME" or "NAME:SPLIT" (synthetic defaults to its test
-    split). question_key / answer_key (set by key_flags) apply to local files only: the known
-    sets keep their documented columns. The `limit` subset is drawn with seed 0 whatever the
-    run's seed is, so runs with different seeds see the same problems."""
-    name, _, split = spec.partition(":")
+    split; an existing file is read as a path, colons and all). question_key / answer_key (set
+    by key_flags) apply to local files only: the known sets keep their documented columns. The
+    `limit` subset is drawn with seed 0 whatever the run's seed is, so runs with different seeds
+    see the same problems."""
+    name, _, split = (spec, "", "") if Path(spec).exists() else spec.partition(":")
     if name in BUILT_IN:
         split = split or "test"
     if name in KNOWN:
@@ -334,7 +421,66 @@ def load_run_sets(cfg) -> tuple[list[Example], dict[str, list[Example]]]:
                              "hold some problems out or drop 'heldout'.")
         eval_sets[spec] = heldout[:cfg.eval_limit] if spec == "heldout" else load_set(
             spec, cfg.eval_limit, cfg.eval_question_key, cfg.eval_answer_key, EVAL_KEY_FLAGS)
+    warn_overlap(examples, eval_sets)
     return examples, eval_sets
+
+
+def warn_overlap(train: list[Example], eval_sets: dict[str, list[Example]]) -> dict[str, int]:
+    """Warn, one line per evaluation set, about its problems that are also training problems
+    (`problem_key`): its numbers then partly measure what the run trains on. Returns {set: count}
+    for the sets that share any."""
+    trained = {problem_key(e) for e in train}
+    shared = {name: sum(problem_key(e) in trained for e in examples) for name, examples in eval_sets.items()}
+    for name, count in shared.items():
+        if count:
+            logger.warning("warning: %d of the %d problems of evaluation set %s are also training problems "
+                           "(the same question and answer); its numbers partly measure problems the run "
+                           "trains on", count, len(eval_sets[name]), name)
+    return {name: count for name, count in shared.items() if count}
+
+
+def fingerprint(examples: list[Example]) -> str:
+    """The SHA-256 of the problems in their order: a resumed run checks that it trains on the
+    same problems as the run it continues (`check_unchanged`)."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.question, example.answer]).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def check_unchanged(examples: list[Example], recorded: str | None, dataset: str) -> None:
+    """Refuse, in one sentence, a --resume whose training problems differ from the ones the
+    checkpoint recorded (`fingerprint`; None: a checkpoint from before it was recorded)."""
+    if recorded is not None and fingerprint(examples) != recorded:
+        raise ValueError(f"--dataset {dataset} holds other problems than when this run was trained "
+                         f"(its content changed), so --resume would continue on new data; restore "
+                         f"the original file, or start a new run in another --out.")
+
+
+def check_context(sets: dict[str, list[Example]], model: str, style: str) -> None:
+    """Refuse, in one sentence naming the data set and row, a prompt (the question in `style`,
+    through the model's chat template) longer than the model's context (its config's
+    max_position_embeddings): the model cannot read it, and sampling from it would allocate for
+    a sequence it was not built for. Called before the model loads; only prompts with more
+    UTF-8 bytes than the context are tokenized (a token is at least one byte)."""
+    from transformers import AutoConfig, AutoTokenizer
+    try:
+        context = getattr(AutoConfig.from_pretrained(model).get_text_config(), "max_position_embeddings", None)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except Exception:   # the model's own load says what is wrong with it
+        return
+    if not context:
+        return
+    for name, examples in sets.items():
+        for index, example in enumerate(examples):
+            prompt = format_prompt(tokenizer, example.question, style)
+            if len(prompt.encode()) <= context:
+                continue
+            tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            if tokens > context:
+                row = example.row if example.row is not None else index + 1
+                raise ValueError(f"row {row} of {name} is a prompt of {tokens} tokens, longer than the "
+                                 f"{context} of the model's context; shorten or remove that problem.")
 
 
 @dataclass

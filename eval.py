@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+import checkpoint
 import command
 import data
 import grpo
@@ -181,9 +182,7 @@ def writable_output(path: Path, overwrite: bool = False) -> Path:
             if not os.access(existing, os.W_OK | os.X_OK):
                 raise PermissionError(f"cannot create folders in {existing}")
         else:
-            probe = path.with_name(f".{path.name}.write-test")
-            probe.write_text("ok")
-            probe.unlink()
+            checkpoint.write_probe(path.with_name(f".{path.name}.write-test"))
     except OSError as err:
         raise ValueError(f"cannot write the results to {path} ({err.strerror or err}); pass a "
                          f"writable file as --out.") from None
@@ -318,6 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
                           default_output(args.model, names, args.n, args.seed), args.overwrite)
     sets = {name: data.load_set(name, args.limit, args.question_key, args.answer_key)
             for name in names}                                         # before the slow model load
+    data.check_context(sets, args.model, args.prompt_style)
     hold_output(out)
     device = policy.pick_device(args.device)
     model, tokenizer = policy.load_policy(args.model, device, policy.compute_dtype(args.dtype, device))

@@ -142,10 +142,10 @@ def plan(cfg, model_config, params: int, eval_sets: dict, native_dtype=None,
     disk = disk_bytes(shape.params, keep_last=cfg.keep_last, native_bytes=native_bytes,
                       save_optimizer=cfg.save_optimizer)
     local_rows = cfg.prompts_per_step * cfg.group_size // world_size   # each process generates its share
-    parts = gpu_bytes(shape, world_size=world_size,
-                      gen_batch=cfg.gen_batch_size if world_size == 1 else min(cfg.gen_batch_size, local_rows),
+    parts = gpu_bytes(shape, world_size=world_size,   # a batch of fewer rows than asked is that batch
+                      gen_batch=min(cfg.gen_batch_size, local_rows),
                       seq_len=cfg.max_new_tokens + PROMPT_TOKENS,
-                      micro_batch=cfg.micro_batch_size, chunk=cfg.chunk_size,
+                      micro_batch=min(cfg.micro_batch_size, local_rows), chunk=cfg.chunk_size,
                       gradient_checkpointing=cfg.gradient_checkpointing,
                       bf16=cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_available()))
     eval_tokens = eval_problems * cfg.eval_n * (cfg.eval_max_new_tokens or cfg.max_new_tokens)

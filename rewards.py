@@ -17,17 +17,21 @@ A wrong reward is a wrong sign of A, so the grader is deliberately strict and ne
 * Fast path, in this process: normalise both sides (`\\left`/`\\right`, `\\dfrac`/`\\tfrac`,
   `\\text{...}` units, `^\\circ`, `\\$`, `\\%`, `{,}` and thousands commas, a trailing period,
   spaces, a leading `x =`), then compare exactly: equal strings, or equal rational numbers
-  (`0.5 = \\frac{1}{2} = 1/2`, `007 = 7`, but `0.333 != 1/3`). Tuples and intervals are ordered
-  and their brackets must agree (`(1,2) != (2,1)`, `[2,5) != [2,5]`); a bare list `-2, 1` and a
-  set `\\{...\\}` are unordered, compared as multisets of canonical values (n log n, never
-  pairwise). This decides almost every response of a training step in microseconds, so
-  thousands of responses per step stay cheap.
+  (`0.5 = \\frac{1}{2} = 1/2`, `007 = 7`, `1e3 = 1000`, but `0.333 != 1/3`, however many 3s:
+  every decimal is read exactly, with no rounding and no limit on its digits). Tuples and
+  intervals are ordered and their brackets must agree (`(1,2) != (2,1)`, `[2,5) != [2,5]`); a
+  bare list `-2, 1` and a set `\\{...\\}` are unordered, compared as multisets of canonical
+  values (n log n, never pairwise). This decides almost every response of a training step in
+  microseconds, so thousands of responses per step stay cheap.
 * Every path is bounded, whatever a policy under RL learns to write: every pattern here runs in
   linear time; answers nested deeper than MAX_DEPTH brackets go to the slow path; answers
   longer than MAX_ANSWER_CHARS score 0 with a warning. `tests/test_rewards.py` feeds the grader
   generated responses (hypothesis) and holds each to the time bound.
 * Slow path, only when the fast path cannot decide (e.g. `\\frac{\\sqrt3}{2}` vs `\\sqrt{3}/2`):
-  symbolic equivalence with math-verify, `verify(gold, pred)` (that order: gold first). It runs
+  symbolic equivalence with math-verify, `verify(gold, pred)` (that order: gold first), with
+  every decimal of both sides rewritten as the exact fraction it is (`0.3333333` as
+  `\\frac{3333333}{10000000}`), so that math-verify's rounding of decimals to 6 places never
+  applies and a number is equal to another by one rule on both paths. It runs
   in a persistent child process ('spawn', safe next to torch and CUDA) with math-verify's own
   SIGALRM timeouts switched off (they fail off the main thread); the parent waits at most
   `timeout` seconds and otherwise kills the child and starts a new one in the background, so an
@@ -45,6 +49,7 @@ import multiprocessing
 import re
 import threading
 from collections import Counter
+from decimal import Decimal
 from fractions import Fraction
 
 import countdown
@@ -184,26 +189,60 @@ def normalize_answer(answer: str) -> str:
 
 
 _DECIMAL = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"  # no `\d+\.?\d*`: that backtracks quadratically
-_RATIONAL = re.compile(rf"({_DECIMAL})(?:/({_DECIMAL}))?")
+_EXPONENT = r"[eE][-+]?\d+"
+_SCIENTIFIC = re.compile(rf"{_DECIMAL}(?:{_EXPONENT})?")
+_RATIONAL = re.compile(rf"({_DECIMAL})/({_DECIMAL})")
 _LATEX_FRACTION = re.compile(rf"([-+]?)\\frac\{{({_DECIMAL})\}}\{{({_DECIMAL})\}}")
+_UNSIGNED_DECIMAL = re.compile(rf"(?<![\w.])(?:\d+\.\d*|\.\d+|\d+(?={_EXPONENT}))(?:{_EXPONENT})?")
+MAX_EXPONENT = MAX_ANSWER_CHARS   # beyond 10^+-this a number stays a Decimal: no huge integer is built
 
 
-def parse_number(s: str) -> Fraction | None:
-    """The exact rational value of a normalised integer, decimal, `a/b` or `\\frac{a}{b}`; else None.
+def _exact(text: str) -> Fraction | Decimal:
+    """The exact value of a decimal literal (`-0.25`, `1e3`), with no limit on its digits (int()
+    refuses more than 4,300); a Decimal beyond 10^+-MAX_EXPONENT, which compares exactly too."""
+    value = Decimal(text)
+    return value if abs(value.adjusted()) > MAX_EXPONENT else Fraction(value)
 
-    No exponents are accepted, so no input can make this build a huge integer, and every pattern
-    here runs in linear time on any string.
+
+def _fraction(text: str) -> Fraction:
+    """The exact value of a decimal literal without an exponent (its size is its length)."""
+    return Fraction(Decimal(text))
+
+
+def parse_number(s: str) -> Fraction | Decimal | None:
+    """The exact value of a normalised integer, decimal, `1e3`, `a/b` or `\\frac{a}{b}`; else None.
+
+    Every pattern here runs in linear time on any string, and no input builds an integer of more
+    than about MAX_EXPONENT digits.
     """
     try:
+        if _SCIENTIFIC.fullmatch(s):
+            return _exact(s)
         if match := _RATIONAL.fullmatch(s):
-            value = Fraction(match.group(1))
-            return value / Fraction(match.group(2)) if match.group(2) else value
+            return _fraction(match.group(1)) / _fraction(match.group(2))
         if match := _LATEX_FRACTION.fullmatch(s):
-            value = Fraction(match.group(2)) / Fraction(match.group(3))
+            value = _fraction(match.group(2)) / _fraction(match.group(3))
             return -value if match.group(1) == "-" else value
-    except (ZeroDivisionError, ValueError):  # ValueError: more digits than int() accepts
+    except ArithmeticError:   # 1/0; an exponent too large for a Decimal
         return None
     return None
+
+
+def _as_fraction(match: re.Match) -> str:
+    """A decimal literal as the LaTeX of the exact fraction it is (`0.25` -> `\\frac{1}{4}`)."""
+    try:
+        value = _exact(match.group())
+    except ArithmeticError:   # an exponent too large for a Decimal
+        return match.group()
+    if isinstance(value, Decimal):   # beyond MAX_EXPONENT: left as written
+        return match.group()
+    return str(value) if value.denominator == 1 else f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+
+
+def exact_decimals(answer: str) -> str:
+    """`answer` with each decimal literal written as its exact fraction, for math-verify, which
+    would otherwise compare decimals rounded to 6 places (and call 0.3333333 equal to 1/3)."""
+    return _UNSIGNED_DECIMAL.sub(_as_fraction, answer)
 
 
 def _split_top_level(s: str) -> list[str]:
@@ -301,6 +340,12 @@ def _canonical(s: str, depth: int = 0):
     kind, items = structure
     values = [_canonical(item, depth + 1) for item in items]
     return (kind, tuple(sorted(values, key=repr)) if kind in ("set", "list") else tuple(values))
+
+
+def answer_key(answer: str):
+    """A hashable value of a gold answer, the same for golds the fast path proves equal (`2`,
+    `2.0`, `\\boxed{2}`): how data.py tells that two problems are one."""
+    return _canonical(normalize_answer(_gold_answer(answer)))
 
 
 def answers_match(pred: str, gold: str) -> bool | None:
@@ -420,7 +465,7 @@ def _grade(pred: str | None, gold: str, timeout: float) -> float:
         gold = _gold_answer(str(gold))
         verdict = answers_match(pred, gold)
         if verdict is None:
-            verdict = _GRADER.equivalent(gold, pred, timeout)
+            verdict = _GRADER.equivalent(exact_decimals(gold), exact_decimals(pred), timeout)
         return float(verdict)
     except Exception as error:  # a reward must never stop training
         logger.warning("grading failed on gold %.80r vs answer %.80r (%r); reward 0", gold, pred, error)

@@ -20,12 +20,9 @@ One training step, in the order of the functions below:
      micro-batching never changes the gradient.
 Then metrics, samples, evaluation (eval.evaluate) and checkpoints (lifecycle.py, checkpoint.py).
 
-The configuration and its flags are in config.py, the precision rule in policy.py. With
-mini_batches = 1 the update is strictly on-policy (ratio 1). --probe-every N re-scores the batch
-after every N-th update and compares each token's measured entropy change with Theorem 2's
-prediction (`probe`): first order in an SGD step on the logits, measured here for an AdamW step
-on shared weights.
-"""
+Flags: config.py; precision: policy.py. With mini_batches = 1 the update is on-policy (ratio 1).
+--probe-every N compares each token's measured entropy change after the update with Theorem 2's
+prediction (`probe`; first order for SGD on the logits, measured here for AdamW on weights)."""
 
 from __future__ import annotations
 
@@ -303,6 +300,10 @@ def setup(cfg: Config) -> Run:
     device = distributed.local_device(device, world)
     latest = distributed.on_main(lambda: checkpoint.prepare_run_folder(out, cfg.model, cfg.resume), world)
     examples, eval_sets = data.load_run_sets(cfg)
+    data.check_context({cfg.dataset: examples, **eval_sets}, str(latest or cfg.model), cfg.prompt_style)
+    saved = checkpoint.load_trainer_state(latest) if latest is not None else None
+    if saved is not None:    # the problems it trained on, before the model loads
+        data.check_unchanged(examples, saved.get("data_sha256"), cfg.dataset)
     transformers.set_seed(cfg.seed)   # python, numpy and torch
     model, tokenizer = policy.load_policy(str(latest or cfg.model), device,
                                           gradient_checkpointing=cfg.gradient_checkpointing)
@@ -322,7 +323,7 @@ def setup(cfg: Config) -> Run:
               methods.EntropyControl(cfg.entropy_coef) if cfg.adaptive_entropy else None, 0, world)
     changed = {}    # flags this --resume changes (config.RESUME_MAY_CHANGE): {flag: [old, new]}
     if latest is not None:
-        state = checkpoint.restore(latest, model, optimizer, scheduler, run.sampler, world)
+        state = checkpoint.restore(latest, model, optimizer, scheduler, run.sampler, world, saved)
         run.failures = lifecycle.Failures.restore(state["counters"])
         run.entropy_control = methods.EntropyControl.restore(state["counters"], run.entropy_control)
         run.step = state["step"]
@@ -380,7 +381,7 @@ def save(run: Run, step: int) -> Path:
              "sampler": run.sampler.state_dict(), "config": dataclasses.asdict(run.cfg),
              "counters": {**dataclasses.asdict(run.failures),
                           **(dataclasses.asdict(run.entropy_control) if run.entropy_control else {})},
-             "native_dtype": str(run.model.native_dtype)}
+             "native_dtype": str(run.model.native_dtype), "data_sha256": data.fingerprint(run.examples)}
     return checkpoint.save(run.out, step, run.model, run.tokenizer,
                            run.optimizer if run.cfg.save_optimizer else None, state,
                            run.cfg.keep_last, run.world)

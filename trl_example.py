@@ -14,6 +14,7 @@ s_star, es), and saves the model to --out.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -41,6 +42,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """A flag that cannot work ends in one sentence with exit status 2 (`fail`), before anything
+    loads, as in train.py."""
+    for flag, value in (("--steps", args.steps), ("--prompts", args.prompts),
+                        ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:
+            fail(f"{flag} must be at least 1, got {value}.")
+    if args.group_size < 2:
+        fail(f"--group-size must be at least 2 (advantages compare responses to the same prompt), "
+             f"got {args.group_size}.")
+    if args.mu is not None and args.method == "grpo":
+        fail("--method grpo has no mu (only clipb, clipv read it); drop --mu.")
+    if args.mu is not None and not (math.isfinite(args.mu) and args.mu > 0):
+        fail(f"--mu must be a positive number, got {args.mu}.")
+    if not (math.isfinite(args.lr) and 0 < args.lr <= 1):
+        fail(f"--lr must be positive and below 1 (GRPO uses 1e-6 to 1e-4), got {args.lr}.")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        fail(f"--out {args.out} is a file, and the model is saved into a folder there; choose "
+             f"another --out.")
+
+
 def fail(sentence: str):
     """End with one line on stderr and exit status 2, as train.py does for a mistake."""
     print(f"error: {sentence}", file=sys.stderr)
@@ -59,6 +81,7 @@ def lora_config():
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_args(args)
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer

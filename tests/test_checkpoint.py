@@ -1,14 +1,20 @@
-"""Tests for checkpoint.py: what counts as a checkpoint, atomic writes, RNG state, truncation.
-(Resume equivalence and failed saves run end to end in test_train.py.)"""
+"""Tests for checkpoint.py: what counts as a checkpoint, atomic writes, RNG state, truncation,
+damaged checkpoints and where a --resume continues. (Resume equivalence and failed saves run end
+to end in test_train.py.)"""
 
+import errno
 import json
 import random
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import checkpoint
+import train
+from test_train import read_jsonl, small
 
 
 def test_only_complete_checkpoints_count(tmp_path):
@@ -18,8 +24,6 @@ def test_only_complete_checkpoints_count(tmp_path):
         if complete:
             (tmp_path / name / "trainer_state.pt").write_bytes(b"")
     assert [step for step, _ in checkpoint.checkpoints(tmp_path)] == [2, 10]
-
-
 
 
 def test_atomic_dir_keeps_the_old_folder_when_the_write_fails(tmp_path):
@@ -103,3 +107,98 @@ def test_run_folder_that_holds_the_model_or_cannot_be_written_is_refused(tmp_pat
     blocker.write_text("")
     with pytest.raises(ValueError, match="cannot write to --out"):
         checkpoint.prepare_run_folder(blocker / "run", str(model), resume=False)
+
+
+@pytest.fixture(scope="module")
+def four_steps(tiny_path, tmp_path_factory) -> Path:
+    """A real run of 4 steps with whole checkpoints at steps 2 and 4."""
+    out = tmp_path_factory.mktemp("four") / "run"
+    assert train.main(small(tiny_path, out, "--steps", "4", "--save-every", "2", "--keep-last", "3")) == 0
+    return out
+
+
+def _truncate(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def _resize(config: Path) -> None:
+    data = json.loads(config.read_text())
+    data["intermediate_size"] += 8
+    config.write_text(json.dumps(data))
+
+
+DAMAGE = {
+    "tokenizer.json deleted": (lambda p: (p / "tokenizer.json").unlink(), "the tokenizer"),
+    "trainer_state.pt truncated": (lambda p: _truncate(p / checkpoint.STATE_FILE), "trainer_state.pt does not load"),
+    "model.safetensors truncated": (lambda p: _truncate(p / "model.safetensors"), "model.safetensors is damaged"),
+    "config.json sizes changed": (lambda p: _resize(p / "config.json"), "where config.json asks for"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_resume_passes_over_a_damaged_checkpoint_to_the_newest_whole_one(damage, four_steps, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(four_steps, out)
+    harm, reason = DAMAGE[damage]
+    harm(out / "checkpoint-4")
+    with pytest.raises(ValueError, match=reason):
+        checkpoint.verify(out / "checkpoint-4")
+    capsys.readouterr()
+    assert train.main(["--out", str(out), "--resume", "--steps", "5"]) == 0
+    printed = capsys.readouterr().out
+    said = next(line for line in printed.splitlines() if line.startswith("--resume: checkpoint-4: "))
+    assert reason in said and "resuming from checkpoint-2, the newest whole checkpoint" in said
+    assert f"resumed from {out / 'checkpoint-2'} at step 2" in printed
+    assert (out / "damaged-checkpoint-4").is_dir()                 # kept, never resumed or re-saved
+    assert [step for step, _ in checkpoint.checkpoints(out)] == [2, 4, 5]
+    for step in (4, 5):                                            # written again, whole
+        checkpoint.verify(out / f"checkpoint-{step}")
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+
+
+def test_resume_with_no_whole_checkpoint_says_so(four_steps, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(four_steps, out)
+    for step in (2, 4):
+        (out / f"checkpoint-{step}" / "tokenizer.json").unlink()
+    assert train.main(["--out", str(out), "--resume", "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume found no whole checkpoint") and err.count("\n") == 1
+    assert "checkpoint-4: the tokenizer" in err and "checkpoint-2: the tokenizer" in err
+
+
+def test_resume_before_the_first_checkpoint_starts_the_run(tiny_path, tmp_path, capsys):
+    out = tmp_path / "run"            # a re-queued job that always passes --resume
+    assert train.main(small(tiny_path, out, "--resume")) == 0
+    assert "holds no checkpoint yet; starting the run" in capsys.readouterr().out
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+def test_resume_on_a_changed_training_file_is_refused(tiny_path, tmp_path, capsys):
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(f'{{"question": "What is {i}+{i}?", "answer": "{2 * i}"}}\n' for i in range(6)))
+    out = tmp_path / "run"
+    assert train.main(small(tiny_path, out, "--dataset", str(problems))) == 0
+    assert train.main(["--out", str(out), "--resume", "--steps", "3"]) == 0     # the same file: no mistake
+    problems.write_text(problems.read_text().replace("What is 5+5?", "What is 6+5?"))
+    capsys.readouterr()
+    assert train.main(["--out", str(out), "--resume", "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --dataset {problems} holds other problems than when this run was trained (its "
+                   f"content changed), so --resume would continue on new data; restore the original file, "
+                   f"or start a new run in another --out.\n")
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_a_full_disk_leaves_no_write_test_file(tmp_path, monkeypatch):
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):       # the file is created; its bytes do not fit
+        real(self, "")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(ValueError, match=r"cannot write to --out .*No space left on device"):
+        checkpoint.prepare_run_folder(tmp_path / "run", "some-model", resume=False)
+    monkeypatch.undo()
+    assert list((tmp_path / "run").iterdir()) == []

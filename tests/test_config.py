@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -77,6 +78,7 @@ def test_comparison_method_defaults():
     (["--method", "kl-cov", "--kl-cov-ratio", "2"], "--kl-cov-ratio must be in (0, 1]"),
     (["--method", "clip-cov", "--clip-cov-lb", "5", "--clip-cov-ub", "1"], "--clip-cov-lb must be below"),
     (["--probe-every", "-1"], "--probe-every must not be negative"),
+    (["--seed", "-1"], "--seed must not be negative, got -1."),
     (["--dual-clip", "1"], "--dual-clip must be above 1"),
     (["--tis-cap", "0"], "--tis-cap must be positive"),
     (["--lr", "inf"], "--lr must be a finite number"),
@@ -119,9 +121,10 @@ def test_every_flag_has_one_place_in_the_resume_policy_and_the_docs_say_the_same
 
 
 def saved_run(out: Path, step: int = 3) -> Path:
-    """A run folder whose checkpoint-<step> holds what --resume reads first: its saved config."""
+    """A run folder whose checkpoint-<step> holds what --resume reads first: its saved config,
+    beside the shipped model's files (so that checkpoint.verify finds it whole)."""
     cfg = config.parse_args(["--method", "clipb", "--mu", "1.0", "--out", str(out), "--steps", "5"])
-    (out / f"checkpoint-{step}").mkdir(parents=True)
+    shutil.copytree(REPO / "tiny-qwen2", out / f"checkpoint-{step}")
     torch.save({"config": dataclasses.asdict(cfg), "step": step}, out / f"checkpoint-{step}" / "trainer_state.pt")
     return out
 
@@ -138,7 +141,7 @@ def saved_run(out: Path, step: int = 3) -> Path:
     (["--steps", "2"], "--steps 2: this run is already at step 3, so --resume has nothing to train"),
 ])
 def test_a_resume_that_would_rewrite_the_run_is_refused_before_loading_anything(flags, message, tmp_path, capsys):
-    out = saved_run(tmp_path / "run")     # no weights there: loading anything would fail otherwise
+    out = saved_run(tmp_path / "run")     # refused before the model or the data load
     assert train.main(["--out", str(out), "--resume", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

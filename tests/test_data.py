@@ -4,6 +4,8 @@ templates, the training order); no network."""
 import csv
 import json
 import logging
+import re
+from pathlib import Path
 
 import datasets
 import huggingface_hub.constants
@@ -12,8 +14,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from data import (DAPO_TEMPLATE, KNOWN, PROMPT_STYLES, QWEN_MATH_SYSTEM, Example, PromptSampler,
-                  format_prompt, load_examples, load_set, reward_style, save_examples, split_holdout,
-                  synthetic_examples)
+                  format_prompt, load_examples, load_set, problem_key, reward_style, save_examples,
+                  split_holdout, synthetic_examples)
 
 ROWS = [  # the third row has no answer and must be skipped
     {"problem": "What is 6 times 7?", "answer": "42"},
@@ -269,3 +271,88 @@ def test_eval_datasets_columns_have_their_own_train_flags(tmp_path, capsys):
     assert "plan:" in capsys.readouterr().out
     assert train.main(["--dataset", path, "--dry-run"]) == 2    # --dataset's own flag
     assert "Pass --question-key with one of them." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_numbers_are_read_as_the_text_the_file_writes(tmp_path, suffix):
+    path = tmp_path / f"exact{suffix}"
+    answers = ["9007199254740993", "123456789012345678901234567890", "1e3", "0.1000", "-0"]
+    if suffix == ".csv":
+        path.write_text("question,answer\n" + "".join(f"q{i},{a}\n" for i, a in enumerate(answers)))
+    else:
+        rows = [f'{{"question": "q{i}", "answer": {a}}}' for i, a in enumerate(answers)]
+        path.write_text("\n".join(rows) if suffix == ".jsonl" else "[" + ",".join(rows) + "]")
+    assert [e.answer for e in load_examples(str(path))] == answers
+
+
+@pytest.mark.parametrize("name, text", [("e.json", "[]"), ("e.json", "{}"), ("e.json", "{\"question\": []}"),
+                                        ("e.csv", "question,answer\n")])
+def test_a_valid_file_without_rows_is_not_called_invalid(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match="holds no rows|no row with both") as error:
+        load_examples(str(tmp_path / name))
+    assert "not valid" not in str(error.value)
+
+
+def test_a_line_that_is_not_json_is_named(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": }\n')
+    with pytest.raises(ValueError, match=r"^Line 2 of .*bad.jsonl is not valid JSON"):
+        load_examples(str(path))
+
+
+def test_an_existing_path_with_a_colon_is_a_path(tmp_path):
+    path = write_rows(tmp_path / "run:2026.jsonl", ROWS)
+    assert load_set(path, None) == EXPECTED
+
+
+def test_one_problem_under_equal_answers_is_one_problem_and_never_both_held_out_and_trained(tmp_path, caplog):
+    rows = [{"question": "What is 1+1?", "answer": a} for a in ("2", "2.0", "\\boxed{2}")]
+    rows += [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(2, 8)]
+    path = write_rows(tmp_path / "twos.jsonl", rows)
+    with caplog.at_level(logging.WARNING, logger="data"):
+        examples = load_examples(path)
+    assert len(examples) == 7 and "dropped 2 repeated problems" in caplog.text
+    for seed in range(10):
+        train, held = split_holdout(examples, 3, seed)
+        assert not {problem_key(e) for e in train} & {problem_key(e) for e in held}
+
+
+def test_an_evaluation_set_that_overlaps_the_training_set_is_warned_about(tmp_path, caplog):
+    import train   # --dry-run loads the data sets, not the weights
+
+    rows = [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(8)]
+    path = write_rows(tmp_path / "train.jsonl", rows)
+    same = write_rows(tmp_path / "same.jsonl", [{"question": "What  is 3+3?", "answer": "6.0"}, *rows[5:]])
+    with caplog.at_level(logging.WARNING, logger="data"):
+        assert train.main(["--dataset", path, "--eval-datasets", f"{path},{same},synthetic",
+                           "--eval-every", "5", "--dry-run"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "also training problems" in r.getMessage()]
+    assert warnings == [f"warning: 8 of the 8 problems of evaluation set {path} are also training problems "
+                        f"(the same question and answer); its numbers partly measure problems the run trains on",
+                        f"warning: 4 of the 4 problems of evaluation set {same} are also training problems "
+                        f"(the same question and answer); its numbers partly measure problems the run trains on"]
+
+
+def test_a_prompt_longer_than_the_models_context_is_refused_naming_file_and_row(tmp_path, capsys):
+    import eval as evaluation
+    import train
+
+    shipped = str(Path(train.__file__).resolve().parent / "tiny-qwen2")    # its context: 512 tokens
+    rows = [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(4)]
+    rows.insert(2, {"question": "Tom has 3 apples. " * 300, "answer": "3"})
+    path = write_rows(tmp_path / "long.jsonl", rows)
+    huge = write_rows(tmp_path / "huge.jsonl", [{"question": "x" * 1_000_000, "answer": "1"}])
+    want = rf"^error: row 3 of {path} is a prompt of \d+ tokens, longer than the 512 of the model's context"
+    assert train.main(["--model", shipped, "--dataset", path, "--prompts-per-step", "2", "--out",
+                       str(tmp_path / "run"), "--eval-every", "0", "--device", "cpu", "--steps", "1",
+                       "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert re.match(want, err) and err.count("\n") == 1
+    assert not (tmp_path / "run" / "checkpoint-1").exists()
+    for data_set in (path, huge):
+        assert evaluation.cli(["--model", shipped, "--datasets", data_set, "--out", str(tmp_path / "e.json"),
+                               "--device", "cpu", "--n", "1", "--max-new-tokens", "2"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: row ") and "longer than the 512 of the model's context" in err
+    assert not (tmp_path / "e.json").exists()

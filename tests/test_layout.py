@@ -15,10 +15,10 @@ README = (REPO / "README.md").read_text()
 METHODS_PAGE = (REPO / "docs" / "methods.md").read_text()
 LAYERS = [
     {"countdown", "command", "rundir", "bands"},   # the countdown task; plot.py's inputs, bands; exits
-    {"data", "rewards", "entropy", "policy", "memory", "distributed"},   # ..., loading, costs, processes
-    {"rollout", "clipping", "grpo"},               # batches, masks, the loss (read entropy.py)
-    {"methods", "eval", "checkpoint", "tracking"},  # the method table, evaluation, checkpoints, trackers
-    {"config", "trl_clip", "lifecycle"},           # flags, presets, validation; the masks in TRL; the run's life
+    {"rewards", "entropy", "policy", "memory", "distributed"},   # the grader, loading, costs, processes
+    {"data", "rollout", "clipping", "grpo"},       # data sets (read the grader), batches, masks, the loss
+    {"methods", "checkpoint", "tracking"},         # the method table, checkpoints, trackers
+    {"config", "eval", "trl_clip", "lifecycle"},   # flags, presets; evaluation; the masks in TRL; the run's life
     {"train"},                                     # the loop
     {"bench_gpu", "plot", "build_tiny_model", "trl_example"},   # scripts around it
     {"bench", "bench_dist", "build_countdown_model"},   # benchmarks; the testbed's model builder

@@ -53,6 +53,17 @@ def test_the_plan_warns_when_evaluation_outweighs_training():
     assert "warning" not in memory.plan(cfg, model_config, 1000, {"test": list(range(300))})
 
 
+def test_a_micro_batch_larger_than_the_batch_plans_for_the_batch():
+    import config
+    from transformers import Qwen2Config
+    model_config = Qwen2Config(vocab_size=100, hidden_size=8, num_hidden_layers=2,
+                               num_attention_heads=2, num_key_value_heads=1)
+    batch = ["--prompts-per-step", "2", "--group-size", "2", "--gen-batch-size", "4"]
+    plans = [memory.plan(config.parse_args([*batch, "--micro-batch-size", size]), model_config, 1000, {})
+             for size in ("4", "1000")]
+    assert plans[0] == plans[1]          # 4 sequences a step, whatever the flag allows
+
+
 def test_the_gpu_acceptance_step_runs_on_a_cpu_with_shrunk_models():
     import bench_gpu
     (row,) = bench_gpu.bench_gpu(["Qwen2.5-0.5B"], max_new_tokens=4, prompts=2, group=2, layers=1)

@@ -3,6 +3,7 @@ timeout, and the time bound on any response (hand-made worst cases and generated
 
 import logging
 import time
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -167,8 +168,23 @@ def test_parse_number_is_exact():
     assert parse_number("007") == 7
     assert parse_number(r"-\frac{2}{4}") == parse_number("-0.5") == parse_number("-1/2")
     assert parse_number("0.333") != parse_number("1/3")
-    assert parse_number("1e9999999") is None     # no exponents: nothing huge is ever built
+    assert parse_number("1e3") == parse_number("1000") == parse_number("1.0E+3")
+    assert parse_number("9007199254740993") == 9007199254740993      # no float on the way
+    huge = parse_number("1e9999999")             # exact, but never built as a 10-million-digit int
+    assert isinstance(huge, Decimal) and huge == parse_number("10e9999998") != parse_number("1e9999998")
     assert parse_number("1/0") is None
+
+
+def test_one_exact_rule_for_numbers_on_both_paths():
+    thirds = "0." + "3" * 15_000                 # more digits than int() reads
+    assert parse_number(thirds) is not None and answers_match(thirds, r"\frac{1}{3}") is False
+    assert math_reward(rf"\boxed{{{thirds}}}", r"\frac{1}{3}") == 0.0
+    assert math_reward(r"\boxed{1000}", "1e3") == math_reward(r"\boxed{1e3}", "1000") == 1.0
+    # math-verify rounds decimals to 6 places; it is given them as exact fractions instead
+    assert rewards.exact_decimals(r"\sqrt{2.25}+0.3333333") == r"\sqrt{\frac{9}{4}}+\frac{3333333}{10000000}"
+    assert math_reward(r"\boxed{\frac{1}{\sqrt{9}}}", "0.3333333") == 0.0
+    assert math_reward(r"\boxed{\frac{1}{\sqrt{9}}}", r"\frac{1}{3}") == 1.0
+    assert math_reward(r"\boxed{\frac{1}{\sqrt{4}}}", "0.5") == 1.0
 
 
 def test_answers_match_leaves_symbolic_cases_undecided():

@@ -526,10 +526,9 @@ def _train_cli(*args: str, killer: tuple[str, int] | None = None) -> subprocess.
 
 
 def _finish(out: Path) -> None:
-    """Continue a killed run: --resume, or a fresh start when no checkpoint had been written."""
-    proc = _train_cli("--out", str(out), "--resume")
-    if proc.returncode == 2 and "no complete checkpoint" in proc.stderr:
-        proc = _train_cli(*KILL_FLAGS, "--out", str(out))
+    """Continue a killed run as a re-queued job does: its flags and --resume (a fresh start when
+    no checkpoint had been written)."""
+    proc = _train_cli(*KILL_FLAGS, "--out", str(out), "--resume")
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
