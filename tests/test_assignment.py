@@ -443,3 +443,28 @@ def test_only_tracked_files_reach_the_student_version(tmp_path):
     subprocess.run(["git", "add", "kept.py"], cwd=repo, check=True)
     (repo / "results.json").write_text("{}")                  # a stale result, never added
     assert make_student.source_files(repo) == ["kept.py"]
+
+
+def test_p8_counts_only_when_the_problems_it_calls_pass_in_the_same_grading():
+    """P8's check trusts the metrics the student's run writes: its points need P1, P2, P5, P6 and
+    P7 at full marks in the same results, and grading P8 alone grades them too."""
+    import grade
+    p8 = manifest.problem("P8")
+    assert p8["requires"] == ["P1", "P2", "P5", "P6", "P7"]
+    graded = grade.with_required([p8])
+    assert [p["id"] for p in graded] == ["P8", "P1", "P2", "P5", "P6", "P7"]
+
+    def results(failing: str = "") -> dict:
+        return {test: [{"outcome": "failed" if p["id"] == failing else "passed", "message": "wrong"}]
+                for p in graded for test in p["tests"]}
+
+    rows, entries = grade.score(results(), graded)
+    row = next(r for r in rows if r["id"] == "P8")
+    assert row["earned"] == AUTOGRADED["P8"] and "P1, P2, P5, P6 and P7 pass in this grading" in row["status"]
+    for failing in p8["requires"]:
+        rows, entries = grade.score(results(failing), graded)
+        row = next(r for r in rows if r["id"] == "P8")
+        assert row["earned"] == 0 and f"not yet: {failing} 0/" in row["status"], row
+        assert all(e["score"] == 0 for e in entries if e["name"].startswith("P8 ")), entries
+    rows, _ = grade.score(results(), [p8])            # graded without them: nothing to trust
+    assert rows[0]["earned"] == 0 and "P1 not graded" in rows[0]["status"], rows
