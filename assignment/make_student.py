@@ -45,16 +45,16 @@ REPO = HERE.parent
 # statements of removed bodies (the released keep rules, verl's aggregation, the pass@k
 # binomials) and the tests that use them. The graded tests check the same against stored values.
 STRIP = {
-    "tests/test_clipping.py": ["_released_clip_b", "_released_clip_v",
-                               "test_masks_equal_the_released_rules_on_random_batches"],
+    "tests/test_clipping.py": ["_released_rules", "test_masks_equal_the_released_rules_on_random_batches"],
     "tests/test_grpo.py": ["_verl_agg", "test_aggregate_equals_verl_formulas_on_random_batches"],
     "tests/test_eval.py": ["test_pass_at_k_is_stable_for_n_in_the_hundreds"],
 }
 
 # Code that states a removed body independently, flagged wherever it appears in the student
-# version (compared without whitespace): the names of those statements, and their key lines.
+# version (compared without whitespace): the names of those statements, their key lines, and an
+# import of their home in the instructor's tree (assignment/tests/oracles.py).
 ORACLE_MARKERS = [
-    "def _released_clip_b", "def _released_clip_v", "def _verl_agg", "comb(n - c, k)",
+    "import oracles", "def _released_clip_b", "def _released_clip_v", "def _verl_agg", "comb(n - c, k)",
     "clamp(1 - eps_low, 1 + eps_high) * adv", "clamp(min=1 - eps_low, max=1 + eps_high) * adv",
     "s - mean >= -mu * std", "keep_neg = x <= mu * std",
 ]
