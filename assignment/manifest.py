@@ -175,11 +175,11 @@ BONUS = [{"id": "B1", "title": "Bonus, with a GPU: Qwen2.5 on GSM8K", "written":
 
 # Never in the student version (glob patterns relative to the repository root): scripts that
 # compute the removed formulas (the benchmarks' direct path), the experiment driver, the
-# instructor's files and this generator's own test (its planted bugs quote reference lines).
+# instructor's files and the generator's own tests (their planted bugs quote reference lines).
 EXCLUDE = [
     ".git", ".git/*", "runs/*", ".venv*", "*/__pycache__/*", "__pycache__/*", "*.pyc", ".pytest_cache/*",
     "out/*", "bench*.py", "experiments.sh", "assignment/SOLUTIONS.md", "assignment/INSTRUCTORS.md",
-    "assignment/make_student.py", "assignment/variants.py", "assignment/tests/oracles.py", "tests/test_assignment.py",
+    "assignment/make_student.py", "assignment/variants.py", "assignment/tests/oracles.py", "tests/test_assignment*.py",
     "tests/test_readme.py",   # keeps the reference's guide true; that guide names the scripts left out
 ]
 

@@ -282,23 +282,56 @@ def test_the_student_trees_commands_say_what_is_missing(student):
     assert not missing, missing
 
 
-def test_the_experiment_command_runs_a_few_steps(gradings, tmp_path):   # beside the grading runs
+def _handout_commands(section: str, program: str) -> list[list[str]]:
+    """The section's `python PROGRAM ...` lines as argument lists, its NAME="..." variables expanded."""
+    names = dict(re.findall(r'^\s*(\w+)="([^"]*)"', section, re.M))
+    lines = re.findall(rf"^\s*(?:for [^\n]*do )?python {re.escape(program)} ([^\n;]+)", section, re.M)
+    return [re.sub(r"\$(\w+)", lambda m: names.get(m.group(1), m.group(0)), line).split() for line in lines]
+
+
+def _without(argv: list[str], *flags: str) -> list[str]:
+    """argv without the given flags and their values."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+def test_the_experiment_commands_run_a_few_steps(gradings, tmp_path):   # beside the grading runs
+    """P8's commands, shortened: a training step on the testbed, the plot, an evaluation of the
+    hard split, the chance curve and the pass@k figure."""
     section = HANDOUT.split("## P8 ", 1)[1].split("\n## ", 1)[0]
-    commands = re.findall(r"^\s*(python train\.py [^\n]+)", section, re.M)
-    assert len(commands) >= 3, commands
-    argv = commands[0].split()[2:]
-    argv = argv[:argv.index("--out")] if "--out" in argv else argv
+    train = _handout_commands(section, "train.py")
+    assert len(train) >= 3 and all("countdown" in argv for argv in train), train
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "train.py", *argv, "--steps", "1", "--prompts-per-step", "2",
-                           "--group-size", "2", "--max-new-tokens", "8", "--eval-every", "0", "--out", str(run)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    plot = re.search(r"^\s*python plot\.py [^\n]+", section, re.M)
-    assert plot, "the P8 section gives no plot.py command"
-    proc = subprocess.run([sys.executable, "plot.py", str(run), "--out", str(tmp_path / "fig"), "--no-show"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def ok(*argv):
+        proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (argv, proc.stderr[-2000:])
+
+    ok("train.py", *_without(train[0], "--out"), "--steps", "1", "--prompts-per-step", "4", "--group-size", "2",
+       "--max-new-tokens", "8", "--out", str(run))
+    assert _handout_commands(section, "plot.py"), "the P8 section gives no plot.py command"
+    ok("plot.py", str(run), "--out", str(tmp_path / "fig"), "--no-show")
     assert (tmp_path / "fig" / "entropy.png").is_file()
+    evaluate = [argv for argv in _handout_commands(section, "eval.py") if "countdown:hard" in argv]
+    assert evaluate, "the P8 section evaluates no model on the hard split"
+    result = tmp_path / "eval-hard.json"
+    ok("eval.py", *_without(evaluate[0], "--model", "--out", "--limit", "--n", "--max-new-tokens"),
+       "--model", str(run / "final"), "--limit", "2", "--n", "2", "--max-new-tokens", "8", "--out", str(result))
+    chance = _handout_commands(section, "countdown.py")
+    assert chance and chance[0][:1] == ["--n"], chance
+    ok("countdown.py", "--n", "2", "--max-k", "2", "--out", str(tmp_path / "chance.json"))
+    passk = [argv for argv in _handout_commands(section, "plot.py") if "--passk" in argv]
+    assert passk and {"--base", "--chance", "--eval-set"} <= set(passk[0]), passk
+    ok("plot.py", "--passk", str(result), "--base", str(result), "--chance", str(tmp_path / "chance.json"),
+       "--eval-set", "countdown:hard", "--out", str(tmp_path / "passk"), "--no-show")
+    assert (tmp_path / "passk" / "passk.png").is_file()
 
 
 def test_reference_scores_full_marks(gradings):
