@@ -94,45 +94,73 @@ def _pid_of(message: str) -> str | None:
 
 
 def score(results: dict[str, list[dict]], problems: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(rows, gradescope tests): per problem its points and status line; per test its entry."""
+    """(rows, gradescope tests): per problem its points and status line; per test its entry. A
+    problem with `requires` keeps its points only when every required problem, graded in the
+    same results, earned full marks."""
     rows, entries = [], []
     for p in problems:
-        earned, possible, first, blocked, own_missing, n_tests = 0.0, 0, None, None, 0, 0
-        for test, (points, hint) in p["tests"].items():
-            records = results.get(test, [])
-            n_tests += 1
-            passed = sum(r["outcome"] == "passed" for r in records)
-            got = round(points * passed / len(records), 2) if records else 0.0
-            earned += got
-            possible += points
-            failed = [r for r in records if r["outcome"] != "passed"]
-            output = "passed" if not failed else failed[0].get("message", "failed")
-            if failed:
-                msg = failed[0].get("message", "failed")
-                if failed[0].get("not_implemented"):
-                    pid = _pid_of(msg)
-                    if pid == p["id"]:
-                        own_missing += 1
-                    elif blocked is None:
-                        blocked = pid or msg
-                elif first is None:
-                    first = f"{test.split('::')[1]}: {msg}  Hint: {hint}"
-                output += f"\nHint: {hint}" if not failed[0].get("not_implemented") else ""
-            entries.append({"name": f"{p['id']} {p['title']}: {test.split('::')[1]}", "score": got,
-                            "max_score": points, "output": output})
-        if earned == possible:
-            status = "all checks pass"
-        elif own_missing == n_tests:
-            status = "not attempted (still raises NotImplementedError)"
-        elif first is not None:
-            status = first
-        elif blocked is not None:
-            status = f"needs {blocked} first (it still raises NotImplementedError)"
+        row, mine = _score_problem(results, p)
+        rows.append(row)
+        entries += mine
+    by_id = {r["id"]: r for r in rows}
+    for row in rows:
+        required = manifest.problem(row["id"]).get("requires", [])
+        if not required or row["earned"] == 0:
+            continue
+        short = [f"{q} {by_id[q]['earned']:g}/{by_id[q]['possible']}" if q in by_id else f"{q} not graded"
+                 for q in required if q not in by_id or by_id[q]["earned"] != by_id[q]["possible"]]
+        names = ", ".join(required[:-1]) + f" and {required[-1]}"
+        if short:
+            row["earned"] = 0.0
+            row["status"] = (f"your run's checks pass, but they count only when {names} all pass in the same "
+                             f"grading (they call your code; not yet: {', '.join(short)})")
+            for e in entries:
+                if e["name"].startswith(row["id"] + " "):
+                    e["score"], e["output"] = 0.0, row["status"]
         else:
-            status = "not attempted (still raises NotImplementedError)"
-        rows.append({"id": p["id"], "title": p["title"], "earned": round(earned, 2), "possible": possible,
-                     "written": p["written"], "status": status})
+            row["status"] += f" (and they count: {names} pass in this grading)"
     return rows, entries
+
+
+def _score_problem(results: dict[str, list[dict]], p: dict) -> tuple[dict, list[dict]]:
+    """One problem's row and Gradescope entries."""
+    entries = []
+    earned, possible, first, blocked, own_missing, n_tests = 0.0, 0, None, None, 0, 0
+    for test, (points, hint) in p["tests"].items():
+        records = results.get(test, [])
+        n_tests += 1
+        passed = sum(r["outcome"] == "passed" for r in records)
+        got = round(points * passed / len(records), 2) if records else 0.0
+        earned += got
+        possible += points
+        failed = [r for r in records if r["outcome"] != "passed"]
+        output = "passed" if not failed else failed[0].get("message", "failed")
+        if failed:
+            msg = failed[0].get("message", "failed")
+            if failed[0].get("not_implemented"):
+                pid = _pid_of(msg)
+                if pid == p["id"]:
+                    own_missing += 1
+                elif blocked is None:
+                    blocked = pid or msg
+            elif first is None:
+                first = f"{test.split('::')[1]}: {msg}  Hint: {hint}"
+            output += f"\nHint: {hint}" if not failed[0].get("not_implemented") else ""
+        entries.append({"name": f"{p['id']} {p['title']}: {test.split('::')[1]}", "score": got,
+                        "max_score": points, "output": output})
+    if earned == possible:
+        status = "all checks pass"
+    elif own_missing == n_tests:
+        status = "not attempted (still raises NotImplementedError)"
+    elif first is not None:
+        status = first
+    elif blocked is not None:
+        status = f"needs {blocked} first (it still raises NotImplementedError)"
+    else:
+        status = "not attempted (still raises NotImplementedError)"
+    row = {"id": p["id"], "title": p["title"], "earned": round(earned, 2), "possible": possible,
+           "written": p["written"], "status": status}
+    return row, entries
 
 
 def table(rows: list[dict]) -> str:
@@ -170,9 +198,20 @@ def _student_tree(dest: Path) -> None:
                         ignore=shutil.ignore_patterns(".git", "runs", ".venv*", "__pycache__", ".pytest_cache"))
 
 
+def with_required(problems: list[dict]) -> list[dict]:
+    """The problems, and after them those their `requires` name that are not among them."""
+    ids = [p["id"] for p in problems]
+    extra = [q for p in problems for q in p.get("requires", []) if q not in ids]
+    return problems + [manifest.problem(q) for q in dict.fromkeys(extra)]
+
+
 def grade(tree: Path, problems: list[dict]) -> tuple[list[dict], list[dict]]:
-    tests = [t for p in problems for t in p["tests"]]
-    return score(run_tests(tree, tests), problems)
+    """Rows and entries of the problems, each graded with the problems it requires (whose own
+    rows are left out unless asked for)."""
+    graded = with_required(problems)
+    rows, entries = score(run_tests(tree, [t for p in graded for t in p["tests"]]), graded)
+    ids = {p["id"] for p in problems}
+    return [r for r in rows if r["id"] in ids], [e for e in entries if e["name"].split(" ", 1)[0] in ids]
 
 
 def snapshot(dest: Path, tree: Path) -> int:

@@ -1,6 +1,6 @@
 """Write the student version of this repository into a folder (the course assignment).
 
-    python assignment/make_student.py DIR [--variant N]
+    python assignment/make_student.py DIR [--variant N | --variant-from STUDENT_ID]
 
 DIR receives every file of the repository (those git tracks, or a walk of the tree outside git)
 except manifest.EXCLUDE, with the body of every function the manifest names replaced by
@@ -13,8 +13,9 @@ is copied as it is. Then:
   * assignment/tests/expected.pt stores the graded tests' expected values for their public
     inputs (their oracles.py stays out);
   * pytest.ini deselects the repository tests that need a left-out file (manifest.DESELECT);
-  * --variant N changes the conventions of assignment/variants.py in the docstrings and writes
-    assignment/variant.json, which the graded tests follow;
+  * --variant N changes the conventions of assignment/variants.py in the docstrings (and the
+    callers a switch names) and writes assignment/variant.json, which the graded tests follow;
+    --variant-from STUDENT_ID takes N from a hash of the id (variants.from_student);
   * the leak check: no removed body, none of its distinctive lines and none of ORACLE_MARKERS
     may appear in any file of DIR (whitespace ignored; notebooks' cells and outputs included). A leak stops with the
     file to fix and exit status 1, and DIR is left for inspection.
@@ -44,16 +45,16 @@ REPO = HERE.parent
 # statements of removed bodies (the released keep rules, verl's aggregation, the pass@k
 # binomials) and the tests that use them. The graded tests check the same against stored values.
 STRIP = {
-    "tests/test_clipping.py": ["_released_clip_b", "_released_clip_v",
-                               "test_masks_equal_the_released_rules_on_random_batches"],
+    "tests/test_clipping.py": ["_released_rules", "test_masks_equal_the_released_rules_on_random_batches"],
     "tests/test_grpo.py": ["_verl_agg", "test_aggregate_equals_verl_formulas_on_random_batches"],
     "tests/test_eval.py": ["test_pass_at_k_is_stable_for_n_in_the_hundreds"],
 }
 
 # Code that states a removed body independently, flagged wherever it appears in the student
-# version (compared without whitespace): the names of those statements, and their key lines.
+# version (compared without whitespace): the names of those statements, their key lines, and an
+# import of their home in the instructor's tree (assignment/tests/oracles.py).
 ORACLE_MARKERS = [
-    "def _released_clip_b", "def _released_clip_v", "def _verl_agg", "comb(n - c, k)",
+    "import oracles", "def _released_clip_b", "def _released_clip_v", "def _verl_agg", "comb(n - c, k)",
     "clamp(1 - eps_low, 1 + eps_high) * adv", "clamp(min=1 - eps_low, max=1 + eps_high) * adv",
     "s - mean >= -mu * std", "keep_neg = x <= mu * std",
 ]
@@ -301,9 +302,17 @@ def make_student(dest: Path, variant: int = 0, repo: Path = REPO, snapshot: bool
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Write the student version of the repository into DIR.")
     p.add_argument("dest", type=Path, help="a new or empty folder")
-    p.add_argument("--variant", type=int, default=0,
-                   help="0: the released conventions; 1 to 15: the switches of assignment/variants.py, by bit")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--variant", type=int, default=0,
+                       help=f"0: the released conventions; 1 to {max(variants.VARIANTS)}: the switches of "
+                            "assignment/variants.py, by bit")
+    which.add_argument("--variant-from", metavar="STUDENT_ID", default=None,
+                       help="the variant derived from this student id (the same id gives the same variant)")
     args = p.parse_args(argv)
+    if args.variant_from is not None:
+        if not args.variant_from.strip():
+            p.error("--variant-from needs a non-empty student id.")
+        args.variant = variants.from_student(args.variant_from)
     try:
         result = make_student(args.dest, args.variant)
     except (RuntimeError, ValueError) as err:

@@ -6,7 +6,8 @@ points (tests/test_assignment.py checks that).
 A function is "module:name" or "module:Class.method"; its body in the student version is
 `raise NotImplementedError("<problem id>: <todo>")`, its signature and docstring kept. A test is
 "file.py::test_name" under assignment/tests/, worth `points` (a parametrised test earns them in
-proportion to the cases it passes). `written` points are graded by hand (HANDOUT.md says what a
+proportion to the cases it passes). A problem's `requires` are the problems whose tests must all
+pass in the same grading for its own points to count. `written` points are graded by hand (HANDOUT.md says what a
 full answer contains; SOLUTIONS.md has the answers); bonus points come on top of the 100.
 """
 
@@ -159,9 +160,12 @@ PROBLEMS = [
     {
         "id": "P8", "title": "Experiment: GRPO against Clip-B and Clip-V on your implementation", "written": 12,
         "functions": {},
+        # P8's check reads the metrics the student's own code writes, so it counts only when the
+        # functions the run calls pass their own tests in the same grading (grade.py runs them).
+        "requires": ["P1", "P2", "P5", "P6", "P7"],
         "tests": {
             "test_p8_pipeline.py::test_training_runs_on_your_code": (
-                2, "Make P1, P2, P5 and P7 pass first: train.py calls them every step."),
+                2, "Make P1, P2, P5, P6 and P7 pass first: train.py calls them every step."),
         },
     },
 ]
@@ -171,11 +175,11 @@ BONUS = [{"id": "B1", "title": "Bonus, with a GPU: Qwen2.5 on GSM8K", "written":
 
 # Never in the student version (glob patterns relative to the repository root): scripts that
 # compute the removed formulas (the benchmarks' direct path), the experiment driver, the
-# instructor's files and this generator's own test (its planted bugs quote reference lines).
+# instructor's files and the generator's own tests (their planted bugs quote reference lines).
 EXCLUDE = [
     ".git", ".git/*", "runs/*", ".venv*", "*/__pycache__/*", "__pycache__/*", "*.pyc", ".pytest_cache/*",
     "out/*", "bench*.py", "experiments.sh", "assignment/SOLUTIONS.md", "assignment/INSTRUCTORS.md",
-    "assignment/make_student.py", "assignment/variants.py", "assignment/tests/oracles.py", "tests/test_assignment.py",
+    "assignment/make_student.py", "assignment/variants.py", "assignment/tests/oracles.py", "tests/test_assignment*.py",
     "tests/test_readme.py",   # keeps the reference's guide true; that guide names the scripts left out
 ]
 

@@ -5,8 +5,11 @@ and the reference implementation, unchanged, fails them. Left out of the student
 `solution` patches below are lines of the reference.
 
 Variant N switches on the switches whose bit is set in N (1: population-std advantages, 2: Clip-V
-keeps A = 0 tokens, 4: Clip-B's sigma is the sample std, 8: dual-clip c = 2; 15: all four, under
-which the public reference earns at most half of P2 and of P5). Each switch lists:
+keeps A = 0 tokens, 4: Clip-B's sigma is the sample std, 8: dual-clip c = 2, 16: entropy in bits,
+32: seq-mean-token-mean over every sequence, 64: pass_at_k(c, n, k); 127: all seven, under which
+the public reference earns at most half of P1, P2, P5 and P6). `from_student` derives a variant
+from a student id. Each switch lists:
+  problem:    the problem whose graded tests it changes;
   docs:       (file, old, new) substitutions made in the student version (each must match);
   solution:   (file, old, new) substitutions that turn the reference into the variant's solution
               (tests/test_assignment.py grades it; instructors can do the same);
@@ -15,8 +18,17 @@ which the public reference earns at most half of P2 and of P5). Each switch list
 
 from __future__ import annotations
 
+import hashlib
+
+# pass_at_k's callers in the code students do not write, under switch 64
+PASS_AT_K_CALLERS = [
+    ("eval.py", "grpo.pass_at_k(n, c, k) for c in correct", "grpo.pass_at_k(c, n, k) for c in correct"),
+    ("grpo.py", "mean = pass_at_k(n, c, k)", "mean = pass_at_k(c, n, k)"),
+]
+
 SWITCHES = {
     1: {
+        "problem": "P2",
         "name": "population-std advantages",
         "summary": "group_advantages divides by the population std of the group (divide by G, "
                    "torch's correction=0), not the sample std; a group of one still gets A = r.",
@@ -37,6 +49,7 @@ SWITCHES = {
         "deselect": ["tests/test_grpo.py::test_group_advantages"],
     },
     2: {
+        "problem": "P5",
         "name": "Clip-V keeps A = 0 tokens",
         "summary": "clip_v_mask keeps every token with A = 0, as Clip-B does (the release sends them "
                    "through the lower rule); only A < 0 tokens go through it.",
@@ -56,6 +69,7 @@ SWITCHES = {
                      "tests/test_clipping.py::test_clip_v_removes_zero_advantage_tokens_and_never_caps_them"],
     },
     4: {
+        "problem": "P5",
         "name": "Clip-B's sigma is the sample std",
         "summary": "clip_b_mask's sigma is the SAMPLE std of S* over the valid tokens (divide by n - 1; 0 "
                    "for one token), not the population std; Clip-V's stays the population std of d.",
@@ -75,6 +89,7 @@ SWITCHES = {
         "deselect": ["tests/test_clipping.py::test_clip_b_removes_negative_advantage_outlier_below_mu_sigma"],
     },
     8: {
+        "problem": "P2",
         "name": "dual-clip bound c = 2",
         "summary": "clipped_surrogate's default dual-clip bound is c = 2.0 (DUAL_CLIP), not verl's 3.0.",
         "docs": [("grpo.py", "DUAL_CLIP = 3.0     # verl's clip_ratio_c",
@@ -85,8 +100,63 @@ SWITCHES = {
                       "DUAL_CLIP = 2.0     # THIS COURSE'S VARIANT: c = 2 (verl's clip_ratio_c is 3)")],
         "deselect": [],
     },
+    16: {
+        "problem": "P1",
+        "name": "entropy in bits",
+        "summary": "entropy.entropy returns H in bits (log base 2: the nats divided by ln 2); "
+                   "_entropy_from_log_probs, which S_i and the theorems use, stays in nats.",
+        "docs": [
+            ("entropy.py", '    """Shannon entropy H(pi) of pi = softmax(logits). logits: (..., V) -> (...)."""',
+             '    """Shannon entropy H(pi) of pi = softmax(logits). logits: (..., V) -> (...). THIS COURSE\'S\n'
+             '    VARIANT: in BITS (log base 2, i.e. the nats of _entropy_from_log_probs divided by ln 2);\n'
+             '    _entropy_from_log_probs, which S_i, E[S] and the theorems use, stays in nats."""'),
+        ],
+        "solution": [("entropy.py", "    return _entropy_from_log_probs(_log_probs(logits))\n",
+                      "    return _entropy_from_log_probs(_log_probs(logits)) / math.log(2)\n")],
+        "deselect": [f"tests/test_entropy.py::{name}" for name in (
+            "test_theorem1_single_logit_update", "test_theorem2_grpo_update",
+            "test_theorem2_agrees_with_autograd_directional_derivative",
+            "test_discriminator_sign_marks_relatively_likely_tokens",
+            "test_known_values_and_float32_for_low_precision_input", "test_entropy_of_a_masked_out_token_is_finite",
+            "test_token_stats_matches_direct_on_qwen2", "test_token_stats_bf16_hidden_and_autocast",
+            "test_entropy_probe_on_independent_positions_matches_theorem2")],
+    },
+    32: {
+        "problem": "P1",
+        "name": "seq-mean over every sequence",
+        "summary": "aggregate's seq-mean-token-mean divides by every sequence of the batch (N; one "
+                   "with no kept token adds 0), not only by those with a kept token.",
+        "docs": [
+            ("grpo.py", "                               num_seqs = sequences with at least one kept token",
+             "                               num_seqs = sequences with at least one kept token;\n"
+             "                               THIS COURSE'S VARIANT: num_seqs = EVERY sequence (N), one with\n"
+             "                               no kept token adding 0 to the sum"),
+        ],
+        "solution": [("grpo.py", "(seq_count > 0).sum() if num_seqs is None else num_seqs",
+                      "token_loss.shape[0] if num_seqs is None else num_seqs")],
+        "deselect": ["tests/test_grpo.py::test_aggregate_modes_by_hand"],
+    },
+    64: {
+        "problem": "P6",
+        "name": "pass_at_k(c, n, k)",
+        "summary": "pass_at_k takes the number of correct samples first: pass_at_k(c, n, k); its "
+                   "callers in eval.py and grpo.passk_advantages follow.",
+        "docs": [
+            ("grpo.py", "def pass_at_k(n: int, c: int, k: int) -> float:\n"
+                        "    \"\"\"Unbiased pass@k of one problem with n samples, c of them correct:",
+             "def pass_at_k(c: int, n: int, k: int) -> float:\n"
+             "    \"\"\"THIS COURSE'S VARIANT: the arguments are (c, n, k), the number of CORRECT samples\n"
+             "    first. Unbiased pass@k of one problem with n samples, c of them correct:"),
+            *PASS_AT_K_CALLERS,
+            ("methods.py", "grpo.pass_at_k(2, 1, 1)", "grpo.pass_at_k(1, 2, 1)"),
+        ],
+        "solution": [("grpo.py", "def pass_at_k(n: int, c: int, k: int) -> float:",
+                      "def pass_at_k(c: int, n: int, k: int) -> float:"), *PASS_AT_K_CALLERS],
+        "deselect": ["tests/test_eval.py::test_pass_at_k_matches_enumeration_of_all_subsets",
+                     "tests/test_eval.py::test_pass_at_k_edge_cases"],
+    },
 }
-VARIANTS = range(0, 16)
+VARIANTS = range(0, 2 * max(SWITCHES))
 
 
 def switches(variant: int) -> list[int]:
@@ -94,6 +164,13 @@ def switches(variant: int) -> list[int]:
     if variant not in VARIANTS:
         raise ValueError(f"--variant must be one of {', '.join(map(str, VARIANTS))}, got {variant}.")
     return [bit for bit in SWITCHES if variant & bit]
+
+
+def from_student(student_id: str) -> int:
+    """A variant from 1 to the largest, the same for the same id on any machine (SHA-256 of the
+    id, stripped): each switch is on for about half of the ids."""
+    digest = hashlib.sha256(student_id.strip().encode()).digest()
+    return 1 + int.from_bytes(digest[:8], "big") % (len(VARIANTS) - 1)
 
 
 def substitute(text: str, old: str, new: str, where: str) -> str:

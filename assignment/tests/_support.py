@@ -91,7 +91,7 @@ def variant_switches() -> set[int]:
     """The switches of this tree's variant (assignment/variants.py); empty for the released conventions."""
     if os.environ.get("ASSIGNMENT_VARIANT"):
         n = int(os.environ["ASSIGNMENT_VARIANT"])
-        return {bit for bit in (1, 2, 4, 8) if n & bit}
+        return {1 << i for i in range(n.bit_length()) if n >> i & 1}
     path = REPO / "assignment" / "variant.json"
     return set(json.loads(path.read_text())["switches"]) if path.exists() else set()
 

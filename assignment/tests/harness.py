@@ -24,6 +24,7 @@ def pytest_runtest_call(item):
     worker.set_limit(float(marker.args[0]) if marker else worker.DEFAULT_LIMIT)
     _support.begin(item.nodeid)
     yield
+    worker.end_test()      # nothing the test's calls started runs on
 
 
 def message(excinfo) -> str:

@@ -50,13 +50,14 @@ def entropy_gradient(z: torch.Tensor) -> torch.Tensor:
 
 def aggregate(loss: torch.Tensor, mask: torch.Tensor, mode: str, budget: int) -> float:
     """verl's agg_loss formulas: token-mean; seq-mean-token-mean over the sequences with a kept
-    token; seq-mean-token-sum-norm = kept sum / the length budget."""
+    token (every sequence, as TRL, under switch 32); seq-mean-token-sum-norm = kept sum / the
+    length budget."""
     rows = [[x for x, m in zip(lr, mr, strict=True) if m] for lr, mr in zip(loss.tolist(), mask.tolist(), strict=True)]
     kept = [x for r in rows for x in r]
     if mode == "token-mean":
         return sum(kept) / len(kept) if kept else 0.0
-    if mode == "seq-mean-token-mean":
-        means = [sum(r) / len(r) for r in rows if r]
+    if mode == "seq-mean-token-mean":       # under switch 32 of the variant: over every sequence
+        means = [sum(r) / len(r) if r else 0.0 for r in rows if r or 32 in variant_switches()]
         return sum(means) / len(means) if means else 0.0
     return sum(kept) / budget
 

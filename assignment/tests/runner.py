@@ -6,7 +6,9 @@ type, message and place. The tests judge those outputs in their own process, whi
 the submission, so nothing the submission does (atexit hooks, patching pytest, writing files,
 exiting) can touch the grade.
 
-    python runner.py READ_FD WRITE_FD        # started by worker.py, never by hand
+    python runner.py READ_FD WRITE_FD GRADER_PID   # started by worker.py, never by hand
+
+It dies with the grader (reaper.die_with_parent), before it imports any of the submission.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import traceback
 from pathlib import Path
 
+import reaper
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -143,7 +146,8 @@ def main(read_fd: int, write_fd: int) -> None:
     while True:
         try:
             (size,) = struct.unpack("<Q", _read(read_fd, 8))
-        except EOFError:
+        except EOFError:              # the grader is gone or done: so is all of this
+            reaper.kill_tree(os.getpid())
             return
         request = torch.load(io.BytesIO(_read(read_fd, size)), weights_only=False)
         buffer = io.BytesIO()
@@ -157,4 +161,5 @@ def main(read_fd: int, write_fd: int) -> None:
 
 if __name__ == "__main__":
     sys.path.pop(0)    # this folder: the submission imports from the tree only
+    reaper.die_with_parent(int(sys.argv[3]))
     main(int(sys.argv[1]), int(sys.argv[2]))

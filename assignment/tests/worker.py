@@ -10,7 +10,9 @@ numbers but no code. This process never imports the submission.
 A call that spends the test's time limit in CPU seconds (or WALL_FACTOR times it in wall time,
 so that a busy machine does not fail a right answer), a worker that exits (sys.exit, os._exit, a
 crash) or prints more than OUTPUT_LIMIT bytes ends that call with a message, and the next call
-starts a fresh worker. The tree is ASSIGNMENT_TREE (grade.py sets it), or this repository.
+starts a fresh worker. After each test (`end_test`, which harness.py calls) and at the worker's
+end, every process the submission started is killed, even one that left the worker's process
+group (reaper.py). The tree is ASSIGNMENT_TREE (grade.py sets it), or this repository.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+import reaper
 import torch
 
 RUNNER = Path(__file__).resolve().parent / "runner.py"
@@ -65,7 +68,9 @@ class Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSIGNMENT_", "PYTEST"))}
         env.update(PYTHONPATH=str(where), PYTHONDONTWRITEBYTECODE="1", HF_HUB_OFFLINE="1",
                    TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-        self.proc = subprocess.Popen([sys.executable, str(RUNNER), str(req_r), str(rep_w)], cwd=where, env=env,
+        reaper.become_subreaper()          # what the worker leaves behind comes back here
+        self.proc = subprocess.Popen([sys.executable, str(RUNNER), str(req_r), str(rep_w), str(os.getpid())],
+                                     cwd=where, env=env,
                                      pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         os.close(req_r)
@@ -100,6 +105,7 @@ class Worker:
     def close(self) -> None:
         self.kill()
         self.proc.wait()
+        end_test()                          # its strays: children that left its process group
         for fd in (self.req_w, self.rep_r):
             try:
                 os.close(fd)
@@ -182,9 +188,16 @@ def output_tail(wait: float = 1.0, containing: str = "") -> str:
 
 
 def shutdown() -> None:
-    """Stop the worker (grade.py calls this before it writes the results)."""
+    """Stop the worker and everything it started (grade.py calls this before it writes the results)."""
     while _worker:
         _worker.pop().close()
+
+
+def end_test() -> None:
+    """Kill every process the submission started that is still running (a grandchild, one that
+    left the worker's process group with os.setsid(), a double fork), sparing the worker itself:
+    nothing of a test runs on into the next one or past the grading."""
+    reaper.kill_tree(os.getpid(), spare=frozenset(w.proc.pid for w in _worker if w.proc.poll() is None))
 
 
 def _raise(reply: dict, fn: str):
