@@ -69,8 +69,8 @@ README_EDITS = [
     ("| teach or take it as a course assignment (`python assignment/make_student.py DIR` writes the student "
      "version, `python assignment/grade.py` grades it; instructors: [INSTRUCTORS.md](assignment/INSTRUCTORS.md)) |",
      "| the course assignment (`python assignment/grade.py` grades your code) |"),
-    ("`tests/test_readme.py` keeps this guide and docs/ true: every command shown parses, every link\n"
-     "and figure exists. ", ""),
+    ("`tests/test_readme.py` keeps this guide and docs/ true (every command\n"
+     "parses, every link and figure exists). ", ""),
 ]
 
 REPO_ONLY = ["bench.py", "bench_gpu.py", "bench_dist.py", "experiments.sh", "assignment/make_student.py",
