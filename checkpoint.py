@@ -456,27 +456,37 @@ def resume_point(out: Path) -> Path:
 _HELD: dict[Path, object] = {}   # run folders this process holds: their open, flocked lock files
 
 
-def lock_run_folder(out: Path) -> None:
-    """Take <out>/run.lock for this process (kept until it exits or `release_run_folders`) and
-    write the holder into it; raise ValueError naming the holder when another process has it.
-    flock is released by the kernel when its holder dies, so a killed run leaves no stale lock."""
-    key = Path(out).resolve()
-    if key in _HELD:
-        return
-    f = open(key / LOCK_FILE, "a+")
+def try_lock(path: Path, holder: str):
+    """Take an exclusive flock on the file `path` without waiting and write `holder` into it.
+    Returns (the open file, None): the lock lasts while the file stays open, and the kernel
+    releases it when the process dies, so a killed holder leaves no stale lock; or (None, the
+    text the current holder wrote) when another process has it."""
+    f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.seek(0)
-        holder = f.read().strip()
+        text = f.read().strip()
         f.close()
-        raise ValueError(_in_use(out, holder)) from None
+        return None, text
     f.seek(0)
     f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shlex.join([sys.executable, *sys.argv])}\n")
+    f.write(holder)
     f.flush()
-    _HELD[key] = f
+    return f, None
+
+
+def lock_run_folder(out: Path) -> None:
+    """Take <out>/run.lock for this process (kept until it exits or `release_run_folders`) and
+    write the holder into it; raise ValueError naming the holder when another process has it."""
+    key = Path(out).resolve()
+    if key in _HELD:
+        return
+    lock, holder = try_lock(key / LOCK_FILE, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shlex.join([sys.executable, *sys.argv])}\n")
+    if lock is None:
+        raise ValueError(_in_use(out, holder))
+    _HELD[key] = lock
 
 
 def check_free(out: Path) -> None:

@@ -36,7 +36,6 @@ slow work), as train.py and plot.py; 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
 import os
@@ -199,19 +198,10 @@ def hold_output(out: Path) -> None:
     if out.resolve() in _HELD:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    lock = open(out.with_name(f".{out.name}.lock"), "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.seek(0)
-        holder = lock.read().strip() or "another process"
-        lock.close()
-        raise ValueError(f"{out} is being written by another evaluation ({holder}); wait for it "
-                         f"or pass another --out.") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"pid {os.getpid()}")
-    lock.flush()
+    lock, holder = checkpoint.try_lock(out.with_name(f".{out.name}.lock"), f"pid {os.getpid()}")
+    if lock is None:
+        raise ValueError(f"{out} is being written by another evaluation ({holder or 'another process'}); "
+                         f"wait for it or pass another --out.")
     _HELD[out.resolve()] = lock
 
 
