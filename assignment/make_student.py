@@ -250,6 +250,8 @@ def make_student(dest: Path, variant: int = 0, repo: Path = REPO, snapshot: bool
     hand out). Returns {"files": [...], "removed": [bodies], "leaks": [...]}; raises RuntimeError
     on a leak."""
     switches = variants.switches(variant)
+    if dest.exists() and not dest.is_dir():
+        raise RuntimeError(f"{dest} is a file, not a folder; give a new folder.")
     if dest.exists() and any(dest.iterdir()):
         raise RuntimeError(f"{dest} is not empty; give a new folder.")
     files = source_files(repo)

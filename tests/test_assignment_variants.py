@@ -4,6 +4,7 @@ score full marks (with P8's run, whose evaluation calls pass_at_k in the variant
 new switch works alone, and a student id gives the same variant every time. The grading runs go
 two at a time, in child processes (a few minutes in all)."""
 
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,3 +99,14 @@ def test_variant_from_refuses_an_empty_id_and_a_second_variant(tmp_path, capsys)
         assert exit_.value.code == 2
         assert "--variant" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_file_or_a_non_empty_folder_as_destination_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "kept").write_text("y")
+    for dest, words in ((tmp_path / "file", "is a file"), (tmp_path / "full", "is not empty")):
+        assert make_student.main([str(dest)]) == 1
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and err.count("\n") == 1
+    assert (tmp_path / "file").read_text() == "x" and os.listdir(tmp_path / "full") == ["kept"]
