@@ -153,8 +153,10 @@ if [ "$experiment" = methods ]; then
   draw methods $(runs_of methods "$PAPER")
   draw methods-added $(runs_of methods "$ADDED")
 elif [ "$experiment" = testbed ]; then
-  draw testbed $(runs_of testbed "$TB_MAIN")
-  [ -z "$(runs_of testbed "$TB_MORE")" ] || draw testbed-more $(runs_of testbed "grpo $TB_MORE" "" "$TB_MORE_SEEDS")
+  # a figure is redrawn only when each of its settings has runs: a partial ONLY= batch leaves it be
+  complete() { for name in $1; do [ -n "$(runs_of testbed "$name")" ] || return 1; done; }
+  ! complete "$TB_MAIN" || draw testbed $(runs_of testbed "$TB_MAIN")
+  ! complete "grpo $TB_MORE" || draw testbed-more $(runs_of testbed "grpo $TB_MORE" "" "$TB_MORE_SEEDS")
 else
   draw "$experiment" runs/"$experiment"/*/
 fi
