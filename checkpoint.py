@@ -96,12 +96,26 @@ def latest(out: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+_VERIFIED: dict[Path, tuple[tuple, dict]] = {}   # checkpoints verify passed: (their files' sizes and times, state)
+
+
 def verify(path: Path) -> dict:
     """The trainer state of checkpoint `path` once every part a resume reads is checked: the
     trainer state loads, config.json loads, every weight file exists and is whole, its tensors
     with the shapes the config asks for, the tokenizer loads and fills the embedding (more than half its rows,
     none beyond it), and a sharded optimiser has its metadata. Raises ValueError naming the
-    first part that fails."""
+    first part that fails. A resume asks three times (config.resolve_config, prepare_run_folder,
+    train.setup): a checkpoint whose files have not changed since it passed is not checked again."""
+    path = Path(path)
+    files = tuple(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file()))
+    if path in _VERIFIED and _VERIFIED[path][0] == files:
+        return _VERIFIED[path][1]
+    _VERIFIED[path] = (files, _check(path))
+    return _VERIFIED[path][1]
+
+
+def _check(path: Path) -> dict:
+    """verify's checks, in order; the trainer state, or ValueError naming the first that fails."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     try:
         state = load_trainer_state(path)
@@ -334,8 +348,10 @@ def by_name(saved: dict, model) -> dict:
 
 
 def load_trainer_state(path: Path) -> dict:
-    # our own file: it holds python / numpy RNG states, which weights_only refuses
-    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    """The trainer state of checkpoint `path`, its tensors (the optimiser's moments: 8 bytes a
+    parameter) memory-mapped, read from disk only where used. Our own file: it holds python /
+    numpy RNG states, which weights_only refuses."""
+    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False, mmap=True)
 
 
 def read_jsonl(path: Path) -> list[dict]:

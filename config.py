@@ -26,6 +26,7 @@ import torch
 import checkpoint
 import clipping
 import data
+import datafile
 import distributed
 import entropy
 import grpo
@@ -126,9 +127,9 @@ class Flags:
                                       "'heldout' (auto: synthetic:test when training on the "
                                       "synthetic task, heldout when --holdout > 0)")
     eval_question_key: str | None = _opt(None, "question column of the local files in --eval-datasets "
-                                               f"(default: the first of {', '.join(data.QUESTION_KEYS)})")
+                                               f"(default: the first of {', '.join(datafile.QUESTION_KEYS)})")
     eval_answer_key: str | None = _opt(None, "answer column of the local files in --eval-datasets "
-                                             f"(default: the first of {', '.join(data.ANSWER_KEYS)})")
+                                             f"(default: the first of {', '.join(datafile.ANSWER_KEYS)})")
     eval_n: int = _opt(4, "samples per evaluation problem")
     eval_temperature: float = _opt(1.0, "evaluation sampling temperature (the paper: 0.7)")
     eval_top_p: float = _opt(1.0, "evaluation nucleus sampling")

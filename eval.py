@@ -48,6 +48,7 @@ import torch
 import checkpoint
 import command
 import data
+import datafile
 import grpo
 import policy
 import rewards
@@ -216,10 +217,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         ".csv file; NAME:SPLIT picks a split")
     p.add_argument("--question-key", default=None,
                    help=f"question column of the local files in --datasets (default: the first of "
-                        f"{', '.join(data.QUESTION_KEYS)}); a dotted key reads a nested field")
+                        f"{', '.join(datafile.QUESTION_KEYS)}); a dotted key reads a nested field")
     p.add_argument("--answer-key", default=None,
                    help=f"answer column of the local files in --datasets (default: the first of "
-                        f"{', '.join(data.ANSWER_KEYS)}); a dotted key reads a nested field")
+                        f"{', '.join(datafile.ANSWER_KEYS)}); a dotted key reads a nested field")
     p.add_argument("--n", type=int, default=8, help="samples per problem (the paper: 32)")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top-p", type=float, default=1.0)

@@ -301,7 +301,7 @@ def setup(cfg: Config) -> Run:
     latest = distributed.on_main(lambda: checkpoint.prepare_run_folder(out, cfg.model, cfg.resume), world)
     examples, eval_sets = data.load_run_sets(cfg)
     data.check_context({cfg.dataset: examples, **eval_sets}, str(latest or cfg.model), cfg.prompt_style)
-    saved = checkpoint.load_trainer_state(latest) if latest is not None else None
+    saved = checkpoint.verify(latest) if latest is not None else None   # verified: not read again
     if saved is not None:    # the problems it trained on, before the model loads
         data.check_unchanged(examples, saved.get("data_sha256"), cfg.dataset)
     transformers.set_seed(cfg.seed)   # python, numpy and torch

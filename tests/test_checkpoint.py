@@ -157,6 +157,19 @@ def test_resume_passes_over_a_damaged_checkpoint_to_the_newest_whole_one(damage,
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3, 4, 5]
 
 
+def test_a_resume_checks_its_checkpoint_once(four_steps, tmp_path, monkeypatch):
+    out = tmp_path / "run"      # resolve_config, prepare_run_folder and setup all ask verify
+    shutil.copytree(four_steps, out)
+    checked = []
+    check = checkpoint._check
+    monkeypatch.setattr(checkpoint, "_check", lambda path: checked.append(path.name) or check(path))
+    assert train.main(["--out", str(out), "--resume", "--steps", "5"]) == 0
+    assert checked == ["checkpoint-4"]
+    (out / "checkpoint-4" / "tokenizer.json").unlink()    # changed since it passed: checked again
+    with pytest.raises(ValueError, match="the tokenizer"):
+        checkpoint.verify(out / "checkpoint-4")
+
+
 def test_resume_with_no_whole_checkpoint_says_so(four_steps, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(four_steps, out)

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import config
+import data
+import policy
 import train
 from methods import METHODS
 
@@ -140,8 +142,11 @@ def saved_run(out: Path, step: int = 3) -> Path:
     (["--lr", "1e-3"], "--lr cannot change at --resume"),
     (["--steps", "2"], "--steps 2: this run is already at step 3, so --resume has nothing to train"),
 ])
-def test_a_resume_that_would_rewrite_the_run_is_refused_before_loading_anything(flags, message, tmp_path, capsys):
+def test_a_resume_that_would_rewrite_the_run_is_refused_before_loading_anything(flags, message, tmp_path, capsys,
+                                                                              monkeypatch):
     out = saved_run(tmp_path / "run")     # refused before the model or the data load
+    for module, name in ((policy, "load_policy"), (data, "load_run_sets")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("loaded before the refusal"))
     assert train.main(["--out", str(out), "--resume", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

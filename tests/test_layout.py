@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 METHODS_PAGE = (REPO / "docs" / "methods.md").read_text()
 LAYERS = [
-    {"countdown", "command", "rundir", "bands"},   # the countdown task; plot.py's inputs, bands; exits
+    {"countdown", "datafile", "command", "rundir", "bands"},   # the testbed; data files; plot.py's inputs; exits
     {"rewards", "entropy", "policy", "memory", "distributed"},   # the grader, loading, costs, processes
     {"data", "rollout", "clipping", "grpo"},       # data sets (read the grader), batches, masks, the loss
     {"methods", "checkpoint", "tracking"},         # the method table, checkpoints, trackers
