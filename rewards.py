@@ -32,9 +32,8 @@ A wrong reward is a wrong sign of A, so the grader is deliberately strict and ne
   every decimal of both sides rewritten as the exact fraction it is (`0.3333333` as
   `\\frac{3333333}{10000000}`), so that math-verify's rounding of decimals to 6 places never
   applies and a number is equal to another by one rule on both paths. It runs
-  in a persistent child process ('spawn', safe next to torch and CUDA) with math-verify's own
-  SIGALRM timeouts switched off (they fail off the main thread); the parent waits at most
-  `timeout` seconds and otherwise kills the child and starts a new one in the background, so an
+  in a persistent child process (symbolic.py) that gets `timeout` seconds of CPU time (at most
+  5x that on the wall clock) and is otherwise killed and replaced in the background, so an
   input such as `\\boxed{9^{9^{9^{9}}}}` costs 0 reward and `timeout` (2 s), never a hung
   training run. What a timeout really costs: those 2 s, plus, for the next answer that needs
   the slow path, whatever is left of the new child's start (a 'spawn' child imports the main
@@ -45,14 +44,13 @@ A wrong reward is a wrong sign of A, so the grader is deliberately strict and ne
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import re
-import threading
 from collections import Counter
 from decimal import Decimal
 from fractions import Fraction
 
 import countdown
+import symbolic
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +58,6 @@ REWARD_STYLES = ("boxed", "answer")
 MAX_ANSWER_CHARS = 20_000   # longer answers score 0 with a warning (no gold answer is this long)
 MAX_DEPTH = 32              # levels of nested brackets the fast path reads
 BOX_RULES = ("last", "strict")
-_WORKER_START_TIMEOUT = 120.0  # seconds; a spawned child re-imports the main script (torch...)
 
 
 # ----- answer extraction -----
@@ -353,97 +350,6 @@ def answers_match(pred: str, gold: str) -> bool | None:
     return _fast_equal(normalize_answer(pred), normalize_answer(gold))
 
 
-# ----- the slow path: math-verify in a child process with an outside timeout -----
-
-def _worker_main(conn) -> None:
-    """Child process loop: receive (gold, pred), send (equivalent, error message or None)."""
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # silence "timeout is disabled"
-    from math_verify import parse, verify
-
-    conn.send("ready")
-    while True:
-        try:
-            gold, pred = conn.recv()
-        except (EOFError, OSError):  # the parent has gone away
-            return
-        try:
-            # Timeouts off: math-verify's use SIGALRM; this process is killed from outside instead.
-            gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
-            pred_parsed = parse("\\boxed{" + pred + "}", parsing_timeout=None)
-            equal = bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=None))
-            conn.send((equal, None))
-        except BaseException as error:  # math-verify's TimeoutException derives from BaseException
-            conn.send((False, f"{type(error).__name__}: {error}"))
-
-
-class _SymbolicGrader:
-    """One persistent math-verify child process, started lazily. On a timeout it is killed and a
-    replacement is started at once, without waiting for it: the start (a 'spawn' child imports
-    the main script, ~5 s when that imports torch) overlaps the rest of the batch, and only an
-    undecided answer that arrives before it is ready waits for the remainder."""
-
-    def __init__(self) -> None:
-        self._process = None
-        self._conn = None
-        self._ready = False
-        self._lock = threading.Lock()
-
-    def _spawn(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child_conn = context.Pipe()
-        self._process = context.Process(target=_worker_main, args=(child_conn,), daemon=True,
-                                        name="math-verify-grader")
-        self._process.start()
-        child_conn.close()
-        self._ready = False
-
-    def _wait_ready(self) -> None:
-        try:
-            self._ready = self._conn.poll(_WORKER_START_TIMEOUT) and self._conn.recv() == "ready"
-        except (EOFError, OSError):
-            self._ready = False
-        if not self._ready:
-            self.close()
-            raise RuntimeError("the math-verify grading process did not start; a script that grades "
-                               "must guard its entry point with `if __name__ == '__main__':` ('spawn')")
-
-    def close(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.join()
-            self._conn.close()
-        self._process = self._conn = None
-        self._ready = False
-
-    def equivalent(self, gold: str, pred: str, timeout: float) -> bool:
-        """math_verify.verify(gold, pred) decided within `timeout` seconds, else False."""
-        with self._lock:
-            if self._process is None or not self._process.is_alive():
-                self.close()
-                self._spawn()
-            if not self._ready:
-                self._wait_ready()
-            self._conn.send((gold, pred))
-            try:
-                ready = self._conn.poll(timeout)
-                result = self._conn.recv() if ready else None
-            except (EOFError, OSError):  # the child died (out of memory, a crash in sympy)
-                ready, result = True, None
-            if result is None:
-                self.close()
-                self._spawn()    # the replacement starts now, in the background
-                reason = f"took longer than {timeout} s" if not ready else "crashed"
-                logger.warning("math-verify %s on gold %.80r vs answer %.80r; reward 0", reason, gold, pred)
-                return False
-        equal, error = result
-        if error is not None:
-            logger.warning("math-verify failed on gold %.80r vs answer %.80r (%s); reward 0", gold, pred, error)
-        return equal
-
-
-_GRADER = _SymbolicGrader()
-
-
 # ----- rewards -----
 
 def _gold_answer(gold: str) -> str:
@@ -465,7 +371,7 @@ def _grade(pred: str | None, gold: str, timeout: float) -> float:
         gold = _gold_answer(str(gold))
         verdict = answers_match(pred, gold)
         if verdict is None:
-            verdict = _GRADER.equivalent(exact_decimals(gold), exact_decimals(pred), timeout)
+            verdict = symbolic.GRADER.equivalent(exact_decimals(gold), exact_decimals(pred), timeout)
         return float(verdict)
     except Exception as error:  # a reward must never stop training
         logger.warning("grading failed on gold %.80r vs answer %.80r (%r); reward 0", gold, pred, error)

@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rewards
+import slow_workers
+import symbolic
 from rewards import (answers_match, batch_rewards, boxed_answers, extract_answer, math_reward,
                      normalize_answer, parse_number, strip_thinking)
 
@@ -285,10 +287,32 @@ _TEXT = st.recursive(
 @given(response=_TEXT, gold=st.one_of(_FRAGMENTS, st.integers(-10**6, 10**6).map(str)),
        boxes=st.sampled_from(rewards.BOX_RULES), style=st.sampled_from(rewards.REWARD_STYLES))
 def test_generated_responses_are_decided_within_the_bound_and_never_raise(response, gold, boxes, style):
-    restarting = rewards._GRADER._process is not None and not rewards._GRADER._ready
+    restarting = symbolic.GRADER._process is not None and not symbolic.GRADER._ready
     t0 = time.perf_counter()
     reward = batch_rewards([response], [gold], style=style, boxes=boxes, timeout=2.0)
     seconds = time.perf_counter() - t0
     assert reward in ([0.0], [1.0])
     # a restart after an earlier timeout is the one wait the bound excludes (see rewards.py)
-    assert seconds < BOUND + (rewards._WORKER_START_TIMEOUT if restarting else 0.0)
+    assert seconds < BOUND + (symbolic.WORKER_START_TIMEOUT if restarting else 0.0)
+
+
+def test_the_timeout_is_the_childs_cpu_time_not_the_wall_clock_of_a_loaded_machine():
+    idle = symbolic.SymbolicGrader(slow_workers.idle_then_equal)   # 3 s on the wall clock, no CPU
+    busy = symbolic.SymbolicGrader(slow_workers.busy_forever)
+    try:
+        assert idle.equivalent("1", "1", timeout=2.0) is True
+        busy.equivalent("1", "1", timeout=0.1)     # started and ready: the start is not timed
+        t0 = time.perf_counter()
+        assert busy.equivalent("1", "1", timeout=2.0) is False
+        assert 2.0 <= time.perf_counter() - t0 < 2.0 * symbolic.WALL_FACTOR
+    finally:
+        idle.close()
+        busy.close()
+
+
+def test_cpu_seconds_reads_a_process_and_says_none_for_one_that_has_gone():
+    import os
+    before = symbolic.cpu_seconds(os.getpid())
+    sum(i * i for i in range(3_000_000))
+    assert symbolic.cpu_seconds(os.getpid()) > before
+    assert symbolic.cpu_seconds(2 ** 22 + 12345) is None
