@@ -25,25 +25,18 @@ Choices and why:
   save) moves the old files aside (`move_aside`) instead of appending to them.
 * Flags a --resume changes (config.RESUME_MAY_CHANGE) are logged in <out>/resumes.jsonl with the
   step they took effect (`record_resume`), and config.json lists them under "resumes".
-* A run owns its folder for its whole life (`lock_run_folder`): an flock on <out>/run.lock,
-  taken before anything slow and held by the process, so a second run on the folder (a new one
-  or a --resume) is refused with the holder named, and a killed run's lock dies with it (the
-  kernel releases it), so it never blocks its own --resume.
+* A run owns its folder for its whole life (runlock.py's `lock_run_folder`, taken by
+  `prepare_run_folder` before anything else touches the folder).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
 import random
 import re
-import shlex
 import shutil
-import socket
-import sys
-import time
 from pathlib import Path
 from collections.abc import Callable
 
@@ -52,11 +45,11 @@ import torch
 from tqdm import tqdm
 
 import distributed
+import runlock
 from distributed import World
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.pt"
-LOCK_FILE = "run.lock"        # who runs in the folder: pid, host, start time, command
 OPTIMIZER_DIR = "optimizer"   # the sharded optimiser state of a multi-process checkpoint
 
 
@@ -412,19 +405,10 @@ def move_aside(out: Path) -> Path | None:
     return aside
 
 
-def write_probe(probe: Path) -> None:
-    """Write and remove a small file at `probe`: OSError when the folder cannot be written (or its
-    disk is full), and no file left behind either way."""
-    try:
-        probe.write_text("ok")
-    finally:
-        probe.unlink(missing_ok=True)
-
-
 def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
     """Check and tidy the run folder before anything loads; return the checkpoint to resume from
     (None for a new run). Raises ValueError, saying what to do, for a folder that holds the
-    model itself, one that cannot be written, one another run holds (`lock_run_folder`), or a
+    model itself, one that cannot be written, one another run holds (runlock.py), or a
     new run over an existing run's checkpoints."""
     out = Path(out)
     model_dir = Path(model)
@@ -433,11 +417,11 @@ def prepare_run_folder(out: Path, model: str, resume: bool) -> Path | None:
                          f"there would overwrite it. Choose another --out.")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_probe(out / ".write-test")
+        runlock.write_probe(out / ".write-test")
     except OSError as err:
         raise ValueError(f"cannot write to --out {out} ({err.strerror or err}); choose a folder "
                          f"you can write to, on a disk with free space.") from None
-    lock_run_folder(out)      # before anything else touches the folder: it may be another run's
+    runlock.lock_run_folder(out)      # before anything else touches the folder: it may be another run's
     clean_leftovers(out)
     if not resume:
         if (found := latest(out)) is not None:
@@ -467,67 +451,3 @@ def resume_point(out: Path) -> Path:
     if damaged:
         tqdm.write(damaged_message(out, damaged, found) + " (the damaged ones are renamed damaged-checkpoint-N)")
     return found
-
-
-_HELD: dict[Path, object] = {}   # run folders this process holds: their open, flocked lock files
-
-
-def try_lock(path: Path, holder: str):
-    """Take an exclusive flock on the file `path` without waiting and write `holder` into it.
-    Returns (the open file, None): the lock lasts while the file stays open, and the kernel
-    releases it when the process dies, so a killed holder leaves no stale lock; or (None, the
-    text the current holder wrote) when another process has it."""
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        text = f.read().strip()
-        f.close()
-        return None, text
-    f.seek(0)
-    f.truncate()
-    f.write(holder)
-    f.flush()
-    return f, None
-
-
-def lock_run_folder(out: Path) -> None:
-    """Take <out>/run.lock for this process (kept until it exits or `release_run_folders`) and
-    write the holder into it; raise ValueError naming the holder when another process has it."""
-    key = Path(out).resolve()
-    if key in _HELD:
-        return
-    lock, holder = try_lock(key / LOCK_FILE, f"pid {os.getpid()} on {socket.gethostname()}, started "
-                            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shlex.join([sys.executable, *sys.argv])}\n")
-    if lock is None:
-        raise ValueError(_in_use(out, holder))
-    _HELD[key] = lock
-
-
-def check_free(out: Path) -> None:
-    """Raise ValueError naming the holder when a live run holds `out` (--resume checks it before
-    it reads the checkpoints that run is writing and pruning). A shared lock, released at once:
-    several processes of one torchrun may ask together without seeing each other."""
-    if Path(out).resolve() in _HELD:
-        return
-    try:
-        f = open(Path(out) / LOCK_FILE)
-    except OSError:        # no folder or no lock file: no run has held it
-        return
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            raise ValueError(_in_use(out, f.read().strip())) from None
-
-
-def _in_use(out: Path, holder: str) -> str:
-    return (f"--out {out} is in use by another run ({holder or 'another process'}); wait for it to "
-            f"end or stop it, or choose another --out.")
-
-
-def release_run_folders() -> None:
-    """Give up the run folders this process holds (the end of train.main; exiting does it too)."""
-    while _HELD:
-        _HELD.popitem()[1].close()

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import checkpoint
+import runlock
 import clipping
 import data
 import datafile
@@ -367,7 +368,7 @@ def resolve_config(argv: list[str] | None) -> Config:
     the flags alone when the run has no checkpoint yet. Validated."""
     cfg = parse_args(argv)
     if cfg.resume:
-        checkpoint.check_free(Path(cfg.out))
+        runlock.check_free(Path(cfg.out))
         latest, state, damaged = checkpoint.whole(Path(cfg.out))   # none yet: a new run (checkpoint.py)
         if damaged and latest is None:
             raise ValueError(checkpoint.damaged_message(Path(cfg.out), damaged, None))

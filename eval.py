@@ -45,7 +45,6 @@ from pathlib import Path
 
 import torch
 
-import checkpoint
 import command
 import data
 import datafile
@@ -53,6 +52,7 @@ import grpo
 import policy
 import rewards
 import rollout
+import runlock
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "tiny-qwen2"
 # eval.py's own defaults of the flags that a model trained by train.py takes from its run instead
@@ -182,7 +182,7 @@ def writable_output(path: Path, overwrite: bool = False) -> Path:
             if not os.access(existing, os.W_OK | os.X_OK):
                 raise PermissionError(f"cannot create folders in {existing}")
         else:
-            checkpoint.write_probe(path.with_name(f".{path.name}.write-test"))
+            runlock.write_probe(path.with_name(f".{path.name}.write-test"))
     except OSError as err:
         raise ValueError(f"cannot write the results to {path} ({err.strerror or err}); pass a "
                          f"writable file as --out.") from None
@@ -199,7 +199,7 @@ def hold_output(out: Path) -> None:
     if out.resolve() in _HELD:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    lock, holder = checkpoint.try_lock(out.with_name(f".{out.name}.lock"), f"pid {os.getpid()}")
+    lock, holder = runlock.try_lock(out.with_name(f".{out.name}.lock"), f"pid {os.getpid()}")
     if lock is None:
         raise ValueError(f"{out} is being written by another evaluation ({holder or 'another process'}); "
                          f"wait for it or pass another --out.")

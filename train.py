@@ -43,6 +43,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 import checkpoint
+import runlock
 import data
 import distributed
 import entropy
@@ -438,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             print(mistake, file=sys.stderr)
         return 2
     finally:
-        checkpoint.release_run_folders()
+        runlock.release_run_folders()
         distributed.close()
         if mistake and not planned.main:   # said once, by rank 0; every rank exits 2
             distributed.leave_after_rank0(mistake, 2)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint
+import runlock
 import distributed
 from distributed import World
 
@@ -227,11 +227,11 @@ def test_a_folder_another_run_holds_is_one_sentence_under_torchrun(tmp_path):
     # found by rank 0 (it takes the folder's lock) and broadcast to the other rank
     locked = tmp_path / "locked"
     locked.mkdir()
-    checkpoint.lock_run_folder(locked)          # this process holds it, as a live run would
+    runlock.lock_run_folder(locked)          # this process holds it, as a live run would
     try:
         run = torchrun(TRAIN + ["--out", str(locked)])
     finally:
-        checkpoint.release_run_folders()
+        runlock.release_run_folders()
     one_sentence_and_every_rank_exits_2(run, f"--out {locked} is in use by another run (pid {os.getpid()} on ")
     assert sorted(p.name for p in locked.iterdir()) == ["run.lock"]           # nothing written
 

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 METHODS_PAGE = (REPO / "docs" / "methods.md").read_text()
 LAYERS = [
-    {"countdown", "datafile", "symbolic", "command", "rundir", "bands"},   # testbed; files; math-verify; plot inputs
+    {"countdown", "datafile", "symbolic", "runlock", "command", "rundir", "bands"},   # task; files; grader; lock; plots
     {"rewards", "entropy", "policy", "memory", "distributed"},   # the grader, loading, costs, processes
     {"data", "rollout", "clipping", "grpo"},       # data sets (read the grader), batches, masks, the loss
     {"methods", "checkpoint", "tracking"},         # the method table, checkpoints, trackers

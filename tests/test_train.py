@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 import checkpoint
+import runlock
 import config
 import grpo
 import lifecycle
@@ -377,7 +378,7 @@ def test_a_second_run_on_a_live_run_folder_is_refused_and_a_killed_run_resumes(t
                              cwd=SHIPPED.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        lock = out / checkpoint.LOCK_FILE
+        lock = out / runlock.LOCK_FILE
         deadline = time.time() + 120
         while not (lock.is_file() and f"pid {first.pid} " in lock.read_text()) and time.time() < deadline:
             time.sleep(0.1)
