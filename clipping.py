@@ -100,8 +100,16 @@ def clip_b_mask(s_star: Tensor, advantages: Tensor, response_mask: Tensor, mu: f
                 mu_pos: float = math.inf, max_frac: float | None = None) -> tuple[Tensor, dict[str, float]]:
     """Clip-B: d_t = S*_t - mean(S*) over the batch, sigma = population std of S*.
 
-    s_star, response_mask: (N, T); advantages: (N,) or (N, T). Returns keep (N, T) bool and
-    metrics (center: mean S*). Released default mu = 2.5, no cap.
+    Args:
+        s_star: (N, T) float, S*_t of the old policy (TokenStats.s_star).
+        advantages: (N,) per response or (N, T) per token.
+        response_mask: (N, T) bool, the valid (non-padding) response tokens.
+        mu: the lower threshold, in sigmas (released default 2.5).
+        mu_pos: the optional upper threshold for A > 0 tokens (inf: off, as released).
+        max_frac: cap on the A < 0 removals as a fraction of the valid tokens (None: no cap).
+    Returns:
+        (keep, metrics): keep (N, T) bool, the tokens that train; metrics as the module says
+        (center: mean S*).
     """
     valid = response_mask.bool()
     center, sigma = _valid_mean_std(s_star, valid)
@@ -114,8 +122,16 @@ def clip_v_mask(s_star: Tensor, es: Tensor, advantages: Tensor, response_mask: T
     """Clip-V: d_t = S*_t - E_{i~pi_t}[S_i] (not re-centred), sigma = population std of d; every
     token that is not A > 0 (A = 0 included) goes through the lower rule.
 
-    s_star, es, response_mask: (N, T); advantages: (N,) or (N, T). Returns keep (N, T) bool and
-    metrics (center: mean d, reported only). Released default mu = 8.5, cap 1e-4.
+    Args:
+        s_star, es: (N, T) float, S*_t and E[S]_t of the old policy (TokenStats).
+        advantages: (N,) per response or (N, T) per token.
+        response_mask: (N, T) bool, the valid (non-padding) response tokens.
+        mu: the lower threshold, in sigmas (released default 8.5).
+        mu_pos: the optional upper threshold for A > 0 tokens (inf: off, as released).
+        max_frac: cap on the A < 0 removals as a fraction of the valid tokens (released 1e-4).
+    Returns:
+        (keep, metrics): keep (N, T) bool, the tokens that train; metrics as the module says
+        (center: mean d, reported only).
     """
     valid = response_mask.bool()
     d = s_star.double() - es.double()

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 import checkpoint
-import runlock
 import clipping
 import data
 import datafile
@@ -35,6 +34,7 @@ import methods
 import policy
 import rewards
 import rollout
+import runlock
 import tracking
 from methods import METHODS
 

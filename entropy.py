@@ -60,19 +60,38 @@ def _entropy_from_log_probs(logp: Tensor) -> Tensor:
 
 
 def entropy(logits: Tensor) -> Tensor:
-    """Shannon entropy H(pi) of pi = softmax(logits). logits: (..., V) -> (...)."""
+    """Shannon entropy H(pi) = -sum_i pi_i log pi_i of pi = softmax(logits), in nats.
+
+    Args:
+        logits: (..., V), any float dtype; a logit of -inf (a masked-out token) adds 0.
+    Returns:
+        (...) float32 (float64 for float64 logits).
+    """
     return _entropy_from_log_probs(_log_probs(logits))
 
 
 def discriminator(logits: Tensor) -> Tensor:
-    """Entropy discriminator S_i = pi_i (H + log pi_i) of every token. (..., V) -> (..., V)."""
+    """Entropy discriminator S_i = pi_i (H + log pi_i) of every token i of the vocabulary.
+
+    Args:
+        logits: (..., V), any float dtype.
+    Returns:
+        (..., V) float32 (float64 for float64 logits); S_i > 0 exactly where pi_i > exp(-H).
+    """
     logp = _log_probs(logits)
     h = _entropy_from_log_probs(logp)
     return logp.exp() * (h.unsqueeze(-1) + logp)
 
 
 def s_star(logits: Tensor, ids: Tensor) -> Tensor:
-    """S_* = S_k of the given token ids. logits: (..., V), ids: (...) long -> (...)."""
+    """S_* = S_k = pi_k (H + log pi_k) of the token k = ids at each position.
+
+    Args:
+        logits: (..., V), any float dtype.
+        ids: (...) long in [0, V), the sampled token at each position.
+    Returns:
+        (...) float32 (float64 for float64 logits).
+    """
     logp = _log_probs(logits)
     h = _entropy_from_log_probs(logp)
     logp_k = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
@@ -80,7 +99,14 @@ def s_star(logits: Tensor, ids: Tensor) -> Tensor:
 
 
 def expected_discriminator(logits: Tensor) -> Tensor:
-    """Vocabulary baseline E_{i~pi}[S_i] = sum_i pi_i^2 (H + log pi_i). (..., V) -> (...)."""
+    """Vocabulary baseline E_{i~pi}[S_i] = sum_i pi_i^2 (H + log pi_i), the S_* of a token drawn
+    from pi on average (Theorem 2's centring term).
+
+    Args:
+        logits: (..., V), any float dtype.
+    Returns:
+        (...) float32 (float64 for float64 logits).
+    """
     logp = _log_probs(logits)
     h = _entropy_from_log_probs(logp)
     p = logp.exp()
@@ -95,8 +121,12 @@ def per_token(advantages: Tensor, like: Tensor) -> Tensor:
 def predicted_entropy_change(s_star: Tensor, es: Tensor, advantages: Tensor) -> Tensor:
     """Theorem 2 per response token, up to the positive step size: -A_t (S*_t - E[S]_t).
 
-    s_star, es: (N, T); advantages: (N,) or (N, T). Returns (N, T) float64 (the masks compare
-    it with 0, so it is kept exact). Positive: the token's update raises the entropy.
+    Args:
+        s_star, es: (N, T) float, S*_t and E[S]_t of the old policy (TokenStats).
+        advantages: (N,) per response or (N, T) per token.
+    Returns:
+        (N, T) float64 (the masks compare it with 0, so it is kept exact); positive where the
+        token's update raises the entropy.
     """
     return -per_token(advantages, s_star).double() * (s_star.double() - es.double())
 
@@ -110,8 +140,12 @@ def _as_ids(logits: Tensor, k: Tensor | int) -> Tensor:
 def theorem1_entropy_change(logits: Tensor, k: Tensor | int, eps: float | Tensor) -> Tensor:
     """First-order entropy change -eps * S_k of the logit update dz = eps e_k (Theorem 1).
 
-    logits: (..., V); k: (...) long token ids or one int for every position; eps: a float or a
-    tensor broadcastable to (...). Returns (...).
+    Args:
+        logits: (..., V), any float dtype.
+        k: (...) long token ids, or one int for every position.
+        eps: the step on logit k, a float or a tensor broadcastable to (...).
+    Returns:
+        (...) float32 (float64 for float64 logits): H(z + eps e_k) - H(z) up to O(eps^2).
     """
     return -eps * s_star(logits, _as_ids(logits, k))
 
@@ -120,7 +154,13 @@ def theorem2_entropy_change(logits: Tensor, k: Tensor | int, alpha: float | Tens
     """First-order entropy change -alpha (S_k - E[S]) of the GRPO update dz = alpha (e_k - pi)
     (Theorem 2; alpha = learning rate x importance ratio x advantage).
 
-    logits: (..., V); k: (...) long or int; alpha broadcastable to (...). Returns (...).
+    Args:
+        logits: (..., V), any float dtype.
+        k: (...) long token ids, or one int for every position.
+        alpha: the step, a float or a tensor broadcastable to (...).
+    Returns:
+        (...) float32 (float64 for float64 logits): H(z + alpha (e_k - pi)) - H(z) up to
+        O(alpha^2).
     """
     return -alpha * (s_star(logits, _as_ids(logits, k)) - expected_discriminator(logits))
 

@@ -43,9 +43,16 @@ DUAL_CLIP = 3.0     # verl's clip_ratio_c
 
 
 def group_advantages(rewards: Tensor, group_size: int, scale_std: bool = True) -> Tensor:
-    """GRPO advantages. rewards: (N,), responses of one prompt contiguous in groups of
-    group_size. Returns (N,) float32: (r - group mean) / (group std + 1e-6), or r - mean
-    when scale_std is False."""
+    """GRPO advantages A_i = (r_i - group mean) / (group std + 1e-6), one per response, shared
+    by all of its tokens.
+
+    Args:
+        rewards: (N,) float, the responses of one prompt contiguous in groups of group_size.
+        group_size: G, the responses sampled per prompt.
+        scale_std: False drops the division (Dr. GRPO): A_i = r_i - group mean.
+    Returns:
+        (N,) float32.
+    """
     if group_size < 1 or rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}; "
                          "pass the group size the rollout used.")
@@ -65,8 +72,8 @@ def _safe_div(total: Tensor, count) -> Tensor:
 
 def aggregate(token_loss: Tensor, mask: Tensor, mode: str = "token-mean", num_tokens: int | None = None,
               num_seqs: int | None = None, max_len: int | None = None) -> Tensor:
-    """Reduce a per-token loss l (N, T) to a scalar over the kept tokens m (N, T) bool, with
-    verl's agg_loss definitions:
+    """Reduce a per-token loss l to a scalar over the kept tokens m, with verl's agg_loss
+    definitions:
 
     * token-mean:              sum_it m l / num_tokens,        num_tokens = sum_it m
     * seq-mean-token-mean:     sum_i [sum_t m l / sum_t m] / num_seqs,
@@ -74,9 +81,16 @@ def aggregate(token_loss: Tensor, mask: Tensor, mode: str = "token-mean", num_to
     * seq-mean-token-sum-norm: sum_it m l / max_len            (Dr. GRPO; max_len = the response
                                length budget, default T; no division by the sequence count)
 
-    The counts default to this (micro-)batch's; pass num_tokens / num_seqs counted over the
-    whole update (and a fixed max_len) when micro-batching, so that the micro-batch losses add
-    up to the full batch's loss.
+    Args:
+        token_loss: (N, T) float, l; its values where m is False (padding, removed tokens) are
+            ignored, even inf or NaN.
+        mask: (N, T) bool, m: the response tokens the method keeps.
+        mode: one of LOSS_AGG_MODES (--loss-agg).
+        num_tokens, num_seqs, max_len: the denominators, by default this (micro-)batch's; when
+            micro-batching, those of the whole update (and a fixed max_len), so that the
+            micro-batch losses add up to the full batch's loss.
+    Returns:
+        () float, differentiable; 0 when no token is kept.
     """
     if mode not in LOSS_AGG_MODES:
         raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {', '.join(LOSS_AGG_MODES)}.")
@@ -107,8 +121,14 @@ def clipped_surrogate(logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_lo
     """Per-token PPO-clip loss l = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A), and for
     A < 0 the dual-clip bound min(l, -dual_clip A) (dual_clip = inf: off).
 
-    logp (differentiable), old_logp: (N, T); advantages: (N,) or (N, T). Returns (N, T);
-    values at padding are meaningless (aggregate masks them).
+    Args:
+        logp: (N, T) float32, log pi_theta of each response token, differentiable.
+        old_logp: (N, T) float32, the same under the policy that sampled the batch.
+        advantages: (N,) per response or (N, T) per token.
+        eps_low, eps_high: the clip range of the ratio rho = exp(logp - old_logp).
+        dual_clip: c, the bound -c A on the loss of an A < 0 token.
+    Returns:
+        (N, T) float32; values at padding are meaningless (aggregate masks them).
     """
     adv = per_token(advantages, logp)
     ratio = _ratio(logp, old_logp)
@@ -351,6 +371,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one problem with n samples, c of them correct: 1 - C(n-c, k) / C(n, k),
     the chance that k of the n drawn without replacement hold a correct one. eval.py reports it;
     passk_advantages trains on it.
+
+    Args:
+        n: samples of the problem; c: how many of them are correct (0 <= c <= n);
+        k: 1 <= k <= n.
+    Returns:
+        pass@k in [0, 1], a Python float.
 
     Computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i), which never forms a binomial (stable for any n).
     """

@@ -272,6 +272,15 @@ def label(method: str, mu: float | None) -> str:
     return f"{method} mu={mu}" if METHODS[method].takes_mu and mu is not None else method
 
 
+def token_advantages(stats, mb, cfg) -> Tensor:
+    """The advantages the policy loss weighs each token by: the batch's, (N,) one per response;
+    with --entropy-adv-alpha (entropy-adv), shaped per token by the policy's entropy,
+    A + min(alpha H_t, |A| / kappa) (grpo.entropy_advantage), (N, R)."""
+    if not cfg.entropy_adv_alpha:
+        return mb.advantages
+    return grpo.entropy_advantage(mb.advantages, stats.entropy, cfg.entropy_adv_alpha, cfg.entropy_adv_kappa)
+
+
 def loss_metrics(stats, mb, keep: Tensor, cfg) -> dict[str, float]:
     """The peer losses' metrics of a micro-batch over its kept tokens: what --policy-loss's clip
     did (grpo.policy_loss_metrics) and, with --entropy-adv-alpha, the entropy shaping term."""

@@ -43,7 +43,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 import checkpoint
-import runlock
 import data
 import distributed
 import entropy
@@ -55,6 +54,7 @@ import methods
 import policy
 import rewards
 import rollout
+import runlock
 from config import Config, flag_mistake, resolve_config, resume_changes
 from distributed import World
 
@@ -131,17 +131,16 @@ def rollout_step(model, tokenizer, examples: list, indices: list[int], cfg: Conf
     t2 = time.perf_counter()
     batch, mask_metrics = mask(batch, cfg)                                                     # 5
     mismatch = grpo.sampler_mismatch(batch.old_logp, batch.sampler_logp, batch.response_mask)
-    return batch, {**batch.metrics(), **mask_metrics, **mismatch,
-                           "time_generate": t1 - t0, "time_score": t2 - t1}
+    return batch, {**batch.metrics(), **mask_metrics, **mismatch, "time_generate": t1 - t0, "time_score": t2 - t1}
 
 
 # ----------------------------------------------------------------------------- step 6
 
 def token_loss(stats: entropy.TokenStats, mb: rollout.RolloutBatch, cfg: Config) -> Tensor:
-    """The per-token loss of a micro-batch: the policy surrogate (--policy-loss; on advantages
-    shaped by the entropy with --entropy-adv-alpha) plus the penalties switched on."""
-    adv = mb.advantages if not cfg.entropy_adv_alpha else grpo.entropy_advantage(
-        mb.advantages, stats.entropy, cfg.entropy_adv_alpha, cfg.entropy_adv_kappa)
+    """The per-token loss of a micro-batch: the policy surrogate (--policy-loss) on the method's
+    token advantages, importance-weighted against the sampler with --tis-cap, plus the penalties
+    switched on. Returns (n, R) float32, n the micro-batch's rows."""
+    adv = methods.token_advantages(stats, mb, cfg)   # (n,), or (n, R) for entropy-adv
     surrogate = grpo.policy_surrogate(cfg.policy_loss, stats.logp, mb.old_logp, adv, mb.response_mask,
                                       cfg.eps_low, cfg.eps_high, cfg.dual_clip)
     if cfg.tis_cap is not None:
@@ -349,7 +348,7 @@ def train_step(run: Run, step: int) -> tuple[dict, rollout.RolloutBatch, list[in
     t0 = time.perf_counter()
     indices = run.sampler.next(cfg.prompts_per_step)
     batch, metrics = rollout_step(run.model, run.tokenizer, run.examples, indices, cfg,
-                                          step, run.amp, run.ref_model, run.sampling_model, run.world)
+                                  step, run.amp, run.ref_model, run.sampling_model, run.world)
     t1 = time.perf_counter()
     lr = run.scheduler.get_last_lr()[0]
     with memory.phase("updating"):

@@ -33,13 +33,10 @@ SWITCHES = {
         "summary": "group_advantages divides by the population std of the group (divide by G, "
                    "torch's correction=0), not the sample std; a group of one still gets A = r.",
         "docs": [
-            ("grpo.py", "GRPO advantages. rewards: (N,), responses of one prompt contiguous in groups of\n"
-                        "    group_size. Returns (N,) float32: (r - group mean) / (group std + 1e-6), or r - mean\n"
-                        "    when scale_std is False.",
-             "GRPO advantages. rewards: (N,), responses of one prompt contiguous in groups of\n"
-             "    group_size. Returns (N,) float32: (r - group mean) / (group std + 1e-6), or r - mean\n"
-             "    when scale_std is False. THIS COURSE'S VARIANT: std is the POPULATION std of the group\n"
-             "    (sum of squared deviations divided by G, not G - 1); a group of one still gets A = r."),
+            ("grpo.py", "one per response, shared\n    by all of its tokens.\n",
+             "one per response, shared\n    by all of its tokens. THIS COURSE'S VARIANT: std is the POPULATION\n"
+             "    std of the group (sum of squared deviations divided by G, not G - 1); a group of one still\n"
+             "    gets A = r.\n"),
             ("grpo.py", "* std is unbiased (torch default), as in the authors' release",
              "* std: THIS COURSE'S VARIANT uses the population std (see group_advantages); the authors'\n"
              "  release uses the unbiased one (torch's default)"),
@@ -106,10 +103,10 @@ SWITCHES = {
         "summary": "entropy.entropy returns H in bits (log base 2: the nats divided by ln 2); "
                    "_entropy_from_log_probs, which S_i and the theorems use, stays in nats.",
         "docs": [
-            ("entropy.py", '    """Shannon entropy H(pi) of pi = softmax(logits). logits: (..., V) -> (...)."""',
-             '    """Shannon entropy H(pi) of pi = softmax(logits). logits: (..., V) -> (...). THIS COURSE\'S\n'
-             '    VARIANT: in BITS (log base 2, i.e. the nats of _entropy_from_log_probs divided by ln 2);\n'
-             '    _entropy_from_log_probs, which S_i, E[S] and the theorems use, stays in nats."""'),
+            ("entropy.py", "of pi = softmax(logits), in nats.\n",
+             "of pi = softmax(logits). THIS COURSE'S VARIANT:\n"
+             "    in BITS (log base 2, i.e. the nats of _entropy_from_log_probs divided by ln 2);\n"
+             "    _entropy_from_log_probs, which S_i, E[S] and the theorems use, stays in nats.\n"),
         ],
         "solution": [("entropy.py", "    return _entropy_from_log_probs(_log_probs(logits))\n",
                       "    return _entropy_from_log_probs(_log_probs(logits)) / math.log(2)\n")],

@@ -24,12 +24,12 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 import checkpoint
-import runlock
 import config
 import grpo
 import lifecycle
 import policy
 import rollout
+import runlock
 import train
 from conftest import CPU_AMP, rollout_with_advantages
 from methods import METHODS
