@@ -8,7 +8,8 @@ Variant N switches on the switches whose bit is set in N (1: population-std adva
 keeps A = 0 tokens, 4: Clip-B's sigma is the sample std, 8: dual-clip c = 2, 16: entropy in bits,
 32: seq-mean-token-mean over every sequence, 64: pass_at_k(c, n, k); 127: all seven, under which
 the public reference earns at most half of P1, P2, P5 and P6). `from_student` derives a variant
-from a student id. Each switch lists:
+from a student id: whole problems' sets of switches (PROBLEM_SETS), at least two problems.
+Each switch lists:
   problem:    the problem whose graded tests it changes;
   docs:       (file, old, new) substitutions made in the student version (each must match);
   solution:   (file, old, new) substitutions that turn the reference into the variant's solution
@@ -19,6 +20,7 @@ from a student id. Each switch lists:
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 # pass_at_k's callers in the code students do not write, under switch 64
 PASS_AT_K_CALLERS = [
@@ -163,11 +165,22 @@ def switches(variant: int) -> list[int]:
     return [bit for bit in SWITCHES if variant & bit]
 
 
+# Each problem's switches, all on together: measured on the public reference, one switch of P1,
+# P2 or P5 alone leaves it 60-80% of that problem's points, all of them at most half
+# (INSTRUCTORS.md), so a derived variant varies whole problems, never single switches.
+PROBLEM_SETS = {problem: sum(bit for bit, s in SWITCHES.items() if s["problem"] == problem)
+                for problem in sorted({s["problem"] for s in SWITCHES.values()})}
+# the variants a student id can get: every union of two or more problems' sets
+DERIVED = sorted(sum(PROBLEM_SETS[p] for p in chosen) for r in range(2, len(PROBLEM_SETS) + 1)
+                 for chosen in itertools.combinations(PROBLEM_SETS, r))
+
+
 def from_student(student_id: str) -> int:
-    """A variant from 1 to the largest, the same for the same id on any machine (SHA-256 of the
-    id, stripped): each switch is on for about half of the ids."""
+    """One of DERIVED, the same for the same id on any machine (SHA-256 of the id, stripped): at
+    least two problems varied, each with all of its switches, so that the public reference
+    earns at most half of every problem the variant changes."""
     digest = hashlib.sha256(student_id.strip().encode()).digest()
-    return 1 + int.from_bytes(digest[:8], "big") % (len(VARIANTS) - 1)
+    return DERIVED[int.from_bytes(digest[:8], "big") % len(DERIVED)]
 
 
 def substitute(text: str, old: str, new: str, where: str) -> str:

@@ -2,9 +2,10 @@
 grandchild, one that left the process group with os.setsid(), a double fork, a child that holds
 the worker's output pipe and a process that keeps forking are all killed when the test ends,
 while the grader still runs; a call that catches every exception and ignores the usual signals
-ends at its time limit; the worker, and what it started, die when the grader dies. Each case
-runs a small grader (the worker module, as grade.py uses it) on a tree whose module `evil.py`
-does one of these things, and checks from outside, in /proc, that the processes are gone."""
+ends at its time limit, and so does one that hands its work to a child; the worker, and what it
+started, die when the grader dies. Each case runs a small grader (the worker module, as grade.py
+uses it) on a tree whose module `evil.py` does one of these things, and checks from outside, in
+/proc, that the processes are gone."""
 
 import json
 import os
@@ -64,6 +65,15 @@ def stubborn(sleep):
                 sum(range(10**6))
         except BaseException:
             pass
+
+
+def burn_in_child():
+    """Hand the work to a child in its own session that computes forever; wait for it, idle."""
+    if os.fork() == 0:
+        os.setsid()
+        while True:
+            pass
+    time.sleep(1000)
 
 
 def unguard():
@@ -165,6 +175,14 @@ def test_a_call_that_catches_everything_ends_at_its_limit(tmp_path, sleep):
     out = _grade(tmp_path, [["evil:pid"], ["evil:stubborn", sleep]], limit=limit)
     assert out.get("error", "").startswith("TimeLimit"), out
     assert out["seconds"] < 10 * limit + 10, out
+    assert not _gone(out["worker_pids"]), out
+
+
+def test_a_child_that_does_the_work_counts_against_the_limit(tmp_path):
+    limit = 1.0          # CPU seconds; the idle worker alone would meet only the wall limit (10x)
+    out = _grade(tmp_path, [["evil:pid"], ["evil:burn_in_child"]], limit=limit)
+    assert out.get("error", "").startswith("TimeLimit"), out
+    assert out["seconds"] < 4 * limit + 2, out
     assert not _gone(out["worker_pids"]), out
 
 

@@ -80,15 +80,17 @@ def test_every_switch_names_its_problem_and_its_texts_apply(tmp_path):
     assert all(f"--deselect {n}" in ini for bit in ALONE for n in variants.SWITCHES[bit]["deselect"])
 
 
-def test_a_student_id_gives_the_same_variant_every_time():
+def test_a_student_id_gives_the_same_variant_every_time_and_varies_whole_problems():
     ids = [f"student{i:03d}@example.edu" for i in range(400)]
     drawn = [variants.from_student(i) for i in ids]
     assert drawn == [variants.from_student(i) for i in ids]                  # deterministic
-    assert variants.from_student("alice") == variants.from_student(" alice\n") == 108   # fixed across machines
-    assert all(1 <= v <= ALL_SWITCHES for v in drawn)
-    for bit in variants.SWITCHES:                                             # each switch on for about half
-        assert 0.4 < sum(v & bit > 0 for v in drawn) / len(drawn) < 0.6, bit
-    assert len(set(drawn)) > 100
+    assert variants.from_student("alice") == variants.from_student(" alice\n") == 121   # fixed across machines
+    assert set(drawn) == set(variants.DERIVED) and len(variants.DERIVED) == 11
+    for v in drawn:       # each problem all or nothing (one switch alone does not halve it), two at least
+        varied = [p for p, bits in variants.PROBLEM_SETS.items() if v & bits]
+        assert len(varied) >= 2 and all(v & variants.PROBLEM_SETS[p] == variants.PROBLEM_SETS[p] for p in varied)
+    for bits in variants.PROBLEM_SETS.values():                               # each problem varied for 7 in 11
+        assert 0.5 < sum(v & bits > 0 for v in drawn) / len(drawn) < 0.75, bits
 
 
 def test_variant_from_refuses_an_empty_id_and_a_second_variant(tmp_path, capsys):

@@ -7,7 +7,8 @@ numbers but no code. This process never imports the submission.
     h = E.entropy(z)                                     # a tensor, computed in the worker
     value, grads = call_grad("grpo:aggregate", (loss, keep, "token-mean"), wrt=[0])
 
-A call that spends the test's time limit in CPU seconds (or WALL_FACTOR times it in wall time,
+A call that spends the test's time limit in CPU seconds, its own or its child processes' (or
+WALL_FACTOR times it in wall time,
 so that a busy machine does not fail a right answer), a worker that exits (sys.exit, os._exit, a
 crash) or prints more than OUTPUT_LIMIT bytes ends that call with a message, and the next call
 starts a fresh worker. After each test (`end_test`, which harness.py calls) and at the worker's
@@ -59,6 +60,16 @@ def set_limit(seconds: float) -> None:
     _budget.update(limit=seconds, wall=time.monotonic() + WALL_FACTOR * seconds, cpu=0.0)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process pid and of its children it has waited for (fields
+    14-17 of /proc/PID/stat); 0 where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class Worker:
     """One child process running runner.py in the graded tree."""
 
@@ -80,12 +91,11 @@ class Worker:
         self.ready = select.select([self.rep_r], [], [], STARTUP_LIMIT)[0] and os.read(self.rep_r, 1) == b"R"
 
     def cpu_seconds(self) -> float:
-        """CPU time the worker has used (Linux: /proc; elsewhere 0, and only the wall limit holds)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return 0.0
+        """CPU time the submission has used: the worker's, its ended children's, and that of every
+        live process under this one (the worker's children, and strays that left its process
+        group, which come back to this process, the subreaper), so that work handed to a child
+        counts as the worker's own (Linux: /proc; elsewhere 0, and only the wall limit holds)."""
+        return sum(_cpu_seconds(pid) for pid in {self.proc.pid} | reaper.descendants(os.getpid()))
 
     def _drain(self) -> None:
         """Read the worker's output, keep its tail, stop the worker past OUTPUT_LIMIT."""
