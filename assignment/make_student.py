@@ -279,6 +279,9 @@ def make_student(dest: Path, variant: int = 0, repo: Path = REPO, snapshot: bool
         for rel, old, new in variants.SWITCHES[bit]["docs"]:
             path = dest / rel
             path.write_text(variants.substitute(path.read_text(), old, new, rel))
+        for rel, old, new in variants.SWITCHES[bit].get("tests", []):
+            path = dest / rel
+            path.write_text(variants.substitute_all(path.read_text(), old, new, rel))
         deselect += variants.SWITCHES[bit]["deselect"]
     if switches:
         (dest / "assignment" / "variant.json").write_text(json.dumps({

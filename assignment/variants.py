@@ -14,6 +14,8 @@ Each switch lists:
   docs:       (file, old, new) substitutions made in the student version (each must match);
   solution:   (file, old, new) substitutions that turn the reference into the variant's solution
               (tests/test_assignment.py grades it; instructors can do the same);
+  tests:      (file, old, new) substitutions, each at every place old occurs, that make the
+              repository's own tests follow the variant (optional);
   deselect:   repository tests that assert the released convention, deselected in that version.
 """
 
@@ -112,13 +114,13 @@ SWITCHES = {
         ],
         "solution": [("entropy.py", "    return _entropy_from_log_probs(_log_probs(logits))\n",
                       "    return _entropy_from_log_probs(_log_probs(logits)) / math.log(2)\n")],
-        "deselect": [f"tests/test_entropy.py::{name}" for name in (
-            "test_theorem1_single_logit_update", "test_theorem2_grpo_update",
-            "test_theorem2_agrees_with_autograd_directional_derivative",
-            "test_discriminator_sign_marks_relatively_likely_tokens",
-            "test_known_values_and_float32_for_low_precision_input", "test_entropy_of_a_masked_out_token_is_finite",
-            "test_token_stats_matches_direct_on_qwen2", "test_token_stats_bf16_hidden_and_autocast",
-            "test_entropy_probe_on_independent_positions_matches_theorem2")],
+        # the repository's entropy tests read entropy.entropy as nats: they convert it back
+        "tests": [("tests/test_entropy.py", "E.entropy(", "entropy_nats("),
+                  ("tests/test_entropy.py", "import entropy as E\n",
+                   "import entropy as E\n\n\ndef entropy_nats(logits):\n"
+                   "    \"\"\"THIS COURSE'S VARIANT: entropy.entropy is in bits; these tests check nats.\"\"\"\n"
+                   "    return E.entropy(logits) * math.log(2)\n")],
+        "deselect": [],
     },
     32: {
         "problem": "P1",
@@ -188,4 +190,12 @@ def substitute(text: str, old: str, new: str, where: str) -> str:
     if text.count(old) != 1:
         raise RuntimeError(f"variant text not found exactly once in {where} (the reference changed?): "
                            f"{old[:60]!r}; update assignment/variants.py")
+    return text.replace(old, new)
+
+
+def substitute_all(text: str, old: str, new: str, where: str) -> str:
+    """text with every old replaced by new; a clear error when old is gone (the reference changed)."""
+    if old not in text:
+        raise RuntimeError(f"variant text not found in {where} (the reference changed?): {old[:60]!r}; "
+                           f"update assignment/variants.py")
     return text.replace(old, new)

@@ -5,6 +5,7 @@ new switch works alone, and a student id gives the same variant every time. The 
 two at a time, in child processes (a few minutes in all)."""
 
 import os
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,6 +67,21 @@ def test_each_new_switch_alone_costs_the_reference_and_its_solution_passes(gradi
     assert earned < possible, gradings[(bit, False)].result()["table"]
     earned, possible = _points(gradings[(bit, True)].result(), problem)
     assert earned == possible == AUTOGRADED[problem], gradings[(bit, True)].result()["table"]
+
+
+@pytest.mark.parametrize("solved", [True, False])
+def test_the_repository_tests_a_variant_patches_follow_its_convention(tmp_path, solved):
+    """Switch 16's entropy tests, converted to read entropy.entropy as bits, pass on the switch's
+    solution and fail on the released (nats) code: the student keeps them instead of losing them."""
+    tree = _tree(tmp_path, "bits", [16], solved)
+    for file, old, new in variants.SWITCHES[16]["tests"]:
+        (tree / file).write_text(variants.substitute_all((tree / file).read_text(), old, new, file))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_entropy.py"],
+                          cwd=tree, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert (proc.returncode == 0) == solved, proc.stdout[-3000:]
+    if not solved:
+        assert proc.stdout.count("FAILED") >= 5, proc.stdout[-3000:]
 
 
 def test_every_switch_names_its_problem_and_its_texts_apply(tmp_path):
