@@ -42,6 +42,7 @@ sys.path[:0] = [str(HERE), str(HERE / "tests")]
 import _support  # noqa: E402
 import harness  # noqa: E402
 import manifest  # noqa: E402
+import worker  # noqa: E402
 
 REPO = HERE.parent
 TESTS = HERE / "tests"
@@ -247,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
+    try:
+        worker.account()         # ASSIGNMENT_WORKER_USER, checked before anything runs
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.snapshot is not None:
         return snapshot(args.snapshot, args.tree or REPO)
     if args.submission is not None:
@@ -255,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         files = find_submission(args.submission)
         with tempfile.TemporaryDirectory() as tmp:
+            os.chmod(tmp, 0o755)         # readable by the worker, which may run as another user
             tree = Path(tmp) / "tree"
             _student_tree(tree)
             for name, path in files.items():

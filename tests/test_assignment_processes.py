@@ -9,9 +9,12 @@ uses it) on a tree whose module `evil.py` does one of these things, and checks f
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,6 +79,13 @@ def burn_in_child():
     time.sleep(1000)
 
 
+def overwrite(path):
+    """What a forged grade needs: write over a file of the grader's."""
+    with open(path, "w") as f:
+        f.write("forged")
+    return "written"
+
+
 def unguard():
     """Clear the worker's death signal and its handler (the watchdog thread must still act)."""
     ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)
@@ -85,6 +95,10 @@ def unguard():
 
 def pid():
     return os.getpid()
+
+
+def uid():
+    return os.getuid()
 '''
 
 GRADER = '''
@@ -124,13 +138,13 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _grade(tmp_path: Path, calls: list, limit: float = 30.0) -> dict:
+def _grade(tmp_path: Path, calls: list, limit: float = 30.0, env: dict | None = None) -> dict:
     tree = tmp_path / "tree"
     tree.mkdir(exist_ok=True)
     (tree / "evil.py").write_text(EVIL)
     grader = tmp_path / "grader.py"
     grader.write_text(GRADER)
-    env = {**os.environ, "ASSIGNMENT_TREE": str(tree)}
+    env = {**os.environ, **(env or {}), "ASSIGNMENT_TREE": str(tree)}
     proc = subprocess.run([sys.executable, str(grader), str(TESTS), json.dumps(calls), str(limit)],
                           capture_output=True, text=True, timeout=120, env=env)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
@@ -184,6 +198,44 @@ def test_a_child_that_does_the_work_counts_against_the_limit(tmp_path):
     assert out.get("error", "").startswith("TimeLimit"), out
     assert out["seconds"] < 4 * limit + 2, out
     assert not _gone(out["worker_pids"]), out
+
+
+def _runs_as_nobody() -> bool:
+    """Whether this process may start this Python as the user nobody (it is root, and the
+    interpreter does not lie under a private home)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        return subprocess.run([sys.executable, "-c", ""], user="nobody", group="nogroup", extra_groups=[],
+                              cwd="/", capture_output=True, timeout=60).returncode == 0
+    except (OSError, KeyError, ValueError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _runs_as_nobody(), reason="needs root and a Python the user nobody can run")
+def test_a_worker_run_as_another_user_cannot_write_the_graders_files(tmp_path):
+    base = Path(tempfile.mkdtemp())       # the tree must be readable by nobody; tmp_path is not
+    try:
+        base.chmod(0o755)
+        target = base / "results.json"
+        target.write_text("{}")
+        out = _grade(base, [["evil:uid"], ["evil:overwrite", str(target)]], env={"ASSIGNMENT_WORKER_USER": "nobody"})
+        assert out["values"] == [pwd.getpwnam("nobody").pw_uid], out          # the worker ran as nobody
+        assert out.get("error", "").startswith("PermissionError"), out
+        assert target.read_text() == "{}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_worker_user_the_grader_cannot_use_is_one_sentence(tmp_path):
+    grade = TESTS.parent / "grade.py"
+    for user, said in (("no-such-user-here", "no such user"),
+                       ("nobody", "cannot run" if os.geteuid() == 0 and not _runs_as_nobody() else None)):
+        if said is None:
+            continue          # nobody works here (the test above) or this is not root (next case)
+        proc = subprocess.run([sys.executable, str(grade), "--problems", "P1"], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "ASSIGNMENT_WORKER_USER": user}, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and said in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("unguarded", [False, True], ids=["death-signal", "watchdog"])

@@ -57,3 +57,4 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_sessionfinish(session):
     worker.shutdown()
+    worker.remove_scratch()

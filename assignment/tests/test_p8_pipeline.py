@@ -9,12 +9,12 @@ import re
 
 import pytest
 from _support import BASE_SEED
-from worker import call, output_tail
+from worker import call, output_tail, scratch
 
 
 @pytest.mark.limit(300)
-def test_training_runs_on_your_code(tmp_path):
-    out = tmp_path / "run"
+def test_training_runs_on_your_code():
+    out = scratch() / "run"              # written by the worker, which may run as another user
     argv = ["--method", "clipv", "--mu", "1.0", "--steps", "2", "--prompts-per-step", "2", "--group-size", "4",
             "--max-new-tokens", "16", "--probe-every", "1", "--eval-every", "2", "--eval-limit", "4",
             "--eval-n", "2", "--seed", str(BASE_SEED % 100000), "--out", str(out)]

@@ -40,6 +40,11 @@ DEFAULT_LIMIT = float(os.environ.get("ASSIGNMENT_TIME_LIMIT", 30))   # CPU secon
 WALL_FACTOR = 10            # a test may wait this many times its limit for a starved (or sleeping) worker
 STARTUP_LIMIT = 600         # seconds for a worker to import torch, not counted against any test
 
+# Under Gradescope the grader runs as root; ASSIGNMENT_WORKER_USER=nobody runs the submission as that
+# user, so that it cannot write the grader's files, signal it or read its memory.
+WORKER_USER = os.environ.get("ASSIGNMENT_WORKER_USER") or None
+_usable: set[tuple[int, int]] = set()   # (uid, gid) found able to run the worker
+
 _budget = {"limit": DEFAULT_LIMIT, "wall": time.monotonic() + WALL_FACTOR * DEFAULT_LIMIT, "cpu": 0.0}
 
 
@@ -58,6 +63,44 @@ def tree() -> Path:
 def set_limit(seconds: float) -> None:
     """A new test: it may spend `seconds` of CPU time in the submission's code."""
     _budget.update(limit=seconds, wall=time.monotonic() + WALL_FACTOR * seconds, cpu=0.0)
+
+
+def account() -> tuple[int, int] | None:
+    """(uid, gid) of WORKER_USER, or None when it is not set; RuntimeError, saying what to do, for
+    an unknown user or a grader that is not root (only root can start a process as another user)."""
+    if WORKER_USER is None:
+        return None
+    import pwd
+    try:
+        entry = pwd.getpwnam(WORKER_USER)
+    except KeyError:
+        raise RuntimeError(f"ASSIGNMENT_WORKER_USER={WORKER_USER}: no such user; create it "
+                           "(useradd) or unset the variable.") from None
+    if os.geteuid() != 0:
+        raise RuntimeError(f"ASSIGNMENT_WORKER_USER={WORKER_USER} needs the grader to run as root, "
+                           "which starts the worker as that user; unset the variable.")
+    ids = entry.pw_uid, entry.pw_gid
+    if ids not in _usable:     # once: that user can start this Python and read the worker
+        try:
+            subprocess.run([sys.executable, "-c", f"open({str(RUNNER)!r}).close()"], user=ids[0], group=ids[1],
+                           extra_groups=[], cwd="/", check=True, capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            raise RuntimeError(f"ASSIGNMENT_WORKER_USER={WORKER_USER} cannot run {sys.executable} on "
+                               f"{RUNNER}; install Python and the grader where that user can read "
+                               "them, or unset the variable.") from None
+        _usable.add(ids)
+    return ids
+
+
+def scratch() -> Path:
+    """A new folder the submission may write into (a training run's --out): owned by the
+    worker's user when there is one, and readable by the grader either way."""
+    import tempfile
+    folder = Path(tempfile.mkdtemp(prefix="assignment-"))
+    _scratch.append(folder)
+    if (ids := account()) is not None:
+        os.chown(folder, *ids)
+    return folder
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -80,8 +123,12 @@ class Worker:
         env.update(PYTHONPATH=str(where), PYTHONDONTWRITEBYTECODE="1", HF_HUB_OFFLINE="1",
                    TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         reaper.become_subreaper()          # what the worker leaves behind comes back here
+        ids = account()
+        if ids is not None:                # its own home: caches the libraries write go there
+            env["HOME"] = str(scratch())
         self.proc = subprocess.Popen([sys.executable, str(RUNNER), str(req_r), str(rep_w), str(os.getpid())],
-                                     cwd=where, env=env,
+                                     cwd=where, env=env, user=ids and ids[0], group=ids and ids[1],
+                                     extra_groups=[] if ids else None,
                                      pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         os.close(req_r)
@@ -179,6 +226,7 @@ class Worker:
 
 
 _worker: list[Worker] = []
+_scratch: list[Path] = []      # folders made by `scratch`, removed by `remove_scratch`
 
 
 def _get() -> Worker:
@@ -201,6 +249,13 @@ def shutdown() -> None:
     """Stop the worker and everything it started (grade.py calls this before it writes the results)."""
     while _worker:
         _worker.pop().close()
+
+
+def remove_scratch() -> None:
+    """Remove the folders `scratch` made (at the end of the grading, after `shutdown`)."""
+    import shutil
+    while _scratch:
+        shutil.rmtree(_scratch.pop(), ignore_errors=True)
 
 
 def end_test() -> None:
