@@ -320,15 +320,16 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def shard(model, dtype: torch.dtype = torch.float32, methods: dict | None = None) -> None:
+def shard(model, dtype: torch.dtype = torch.float32, methods: tuple = ()) -> None:
     """FSDP2 in place: every decoder layer, then the root (embeddings, tied or not, final norm,
     head). With a compute dtype other than float32 (bf16: on CUDA, or --dtype bfloat16),
     parameters are all-gathered and used in it and gradients reduced in float32 (FSDP2's
     mixed-precision policy, in place of autocast; the statistics, float32 arithmetic, then read
     a bf16-rounded head); the sharded masters and AdamW state stay float32.
-    methods {name: fn(model, ...)}: functions that use the model other than through its forward
-    (rollout.statistics reads the head's weight directly), attached as methods and registered
-    so that FSDP2 gathers the root's weights for them as for a forward."""
+    methods [fn(model, ...)]: functions that use the model other than through its forward
+    (rollout.statistics reads the head's weight directly), attached as methods under their names
+    and registered so that FSDP2 gathers the root's weights for them as for a forward
+    (`as_forward` calls them)."""
     from types import MethodType
 
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
@@ -338,9 +339,17 @@ def shard(model, dtype: torch.dtype = torch.float32, methods: dict | None = None
     for layer in model.model.layers:
         fully_shard(layer, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
-    for name, fn in (methods or {}).items():
-        setattr(model, name, MethodType(fn, model))
-        register_fsdp_forward_method(model, name)
+    for fn in methods or ():
+        setattr(model, fn.__name__, MethodType(fn, model))
+        register_fsdp_forward_method(model, fn.__name__)
+
+
+def as_forward(model, fn, *args):
+    """fn(model, *args); on a model `shard` gave fn as a method, through that method, so that
+    FSDP2 gathers the root's weights for it and its backward as for a forward. One process: fn
+    itself."""
+    method = getattr(model, fn.__name__, None) if is_sharded(model) else None
+    return method(*args) if method is not None else fn(model, *args)
 
 
 def is_sharded(model) -> bool:

@@ -390,18 +390,14 @@ def response_stats(model, prompt_ids: Tensor, prompt_mask: Tensor, response_ids:
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     start = prompt_ids.shape[1] - 1   # hidden at P-1+j predicts response token j
     args = (input_ids, attention_mask, position_ids, start, response_ids, temperature, chunk_size)
-    sharded = getattr(model, STATISTICS_METHOD, None)
-    return TokenStats(*(sharded(*args) if sharded is not None else statistics(model, *args)))
-
-
-STATISTICS_METHOD = "response_statistics"   # set on a sharded model by distributed.shard
+    return TokenStats(*distributed.as_forward(model, statistics, *args))
 
 
 def statistics(model, input_ids, attention_mask, position_ids, start: int, response_ids,
                temperature: float, chunk_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The body of response_stats, as a tuple (logp, entropy, s_star, es). Under FSDP2 it runs
-    as a method of the model registered with register_fsdp_forward_method, so the root's
-    weights (embeddings, head) are gathered for it and its backward like for a forward."""
+    """The body of response_stats, as a tuple (logp, entropy, s_star, es). It reads the head's
+    weight outside the model's forward, so under FSDP2 distributed.shard registers it as a
+    forward method of the model (distributed.as_forward calls it so)."""
     hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
                                  position_ids=position_ids, use_cache=False).last_hidden_state
     hidden = hidden[:, start:start + response_ids.shape[1]]

@@ -314,7 +314,7 @@ def setup(cfg: Config) -> Run:
     dtype = policy.compute_dtype(cfg.dtype, device)
     sampling_model = policy.sampling_copy(model, dtype, always=world.size > 1)
     if world.size > 1:
-        distributed.shard(model, dtype, {rollout.STATISTICS_METHOD: rollout.statistics})
+        distributed.shard(model, dtype, (rollout.statistics,))
     optimizer, scheduler = make_optimizer(model, cfg)
     amp = policy.autocast(device, dtype if world.size == 1 else torch.float32)   # FSDP2 casts itself
     run = Run(cfg, out, device, amp, model, tokenizer, ref_model, sampling_model,

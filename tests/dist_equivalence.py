@@ -81,7 +81,7 @@ def one_step(flags: list[str], world, whole, local_statistics: bool, untied: boo
         untie(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     if world.size > 1:
-        distributed.shard(model, methods={rollout.STATISTICS_METHOD: rollout.statistics})
+        distributed.shard(model, methods=(rollout.statistics,))
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)   # the update is the gradient
     amp = policy.autocast(torch.device("cpu"), torch.float32)
     batch, metrics = train.rollout_step(model, tokenizer, examples, list(range(len(examples))),
