@@ -281,7 +281,7 @@ def make_student(dest: Path, variant: int = 0, repo: Path = REPO, snapshot: bool
             path.write_text(variants.substitute(path.read_text(), old, new, rel))
         for rel, old, new in variants.SWITCHES[bit].get("tests", []):
             path = dest / rel
-            path.write_text(variants.substitute_all(path.read_text(), old, new, rel))
+            path.write_text(variants.substitute(path.read_text(), old, new, rel, every=True))
         deselect += variants.SWITCHES[bit]["deselect"]
     if switches:
         (dest / "assignment" / "variant.json").write_text(json.dumps({

@@ -75,7 +75,7 @@ def test_the_repository_tests_a_variant_patches_follow_its_convention(tmp_path, 
     solution and fail on the released (nats) code: the student keeps them instead of losing them."""
     tree = _tree(tmp_path, "bits", [16], solved)
     for file, old, new in variants.SWITCHES[16]["tests"]:
-        (tree / file).write_text(variants.substitute_all((tree / file).read_text(), old, new, file))
+        (tree / file).write_text(variants.substitute((tree / file).read_text(), old, new, file, every=True))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_entropy.py"],
                           cwd=tree, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
