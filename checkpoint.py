@@ -100,7 +100,8 @@ def verify(path: Path) -> dict:
     first part that fails. A resume asks three times (config.resolve_config, prepare_run_folder,
     train.setup): a checkpoint whose files have not changed since it passed is not checked again."""
     path = Path(path)
-    files = tuple(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file()))
+    stats = ((str(f), f.stat()) for f in path.rglob("*") if f.is_file())
+    files = tuple(sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
     if path in _VERIFIED and _VERIFIED[path][0] == files:
         return _VERIFIED[path][1]
     _VERIFIED[path] = (files, _check(path))

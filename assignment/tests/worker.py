@@ -127,8 +127,8 @@ class Worker:
         if ids is not None:                # its own home: caches the libraries write go there
             env["HOME"] = str(scratch())
         self.proc = subprocess.Popen([sys.executable, str(RUNNER), str(req_r), str(rep_w), str(os.getpid())],
-                                     cwd=where, env=env, user=ids and ids[0], group=ids and ids[1],
-                                     extra_groups=[] if ids else None,
+                                     cwd=where, env=env, user=ids[0] if ids else None,
+                                     group=ids[1] if ids else None, extra_groups=[] if ids else None,
                                      pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         os.close(req_r)
